@@ -1,0 +1,101 @@
+"""The sample selector interface and its registry.
+
+A selector picks ``k`` samples of one class, in priority order (the last ones are the
+first to be dropped when the memory shrinks), with a weight each.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Type, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ClassFeatures",
+    "Selection",
+    "SampleSelector",
+    "register_selector",
+    "get_selector",
+    "list_selectors",
+]
+
+_SELECTORS: Dict[str, Type["SampleSelector"]] = {}
+
+
+@dataclass
+class ClassFeatures:
+    """Per-sample features of the ``n`` samples of one class (eval transforms, no grad).
+
+    :ivar embeddings: ``(n, D)`` pre-logit features (final-norm CLS or pooled token).
+    :ivar logits: ``(n, C)`` logits of the model's head.
+    :ivar targets: ``(n,)`` class indices.
+    """
+
+    embeddings: Tensor
+    logits: Tensor
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+
+@dataclass
+class Selection:
+    """Selected samples of one class.
+
+    :ivar indices: ``(k,)`` int64 positions in ``[0, n)``, unique, most important first.
+    :ivar weights: ``(k,)`` float32 weights (1 for unweighted selectors).
+    """
+
+    indices: Tensor
+    weights: Tensor
+
+    def __post_init__(self):
+        if self.indices.shape != self.weights.shape:
+            raise ValueError("indices and weights must have the same shape")
+
+
+class SampleSelector(ABC):
+    """Chooses which samples of a class enter the memory.
+
+    Subclasses set ``needs_features`` when :meth:`select` reads ``features``.
+    """
+
+    name: str = ""
+    needs_features: bool = False
+
+    @abstractmethod
+    def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
+        """Select ``min(k, n)`` of ``n`` samples of one class, in priority order."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def register_selector(name: str) -> Callable[[Type[SampleSelector]], Type[SampleSelector]]:
+    """Class decorator adding a selector to the registry under ``name``."""
+
+    def deco(cls: Type[SampleSelector]) -> Type[SampleSelector]:
+        cls.name = name
+        _SELECTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_selectors():
+    """Registered selector names."""
+    return sorted(_SELECTORS)
+
+
+def get_selector(selector: Union[str, SampleSelector], **options) -> SampleSelector:
+    """Return a selector object from a registered name (with ``options``) or pass one through."""
+    if isinstance(selector, SampleSelector):
+        if options:
+            raise ValueError("options can only be given together with a selector name")
+        return selector
+    if not isinstance(selector, str) or selector.lower() not in _SELECTORS:
+        raise ValueError(f"unknown sample selector {selector!r}; choose one of {list_selectors()}")
+    return _SELECTORS[selector.lower()](**options)

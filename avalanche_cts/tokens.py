@@ -1,0 +1,115 @@
+"""Patch tokens: cutting images into tokens, putting them back, and random keep masks.
+
+Token layout follows MAE: an image ``(B, C, H, W)`` becomes ``(B, T, P*P*C)`` with
+``T = (H/P) * (W/P)`` tokens in row-major grid order and the values of one token in
+``(row, col, channel)`` order. Positions are integer indices into that grid.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_patch_size",
+    "patchify",
+    "unpatchify",
+    "scatter_tokens",
+    "keep_count",
+    "random_keep_indices",
+    "bernoulli_keep_mask",
+    "mask_to_pixels",
+]
+
+
+def check_patch_size(height: int, width: int, patch_size: int) -> Tuple[int, int]:
+    """Return the token grid ``(H/P, W/P)``; raise if ``P`` does not divide ``H`` and ``W``."""
+    if patch_size <= 0:
+        raise ValueError(f"patch_size must be positive, got {patch_size}")
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"image size {height}x{width} is not divisible by the patch size {patch_size}: "
+            f"resize or crop the images to a multiple of {patch_size} (e.g. "
+            f"{(height // patch_size) * patch_size}x{(width // patch_size) * patch_size}) "
+            f"or use a model whose patch size divides the image size"
+        )
+    return height // patch_size, width // patch_size
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """Cut ``(B, C, H, W)`` images into ``(B, T, P*P*C)`` tokens (any dtype)."""
+    if images.dim() != 4:
+        raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    gh, gw = check_patch_size(h, w, patch_size)
+    p = patch_size
+    x = images.reshape(b, c, gh, p, gw, p)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # B, gh, gw, p, p, C
+    return x.reshape(b, gh * gw, p * p * c)
+
+
+def unpatchify(tokens: Tensor, patch_size: int, channels: int, grid: Tuple[int, int]) -> Tensor:
+    """Inverse of :func:`patchify`: ``(B, T, P*P*C)`` tokens to ``(B, C, H, W)`` images."""
+    b, t, v = tokens.shape
+    gh, gw = grid
+    p = patch_size
+    if t != gh * gw or v != p * p * channels:
+        raise ValueError(
+            f"tokens of shape {tuple(tokens.shape)} do not match grid {grid}, "
+            f"patch size {p} and {channels} channels"
+        )
+    x = tokens.reshape(b, gh, gw, p, p, channels)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # B, C, gh, p, gw, p
+    return x.reshape(b, channels, gh * p, gw * p)
+
+
+def scatter_tokens(
+    values: Tensor, positions: Tensor, num_tokens: int, valid: Optional[Tensor] = None
+) -> Tensor:
+    """Place kept tokens at their positions in a zero-filled ``(B, T, V)`` token grid.
+
+    :param values: ``(B, K, V)`` kept token values.
+    :param positions: ``(B, K)`` integer grid positions.
+    :param valid: optional ``(B, K)`` bool mask; padded entries (False) are ignored.
+    """
+    b, k, v = values.shape
+    out = values.new_zeros(b, num_tokens + 1, v)  # slot T collects padded entries
+    pos = positions.long()
+    if valid is not None:
+        pos = torch.where(valid, pos, torch.full_like(pos, num_tokens))
+    out.scatter_(1, pos[..., None].expand(-1, -1, v), values)
+    return out[:, :num_tokens]
+
+
+def keep_count(num_tokens: int, retention: float) -> int:
+    """Tokens kept per sample at ``retention`` in (0, 1]: ``round(t*T)``, at least 1."""
+    if not 0.0 < retention <= 1.0:
+        raise ValueError(f"token retention must be in (0, 1], got {retention}")
+    return max(1, min(num_tokens, int(round(retention * num_tokens))))
+
+
+def random_keep_indices(
+    batch: int, num_tokens: int, keep: int, *, device=None, generator=None
+) -> Tensor:
+    """``(B, keep)`` sorted random token indices, uniform without replacement per sample."""
+    noise = torch.rand(batch, num_tokens, device=device, generator=generator)
+    idx = noise.argsort(dim=1)[:, :keep]
+    return idx.sort(dim=1).values
+
+
+def bernoulli_keep_mask(
+    batch: int, num_tokens: int, rate: float, *, device=None, generator=None
+) -> Tensor:
+    """``(B, T)`` bool mask, each token kept independently with probability ``rate``."""
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"keep rate must be in (0, 1], got {rate}")
+    return torch.rand(batch, num_tokens, device=device, generator=generator) < rate
+
+
+def mask_to_pixels(mask: Tensor, patch_size: int, grid: Tuple[int, int]) -> Tensor:
+    """Expand a ``(B, T)`` token mask to a ``(B, 1, H, W)`` pixel mask."""
+    b = mask.shape[0]
+    m = mask.reshape(b, 1, grid[0], 1, grid[1], 1)
+    m = m.expand(b, 1, grid[0], patch_size, grid[1], patch_size)
+    return m.reshape(b, 1, grid[0] * patch_size, grid[1] * patch_size)

@@ -1,0 +1,416 @@
+"""``CoreTokensetBuffer``: an Avalanche storage policy that keeps core tokensets under a byte budget."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.training.storage_policy import ExemplarsBuffer
+
+from .budget import water_fill
+from .memory import (
+    GROUP_HEADER_BYTES,
+    LENGTH_DTYPE,
+    POSITION_DTYPE,
+    PixelCodec,
+    TokenGroup,
+    collate_tokens,
+)
+from .models import get_adapter
+from .scorers import TokenScorer, get_scorer
+from .selectors import ClassFeatures, SampleSelector, get_selector
+from .tokens import keep_count, patchify
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["CoreTokensetBuffer", "TokenMemoryDataset"]
+
+_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float32": torch.float32}
+
+
+class TokenMemoryDataset(Dataset):
+    """Flat view over token groups: item ``i`` is ``(values, positions, label, task, weight)``."""
+
+    def __init__(self, groups: List[TokenGroup]):
+        self.groups = [g for g in groups if len(g)]
+        self._offsets = [g.offsets() for g in self.groups]
+        sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.long)
+        self._starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int):
+        gi = int(torch.searchsorted(self._starts, torch.tensor(i), right=True)) - 1
+        g, j = self.groups[gi], i - int(self._starts[gi])
+        values, positions = g.record(j, self._offsets[gi])
+        w = 1.0 if g.weights is None else float(g.weights[j])
+        return values, positions, g.label, g.task, w
+
+
+class CoreTokensetBuffer(ExemplarsBuffer):
+    """Replay memory of core tokensets under a byte budget, class-balanced.
+
+    After each experience, a sample selector picks samples per class and a token scorer
+    ranks their patch tokens; the top ``round(t*T)`` tokens of each selected sample are
+    stored at their native dtype with int16 positions. The number of samples follows
+    from the budget and the token retention ``t``. When new classes arrive, old classes
+    shrink by dropping their lowest-priority records, which frees their memory.
+
+    ``token_retention=1`` is a whole-sample coreset; a small ``t`` with many samples is
+    "core tokens"; both small is a core tokenset (paper: 10% samples x 10% tokens = 1%).
+
+    :param budget_bytes: fixed budget in bytes (exclusive with ``budget_fraction``).
+    :param budget_fraction: budget as a fraction in (0, 1] of the bytes of all data seen so
+        far (whole samples at the storage dtype).
+    :param token_retention: fraction t in (0, 1] of the T patch tokens kept per sample.
+    :param selector: sample selector name (``random``, ``herding``, ``craig``,
+        ``gradmatch``, ...) or object.
+    :param scorer: token scorer name (``random``, ``rollout``, ``gradcam``, ``gradlrp``,
+        ``atman``) or object.
+    :param pixel_dtype: storage dtype (``"uint8"``, ``"float16"``, ``"float32"``); ``None``
+        stores uint8 when the images are exact 8-bit values in [0, 1], else as given.
+    :param weighted: also store the selector's weights (4 bytes per record).
+    :param batch_size: batch size of the feature and scoring passes.
+    :param num_workers: DataLoader workers of those passes.
+    :param seed: seed of the default random selector and scorer.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_bytes: Optional[int] = None,
+        budget_fraction: Optional[float] = None,
+        token_retention: float = 1.0,
+        selector: Union[str, SampleSelector] = "random",
+        scorer: Union[str, TokenScorer] = "random",
+        pixel_dtype: Optional[str] = None,
+        weighted: bool = False,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(max_size=0)
+        if (budget_bytes is None) == (budget_fraction is None):
+            raise ValueError("give exactly one of budget_bytes or budget_fraction")
+        if budget_bytes is not None and (not isinstance(budget_bytes, int) or budget_bytes <= 0):
+            raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
+        if budget_fraction is not None and not 0.0 < budget_fraction <= 1.0:
+            raise ValueError(
+                f"budget_fraction must be in (0, 1] (e.g. 0.01 for 1% of the data), "
+                f"got {budget_fraction!r}"
+            )
+        if not 0.0 < token_retention <= 1.0:
+            raise ValueError(
+                f"token_retention must be in (0, 1] (fraction of patch tokens kept per sample), "
+                f"got {token_retention!r}"
+            )
+        if pixel_dtype is not None and pixel_dtype not in _DTYPES:
+            raise ValueError(f"pixel_dtype must be one of {sorted(_DTYPES)} or None, got {pixel_dtype!r}")
+        self.budget_bytes = budget_bytes
+        self.budget_fraction = budget_fraction
+        self.token_retention = float(token_retention)
+        self.selector = get_selector(selector, seed=seed) if isinstance(selector, str) and \
+            selector == "random" else get_selector(selector)
+        self.scorer = get_scorer(scorer, seed=seed) if isinstance(scorer, str) and \
+            scorer == "random" else get_scorer(scorer)
+        self.pixel_dtype = pixel_dtype
+        self.weighted = bool(weighted)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.groups: Dict[Tuple[int, int], TokenGroup] = {}
+        self.seen_samples = 0
+        self.seen_bytes = 0
+        self.codec: Optional[PixelCodec] = None
+        self.layout: Optional[Dict[str, object]] = None
+
+    # ------------------------------------------------------------- accounting
+    @property
+    def budget(self) -> int:
+        """Current budget in bytes."""
+        if self.budget_bytes is not None:
+            return self.budget_bytes
+        return int(self.budget_fraction * self.seen_bytes)
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes held by the memory."""
+        return sum(g.nbytes for g in self.groups.values())
+
+    @property
+    def num_records(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(g.num_tokens for g in self.groups.values())
+
+    def token_bytes(self) -> int:
+        """Bytes of one stored token of a partial record: its values plus its int16 position."""
+        self._require_layout()
+        v = self.layout["token_dim"]
+        return v * self.codec.itemsize + torch.empty(0, dtype=POSITION_DTYPE).element_size()
+
+    def record_bytes(self, k: Optional[int] = None) -> int:
+        """Bytes of one record keeping ``k`` tokens (default: the buffer's ``round(t*T)``).
+
+        A record keeping all T tokens needs no positions (its tokens are in grid order).
+        """
+        self._require_layout()
+        k = self.tokens_per_sample if k is None else k
+        extra = torch.empty(0, dtype=LENGTH_DTYPE).element_size() + (4 if self.weighted else 0)
+        if k == self.layout["num_tokens"]:
+            return k * self.layout["token_dim"] * self.codec.itemsize + extra
+        return k * self.token_bytes() + extra
+
+    @property
+    def tokens_per_sample(self) -> int:
+        self._require_layout()
+        return keep_count(self.layout["num_tokens"], self.token_retention)
+
+    def sample_bytes(self) -> int:
+        """Bytes of one whole sample at the storage dtype (the unit of ``budget_fraction``)."""
+        self._require_layout()
+        c, h, w = self.layout["image_shape"]
+        return c * h * w * self.codec.itemsize
+
+    def _require_layout(self):
+        if self.layout is None:
+            raise RuntimeError("the buffer has seen no data yet: sizes are known after the first update")
+
+    # -------------------------------------------------------------- Avalanche
+    @property
+    def buffer(self) -> AvalancheDataset:
+        """The memory as an AvalancheDataset of ``(values, positions, label, task, weight)`` items."""
+        return AvalancheDataset([self.dataset()], collate_fn=collate_tokens)
+
+    @buffer.setter
+    def buffer(self, new_buffer):
+        raise AttributeError("CoreTokensetBuffer manages its memory itself; use resize() or post_adapt()")
+
+    def dataset(self) -> TokenMemoryDataset:
+        """Plain torch dataset over all records (collate with :func:`collate_tokens`)."""
+        return TokenMemoryDataset([self.groups[k] for k in sorted(self.groups)])
+
+    def update(self, strategy: "SupervisedTemplate", **kwargs):
+        """Add the strategy's current experience (what ``ReplayPlugin`` calls)."""
+        self.post_adapt(strategy, strategy.experience)
+
+    def post_adapt(self, agent_state, exp):
+        """Add experience ``exp`` using ``agent_state.model`` and ``agent_state.device``."""
+        model, device = agent_state.model, getattr(agent_state, "device", "cpu")
+        data = exp.dataset.eval()
+        if len(data) == 0:
+            raise ValueError(
+                f"experience {getattr(exp, 'current_experience', '?')} has no samples: "
+                f"nothing can be stored; remove empty experiences from the stream"
+            )
+        adapter = get_adapter(model)
+        targets = torch.as_tensor(list(data.targets), dtype=torch.long)
+        tasks = torch.as_tensor(list(getattr(data, "targets_task_labels", [0] * len(data))),
+                                dtype=torch.long)
+        self._init_layout(adapter, data)
+        self.seen_samples += len(data)
+        self.seen_bytes += len(data) * self.sample_bytes()
+
+        keys = sorted(set(zip(targets.tolist(), tasks.tolist())))
+        for key in keys:
+            self.groups.setdefault(key, TokenGroup(*key, self.layout["num_tokens"],
+                                                   self.layout["token_dim"],
+                                                   self.codec.dtype, self.weighted))
+        members = {key: ((targets == key[0]) & (tasks == key[1])).nonzero().flatten()
+                   for key in keys}
+        quotas = self._quotas(members)
+        for key, group in self.groups.items():
+            self._shrink(group, quotas[key])
+
+        feats = self._features(model, device, data) if self.selector.needs_features else None
+        chosen: List[Tuple[Tuple[int, int], Tensor, Tensor]] = []
+        for key in keys:
+            group, idx = self.groups[key], members[key]
+            room = quotas[key] - group.nbytes
+            if getattr(self.selector, "joint", False):
+                self._add_joint(model, device, data, key, idx, room)
+                continue
+            k = max(0, room // self.record_bytes())
+            if k == 0:
+                continue
+            cf = None if feats is None else ClassFeatures(*(f[idx] for f in feats))
+            sel = self.selector.select(int(k), len(idx), cf)
+            chosen.append((key, idx[sel.indices], sel.weights))
+        self._store(model, device, data, chosen)
+        self.groups = {k: g for k, g in self.groups.items() if len(g)}
+        self.max_size = self.num_records
+
+    def resize(self, strategy, new_size: int):
+        """Keep at most ``new_size`` records, class-balanced, dropping lowest-priority ones."""
+        if new_size < 0:
+            raise ValueError(f"new_size must be >= 0, got {new_size}")
+        keys = sorted(self.groups)
+        shares = water_fill(new_size, [len(self.groups[k]) for k in keys])
+        for key, n in zip(keys, shares):
+            self.groups[key].truncate(n)
+        self.groups = {k: g for k, g in self.groups.items() if len(g)}
+        self.max_size = self.num_records
+
+    # --------------------------------------------------------------- helpers
+    def _init_layout(self, adapter, data) -> None:
+        x = data[0][0]
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            raise TypeError(
+                f"experience items must start with a (C, H, W) image tensor, got "
+                f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}: add ToTensor() to the "
+                f"eval transforms"
+            )
+        adapter.check_images(x[None])
+        layout = dict(
+            image_shape=tuple(x.shape), patch_size=adapter.patch_size, grid=adapter.grid,
+            num_tokens=adapter.num_tokens, channels=adapter.in_chans,
+            token_dim=adapter.patch_size ** 2 * adapter.in_chans,
+        )
+        if self.layout is None:
+            self.layout = layout
+            self.codec = (PixelCodec(_DTYPES[self.pixel_dtype]) if self.pixel_dtype
+                          else PixelCodec.infer(torch.stack([data[i][0] for i in
+                                                             range(min(len(data), 64))])))
+        elif layout != self.layout:
+            raise ValueError(
+                f"image/patch layout changed between experiences: stored {self.layout}, "
+                f"now {layout}; one buffer serves one model and image size"
+            )
+
+    def _quotas(self, members: Dict[Tuple[int, int], Tensor]) -> Dict[Tuple[int, int], int]:
+        """Byte quota per group: equal shares of the budget, capped by what a group can use."""
+        keys = sorted(self.groups)
+        joint = getattr(self.selector, "joint", False)
+        full = self.record_bytes(self.layout["num_tokens"] if joint else None)
+        caps = []
+        for key in keys:
+            g = self.groups[key]
+            can_add = len(members.get(key, ())) * full
+            caps.append(g.nbytes + can_add)
+        return dict(zip(keys, water_fill(self.budget, caps)))
+
+    def _shrink(self, group: TokenGroup, quota: int) -> None:
+        if group.nbytes <= quota:
+            return
+        k = group.lengths.long()
+        full = self.layout["num_tokens"]
+        per = torch.where(k == full, self.record_bytes(full), k * self.token_bytes() + self.record_bytes(0))
+        fits = (GROUP_HEADER_BYTES + per.cumsum(0)) <= quota
+        group.truncate(int(fits.sum()))
+
+    def _loader(self, data, indices: Tensor) -> DataLoader:
+        return DataLoader(Subset(data, indices.tolist()), batch_size=self.batch_size,
+                          shuffle=False, num_workers=self.num_workers)
+
+    @torch.no_grad()
+    def _features(self, model, device, data) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(embeddings, logits, targets)`` of all of ``data`` in eval mode (float32, CPU)."""
+        adapter = get_adapter(model)
+        was_training = model.training
+        model.eval()
+        try:
+            emb, logits, ys = [], [], []
+            for x, y, *_ in self._loader(data, torch.arange(len(data))):
+                e, z = adapter.features(x.to(device))
+                emb.append(e.float().cpu())
+                logits.append(z.float().cpu())
+                ys.append(torch.as_tensor(y))
+        finally:
+            model.train(was_training)
+        return torch.cat(emb), torch.cat(logits), torch.cat(ys)
+
+    def _store(self, model, device, data, chosen) -> None:
+        """Score the tokens of the chosen samples and append the top-k to their groups."""
+        if not chosen:
+            return
+        k = self.tokens_per_sample
+        t = self.layout["num_tokens"]
+        idx = torch.cat([c[1] for c in chosen])
+        out_values, out_positions = [], []
+        for x, y, *_ in self._loader(data, idx):
+            tokens = patchify(x, self.layout["patch_size"])
+            if k >= t:
+                order = torch.arange(t).expand(len(x), t)
+            else:
+                scores = self.scorer.score(model, x.to(device), torch.as_tensor(y).to(device))
+                order = scores.float().cpu().argsort(dim=1, descending=True, stable=True)[:, :k]
+            kept = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+            out_values.extend(self.codec.encode(kept).unbind(0))
+            out_positions.extend(order.unbind(0))
+        start = 0
+        for key, sel_idx, weights in chosen:
+            n = len(sel_idx)
+            self.groups[key].append(out_values[start:start + n], out_positions[start:start + n],
+                                    weights.tolist())
+            start += n
+
+    def _add_joint(self, model, device, data, key, idx: Tensor, room: int) -> None:
+        """Single-stage selection of samples and tokens for one group (joint selectors)."""
+        if room <= self.record_bytes(1) or len(idx) == 0:
+            return
+        xs, ys = zip(*[(x, y) for x, y, *_ in self._loader(data, idx)])
+        images, targets = torch.cat(xs), torch.cat([torch.as_tensor(y) for y in ys])
+        records = self.selector.select_joint(
+            model, images.to(device), targets.to(device), budget_bytes=int(room),
+            token_bytes=self.token_bytes(), record_bytes=self.record_bytes(0),
+        )
+        tokens = patchify(images, self.layout["patch_size"])
+        values = [self.codec.encode(tokens[i, pos.cpu()]) for i, pos in records]
+        positions = [pos.cpu() for _, pos in records]
+        self.groups[key].append(values, positions, [1.0] * len(records))
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> Dict:
+        """Everything needed to resume: memory, counters, layout and RNG states."""
+        rng = {name: obj.generator.get_state() for name, obj in
+               (("selector", self.selector), ("scorer", self.scorer))
+               if isinstance(getattr(obj, "generator", None), torch.Generator)}
+        return {
+            "config": dict(budget_bytes=self.budget_bytes, budget_fraction=self.budget_fraction,
+                           token_retention=self.token_retention, weighted=self.weighted,
+                           selector=repr(self.selector), scorer=repr(self.scorer)),
+            "seen_samples": self.seen_samples,
+            "seen_bytes": self.seen_bytes,
+            "codec": None if self.codec is None else str(self.codec.dtype).replace("torch.", ""),
+            "layout": self.layout,
+            "groups": [g.state_dict() for _, g in sorted(self.groups.items())],
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore a memory saved by :meth:`state_dict` into a buffer of the same configuration."""
+        cfg = state["config"]
+        mine = self.state_dict()["config"]
+        diff = {k: (cfg[k], mine[k]) for k in ("budget_bytes", "budget_fraction",
+                                               "token_retention", "weighted")
+                if cfg[k] != mine[k]}
+        if diff:
+            raise ValueError(f"saved buffer configuration differs (saved, this): {diff}")
+        self.seen_samples = int(state["seen_samples"])
+        self.seen_bytes = int(state["seen_bytes"])
+        self.codec = None if state["codec"] is None else PixelCodec(_DTYPES[state["codec"]])
+        self.layout = state["layout"]
+        if self.layout is not None:
+            self.layout = dict(self.layout, image_shape=tuple(self.layout["image_shape"]),
+                               grid=tuple(self.layout["grid"]))
+        self.groups = {}
+        for gs in state["groups"]:
+            g = TokenGroup.from_state(gs)
+            self.groups[(g.label, g.task)] = g
+        for name, st in state.get("rng", {}).items():
+            gen = getattr(getattr(self, name), "generator", None)
+            if isinstance(gen, torch.Generator):
+                gen.set_state(st)
+        self.max_size = self.num_records
+
+    def __repr__(self) -> str:
+        b = f"{self.budget_bytes} B" if self.budget_bytes else f"{self.budget_fraction:.2%} of data"
+        return (f"CoreTokensetBuffer(budget={b}, t={self.token_retention}, selector={self.selector!r}, "
+                f"scorer={self.scorer!r}, records={self.num_records}, nbytes={self.nbytes})")

@@ -285,16 +285,21 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             )
 
     def _quotas(self, members: Dict[Tuple[int, int], Tensor]) -> Dict[Tuple[int, int], int]:
-        """Byte quota per group: equal shares of the budget, capped by what a group can use."""
+        """Byte quota per group: equal shares of the budget, capped by what a group can use.
+
+        With one record size (two-stage selection) the shares are whole records, so groups
+        differ by at most one record; joint selectors share bytes.
+        """
         keys = sorted(self.groups)
-        joint = getattr(self.selector, "joint", False)
-        full = self.record_bytes(self.layout["num_tokens"] if joint else None)
-        caps = []
-        for key in keys:
-            g = self.groups[key]
-            can_add = len(members.get(key, ())) * full
-            caps.append(g.nbytes + can_add)
-        return dict(zip(keys, water_fill(self.budget, caps)))
+        headers = GROUP_HEADER_BYTES * len(keys)
+        if getattr(self.selector, "joint", False):
+            full = self.record_bytes(self.layout["num_tokens"])
+            caps = [self.groups[k].nbytes + len(members.get(k, ())) * full for k in keys]
+            return dict(zip(keys, water_fill(self.budget, caps)))
+        rb = self.record_bytes()
+        caps = [len(self.groups[k]) + len(members.get(k, ())) for k in keys]
+        counts = water_fill(max(0, self.budget - headers) // rb, caps)
+        return {k: GROUP_HEADER_BYTES + n * rb for k, n in zip(keys, counts)}
 
     def _shrink(self, group: TokenGroup, quota: int) -> None:
         if group.nbytes <= quota:

@@ -1,0 +1,53 @@
+"""Shared test set-up: a private HOME (Avalanche writes ~/.avalanche on import), one torch
+thread per process, and tiny class-incremental data (scikit-learn digits)."""
+import os
+import tempfile
+
+os.environ["HOME"] = tempfile.mkdtemp(prefix="cts-home-")
+os.environ.setdefault("AVALANCHE_CTS_CACHE", tempfile.mkdtemp(prefix="cts-cache-"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+class _Tensors(torch.utils.data.TensorDataset):
+    """``(x, y)`` tensors with the ``.targets`` list that ``nc_benchmark`` needs."""
+
+    @property
+    def targets(self):
+        return self.tensors[1].tolist()
+
+
+def digits_8bit():
+    """1,797 digits as (N, 1, 8, 8) float images holding exact 8-bit values, and labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (torch.tensor(d.images, dtype=torch.float32) / 16 * 255).round() / 255
+    return x[:, None], torch.tensor(d.target)
+
+
+def make_digits_benchmark(n_experiences=5, seed=0):
+    """Class-incremental digits: 5 experiences x 2 classes, 1,400 train / 397 test images."""
+    from avalanche.benchmarks import nc_benchmark
+
+    x, y = digits_8bit()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    x, y = x[perm], y[perm]
+    return nc_benchmark(_Tensors(x[:1400], y[:1400]), _Tensors(x[1400:], y[1400:]),
+                        n_experiences=n_experiences, task_labels=False, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def digits_benchmark():
+    return make_digits_benchmark()
+
+
+@pytest.fixture
+def micro_vit():
+    from avalanche_cts import create_model
+
+    torch.manual_seed(0)
+    return create_model("vit_digits_micro")

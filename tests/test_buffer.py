@@ -1,0 +1,177 @@
+"""CoreTokensetBuffer: byte budget, class balance, shrinking, exact storage, persistence."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from avalanche_cts import CoreTokensetBuffer, create_model
+from avalanche_cts.memory import GROUP_HEADER_BYTES, PixelCodec, TokenGroup
+from avalanche_cts.tokens import patchify
+
+
+def _agent(model):
+    return SimpleNamespace(model=model, device="cpu")
+
+
+def _fill(buf, bm, model, n=None):
+    for exp in list(bm.train_stream)[:n]:
+        buf.post_adapt(_agent(model), exp)
+        yield exp
+
+
+def _expected_nbytes(buf):
+    """Independent count: uint8 values, int16 positions and lengths, 16-byte group headers."""
+    t, v = buf.layout["num_tokens"], buf.layout["token_dim"]
+    total = 0
+    for g in buf.groups.values():
+        for k in g.lengths.tolist():
+            total += k * v + (2 * k if k < t else 0) + 2
+        total += 16
+    return total
+
+
+@pytest.mark.parametrize("t", [1.0, 0.25])
+def test_budget_fraction_never_exceeded_and_class_balanced(digits_benchmark, micro_vit, t):
+    buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=t)
+    seen = 0
+    for exp in _fill(buf, digits_benchmark, micro_vit):
+        seen += len(exp.dataset)
+        budget = int(0.1 * seen * 64)  # 8x8 grey uint8 images
+        assert buf.budget == budget
+        assert buf.nbytes <= budget
+        assert buf.nbytes == _expected_nbytes(buf)
+        new = [len(g) for (c, _), g in buf.groups.items() if c in exp.classes_in_this_experience]
+        assert max(new) - min(new) <= 1  # classes that have data are balanced
+        assert max(len(g) for g in buf.groups.values()) <= max(new) + 1  # old ones cannot grow
+        assert buf.budget - buf.nbytes < len(buf.groups) * (buf.record_bytes() + 16)
+    assert all(g.values.dtype == torch.uint8 for g in buf.groups.values())
+    k = round(t * 16)
+    assert all((g.lengths == k).all() for g in buf.groups.values())
+
+
+def test_fixed_budget_shrinks_old_classes_and_frees_memory(digits_benchmark, micro_vit):
+    buf = CoreTokensetBuffer(budget_bytes=6000, token_retention=0.5)
+    exps = list(digits_benchmark.train_stream)
+    buf.post_adapt(_agent(micro_vit), exps[0])
+    old = {k: (g.values.clone(), g.positions.clone(), g.values.untyped_storage().nbytes())
+           for k, g in buf.groups.items()}
+    n_before = {k: len(g) for k, g in buf.groups.items()}
+    buf.post_adapt(_agent(micro_vit), exps[1])
+    assert buf.nbytes <= 6000 and len(buf.groups) == 4
+    for key, (vals, pos, storage) in old.items():
+        g = buf.groups[key]
+        assert len(g) < n_before[key]
+        # lowest-priority records went: what remains is a prefix of the old records
+        assert torch.equal(g.values, vals[: g.values.shape[0]])
+        assert torch.equal(g.positions, pos[: g.positions.shape[0]])
+        assert g.values.untyped_storage().nbytes() < storage  # really released
+
+
+def test_stored_tokens_rebuild_original_patches(digits_benchmark, micro_vit):
+    buf = CoreTokensetBuffer(budget_fraction=0.2, token_retention=0.25)
+    exp = next(_fill(buf, digits_benchmark, micro_vit, 1))
+    data = exp.dataset.eval()
+    originals = {}
+    for x, y, _ in data:
+        originals.setdefault(int(y), []).append(patchify(x[None], 2)[0])
+    ds = buf.dataset()
+    assert len(ds) == buf.num_records > 0
+    for i in range(len(ds)):
+        values, positions, label, task, _ = ds[i]
+        decoded = buf.codec.decode(values)
+        tokens = torch.stack(originals[label])[:, positions.long()]
+        # exactly one training image of that class has these patches at these positions
+        matches = (tokens == decoded).all(-1).all(-1)
+        assert matches.any(), f"record {i} matches no original image"
+    # zero-filled rebuild: kept patches in place, the rest zero
+    from avalanche_cts.memory import collate_tokens
+
+    batch = collate_tokens([ds[0]])
+    img = batch.images(buf.codec, 2, 1, (4, 4))
+    tok = patchify(img, 2)[0]
+    kept = set(batch.positions[0].tolist())
+    assert all(tok[j].abs().sum() == 0 for j in range(16) if j not in kept)
+
+
+def test_pixel_codec_exact_for_8bit_and_infers_dtype():
+    x = torch.randint(0, 256, (5, 1, 4, 4)).float() / 255
+    c = PixelCodec.infer(x)
+    assert c.dtype == torch.uint8
+    assert torch.equal(c.decode(c.encode(x)), x)
+    assert PixelCodec.infer(torch.rand(5, 1, 4, 4)).dtype == torch.float32
+
+
+def test_state_dict_round_trip_resumes_identically(digits_benchmark, micro_vit, tmp_path):
+    exps = list(digits_benchmark.train_stream)
+    a = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.5, seed=3)
+    for e in exps[:2]:
+        a.post_adapt(_agent(micro_vit), e)
+    torch.save(a.state_dict(), tmp_path / "buf.pt")
+    b = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.5, seed=99)
+    b.load_state_dict(torch.load(tmp_path / "buf.pt", weights_only=True))
+    for e in exps[2:4]:  # random selector/scorer streams must continue identically
+        a.post_adapt(_agent(micro_vit), e)
+        b.post_adapt(_agent(micro_vit), e)
+    assert a.nbytes == b.nbytes and sorted(a.groups) == sorted(b.groups)
+    for k in a.groups:
+        for f in ("values", "positions", "lengths"):
+            assert torch.equal(getattr(a.groups[k], f), getattr(b.groups[k], f))
+    with pytest.raises(ValueError, match="configuration differs"):
+        CoreTokensetBuffer(budget_fraction=0.2).load_state_dict(a.state_dict())
+
+
+def test_resize_keeps_priority_prefix_per_class(digits_benchmark, micro_vit):
+    buf = CoreTokensetBuffer(budget_fraction=0.2, token_retention=0.5)
+    next(_fill(buf, digits_benchmark, micro_vit, 1))
+    before = {k: g.values.clone() for k, g in buf.groups.items()}
+    buf.resize(None, 7)
+    assert buf.num_records == 7 and buf.max_size == 7
+    assert sorted(len(g) for g in buf.groups.values()) == [3, 4]
+    for k, g in buf.groups.items():
+        assert torch.equal(g.values, before[k][: g.values.shape[0]])
+
+
+def test_token_group_truncate_and_bytes():
+    g = TokenGroup(label=1, task=0, num_tokens=4, token_dim=3, dtype=torch.uint8, weighted=False)
+    g.append([torch.ones(2, 3, dtype=torch.uint8), torch.ones(4, 3, dtype=torch.uint8)],
+             [torch.tensor([3, 1]), torch.arange(4)], [1.0, 1.0])
+    # partial record: 2*3 values + 2*2 position bytes; full record: 12 values, no positions
+    assert g.nbytes == (6 + 4) + 12 + 2 * 2 + GROUP_HEADER_BYTES
+    assert torch.equal(g.record(1)[1].long(), torch.arange(4))
+    assert g.record(0)[1].tolist() == [3, 1]
+    g.truncate(1)
+    assert len(g) == 1 and g.values.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(budget_bytes=0), "budget_bytes must be a positive"),
+        (dict(budget_bytes=-5), "budget_bytes must be a positive"),
+        (dict(budget_fraction=0.0), r"budget_fraction must be in \(0, 1\]"),
+        (dict(budget_fraction=1.5), r"budget_fraction must be in \(0, 1\]"),
+        (dict(), "exactly one of budget_bytes or budget_fraction"),
+        (dict(budget_fraction=0.1, token_retention=0.0), r"token_retention must be in \(0, 1\]"),
+        (dict(budget_fraction=0.1, token_retention=1.2), r"token_retention must be in \(0, 1\]"),
+        (dict(budget_fraction=0.1, selector="nope"), "unknown sample selector 'nope'"),
+        (dict(budget_fraction=0.1, scorer="nope"), "unknown token scorer 'nope'"),
+        (dict(budget_fraction=0.1, pixel_dtype="int4"), "pixel_dtype must be one of"),
+    ],
+)
+def test_bad_configuration_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CoreTokensetBuffer(**kwargs)
+
+
+def test_bad_model_patch_size_and_empty_experience(digits_benchmark, micro_vit):
+    exp = digits_benchmark.train_stream[0]
+    buf = CoreTokensetBuffer(budget_fraction=0.1)
+    with pytest.raises(TypeError, match="not a supported vision transformer"):
+        buf.post_adapt(_agent(torch.nn.Linear(64, 10)), exp)
+    wrong = create_model("vit_digits_micro", img_size=12)  # model expects 12x12, data is 8x8
+    with pytest.raises(ValueError, match="do not fit the model"):
+        buf.post_adapt(_agent(wrong), exp)
+    empty = SimpleNamespace(dataset=exp.dataset.subset([]), current_experience=0)
+    with pytest.raises(ValueError, match="has no samples"):
+        buf.post_adapt(_agent(micro_vit), empty)
+    assert buf.num_records == 0 and buf.seen_samples == 0  # nothing half-done

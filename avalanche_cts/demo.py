@@ -33,10 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", type=float, nargs="+", default=[0.01, 0.05, 0.10],
                    help="memory budgets as fractions of the bytes of the data seen")
     p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=DEMO_METHODS)
-    p.add_argument("--replay-mode", default="zero", choices=("zero", "sparse"))
+    p.add_argument("--replay-mode", default="sparse", choices=("zero", "sparse"),
+                   help="sparse: kept tokens only (default; measured better from scratch); "
+                        "zero: zero-filled images (paper)")
     p.add_argument("--selector", default="random")
     p.add_argument("--scorer", default="random")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-per-class", type=int, default=1000,

@@ -43,9 +43,6 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     :param replay_mode: ``"zero"`` or ``"sparse"``.
     :param dropout: keep rate in (0, 1] for tokens of new data; ``1.0`` disables dropout;
         ``None`` uses ``storage_policy.token_retention``.
-    :param dropout_fraction: expected fraction of new samples trained with dropout (paper:
-        1.0). Zero mode draws it per sample; sparse mode per minibatch, since a sparse
-        batch needs one sequence length.
     :param mem_weight: weight of the memory loss term.
     :param weighted_replay: weight memory samples by their stored selector weights
         (needs ``CoreTokensetBuffer(weighted=True)``), normalised to mean 1.
@@ -60,7 +57,6 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         batch_size_mem: Optional[int] = None,
         replay_mode: str = "zero",
         dropout: Optional[float] = None,
-        dropout_fraction: float = 1.0,
         mem_weight: float = 1.0,
         weighted_replay: bool = False,
         num_workers: int = 0,
@@ -77,8 +73,6 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         rate = storage_policy.token_retention if dropout is None else dropout
         if not 0.0 < rate <= 1.0:
             raise ValueError(f"dropout (token keep rate) must be in (0, 1], got {rate!r}")
-        if not 0.0 <= dropout_fraction <= 1.0:
-            raise ValueError(f"dropout_fraction must be in [0, 1], got {dropout_fraction!r}")
         if batch_size_mem is not None and batch_size_mem <= 0:
             raise ValueError(f"batch_size_mem must be positive, got {batch_size_mem}")
         if weighted_replay and not storage_policy.weighted:
@@ -87,7 +81,6 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self.batch_size_mem = batch_size_mem
         self.replay_mode = replay_mode
         self.keep_rate = float(rate)
-        self.dropout_fraction = float(dropout_fraction)
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
         self.num_workers = num_workers
@@ -115,17 +108,14 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self._memory = _cycle(loader)
 
     def before_forward(self, strategy: "SupervisedTemplate", **kwargs):
-        if self.keep_rate >= 1.0 or self.dropout_fraction == 0.0:
+        if self.keep_rate >= 1.0:
             return
         a = self._adapter
         if self.replay_mode == "zero":
             x = strategy.mbatch[0]
             keep = bernoulli_keep_mask(x.shape[0], a.num_tokens, self.keep_rate, device=x.device)
-            if self.dropout_fraction < 1.0:
-                spared = torch.rand(x.shape[0], 1, device=x.device) >= self.dropout_fraction
-                keep = keep | spared
             strategy.mbatch[0] = x * mask_to_pixels(keep, a.patch_size, a.grid).to(x.dtype)
-        elif torch.rand(()) < self.dropout_fraction:
+        else:
             from .models.timm_vit import SparseTokenDropout
 
             self._saved_patch_drop = a.model.patch_drop

@@ -1,4 +1,8 @@
-"""Sample selectors behind one interface: ``select(k, n, features) -> Selection``."""
+"""Sample selectors behind one interface: ``select(k, n, features) -> Selection``.
+
+Registered names: ``random``, ``herding``, ``craig``, ``gradmatch`` and the single-stage
+``joint_grad`` (samples and tokens together, ``joint = True``).
+"""
 from .base import (
     ClassFeatures,
     SampleSelector,
@@ -7,7 +11,14 @@ from .base import (
     list_selectors,
     register_selector,
 )
+from .budget import allocate_budget, merge_class_orders
+from .features import GRADIENT_MODES, GradientFeatures
 from .random_selector import RandomSelector
+from .herding import HerdingSelector, herding_order
+from .craig import CraigSelector, facility_location
+from .gradmatch import GradMatchSelector, OMPResult, omp_select
+from .joint import JointGradSelector, relevance_counts, token_relevance
+from .avalanche import SelectionStrategyAdapter, extract_features
 
 __all__ = [
     "ClassFeatures",
@@ -16,5 +27,22 @@ __all__ = [
     "get_selector",
     "list_selectors",
     "register_selector",
+    "allocate_budget",
+    "merge_class_orders",
+    "GRADIENT_MODES",
+    "GradientFeatures",
     "RandomSelector",
+    "HerdingSelector",
+    "herding_order",
+    "CraigSelector",
+    "facility_location",
+    "GradMatchSelector",
+    "OMPResult",
+    "omp_select",
+    "JointGradSelector",
+    "relevance_counts",
+    "token_relevance",
+    "SelectionStrategyAdapter",
+    "extract_features",
 ]
+

@@ -65,10 +65,19 @@ class SampleSelector(ABC):
 
     name: str = ""
     needs_features: bool = False
+    joint: bool = False  # True: also picks tokens, see ``JointGradSelector.select_joint``
 
     @abstractmethod
     def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         """Select ``min(k, n)`` of ``n`` samples of one class, in priority order."""
+
+    def _features(self, n: int, features: Optional[ClassFeatures]) -> ClassFeatures:
+        """Return ``features`` after checking they are given and describe ``n`` samples."""
+        if features is None:
+            raise ValueError(f"{type(self).__name__} needs the class's features (ClassFeatures)")
+        if len(features) != n:
+            raise ValueError(f"features describe {len(features)} samples, expected n={n}")
+        return features
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -230,19 +230,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             self._shrink(group, quotas[key])
 
         feats = self._features(model, device, data) if self.selector.needs_features else None
-        chosen: List[Tuple[Tuple[int, int], Tensor, Tensor]] = []
-        for key in keys:
-            group, idx = self.groups[key], members[key]
-            room = quotas[key] - group.nbytes
-            if getattr(self.selector, "joint", False):
-                self._add_joint(model, device, data, key, idx, room)
-                continue
-            k = max(0, room // self.record_bytes())
-            if k == 0:
-                continue
-            cf = None if feats is None else ClassFeatures(*(f[idx] for f in feats))
-            sel = self.selector.select(int(k), len(idx), cf)
-            chosen.append((key, idx[sel.indices], sel.weights))
+        chosen = self._choose(model, device, data, keys, members, quotas, feats)
         self._store(model, device, data, chosen)
         self.groups = {k: g for k, g in self.groups.items() if len(g)}
         self.max_size = self.num_records
@@ -331,13 +319,43 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             model.train(was_training)
         return torch.cat(emb), torch.cat(logits), torch.cat(ys)
 
+    def _choose(self, model, device, data, keys, members, quotas,
+                feats) -> List[Tuple[Tuple[int, int], Tensor, Tensor]]:
+        """Samples to store, ``(group key, indices into data, weights)`` per group, from the
+        selector; joint selectors store their records directly instead."""
+        chosen: List[Tuple[Tuple[int, int], Tensor, Tensor]] = []
+        for key in keys:
+            group, idx = self.groups[key], members[key]
+            room = quotas[key] - group.nbytes
+            if getattr(self.selector, "joint", False):
+                self._add_joint(model, device, data, key, idx, room)
+                continue
+            k = max(0, room // self.record_bytes())
+            if k == 0:
+                continue
+            cf = None if feats is None else ClassFeatures(*(f[idx] for f in feats))
+            sel = self.selector.select(int(k), len(idx), cf)
+            chosen.append((key, idx[sel.indices], sel.weights))
+        return chosen
+
     def _store(self, model, device, data, chosen) -> None:
         """Score the tokens of the chosen samples and append the top-k to their groups."""
         if not chosen:
             return
+        idx = torch.cat([c[1] for c in chosen])
+        out_values, out_positions = self._kept_tokens(model, device, data, idx)
+        start = 0
+        for key, sel_idx, weights in chosen:
+            n = len(sel_idx)
+            self.groups[key].append(out_values[start:start + n], out_positions[start:start + n],
+                                    weights.tolist())
+            start += n
+
+    def _kept_tokens(self, model, device, data, idx: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
+        """Encoded values ``(k, V)`` and positions ``(k,)`` of the top-k tokens of each sample
+        ``data[idx[i]]``, in order, scored in batches of ``batch_size``."""
         k = self.tokens_per_sample
         t = self.layout["num_tokens"]
-        idx = torch.cat([c[1] for c in chosen])
         out_values, out_positions = [], []
         for x, y, *_ in self._loader(data, idx):
             tokens = patchify(x, self.layout["patch_size"])
@@ -349,12 +367,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             kept = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
             out_values.extend(self.codec.encode(kept).unbind(0))
             out_positions.extend(order.unbind(0))
-        start = 0
-        for key, sel_idx, weights in chosen:
-            n = len(sel_idx)
-            self.groups[key].append(out_values[start:start + n], out_positions[start:start + n],
-                                    weights.tolist())
-            start += n
+        return out_values, out_positions
 
     def _add_joint(self, model, device, data, key, idx: Tensor, room: int) -> None:
         """Single-stage selection of samples and tokens for one group (joint selectors)."""

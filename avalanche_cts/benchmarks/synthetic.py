@@ -1,0 +1,47 @@
+"""Generated class-incremental images for tests and smoke runs (no files, no downloads)."""
+
+from __future__ import annotations
+
+import torch
+
+from .fmnist import UInt8ImageDataset
+
+__all__ = ["synthetic_benchmark"]
+
+
+def _images(n_classes: int, per_class: int, image_size: int, channels: int, g: torch.Generator):
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    level = (180 * y // max(1, n_classes - 1)).to(torch.uint8)
+    x = torch.randint(
+        0, 60, (len(y), channels, image_size, image_size), dtype=torch.uint8, generator=g
+    )
+    return UInt8ImageDataset(x + level[:, None, None, None], y)
+
+
+def synthetic_benchmark(
+    n_experiences: int = 2,
+    *,
+    n_classes: int = 4,
+    train_per_class: int = 16,
+    test_per_class: int = 8,
+    image_size: int = 16,
+    channels: int = 3,
+    seed: int = 0,
+):
+    """Avalanche ``nc_benchmark`` of uint8 noise images (0-59) raised by a class-specific
+    level (``180 * c / (n_classes - 1)``), so every token carries the class; items in [0, 1]."""
+    from avalanche.benchmarks import nc_benchmark
+
+    g = torch.Generator().manual_seed(seed)
+    train = _images(n_classes, train_per_class, image_size, channels, g)
+    test = _images(n_classes, test_per_class, image_size, channels, g)
+    bm = nc_benchmark(train, test, n_experiences=n_experiences, task_labels=False, seed=seed)
+    bm.info = dict(
+        name="synthetic",
+        n_classes=n_classes,
+        n_experiences=n_experiences,
+        n_train=len(train),
+        n_test=len(test),
+        seed=seed,
+    )
+    return bm

@@ -1,0 +1,354 @@
+"""Throughput of the paper-scale training path: ViT-B/16 at 224 px, bf16, through Avalanche.
+
+Training images/s (median step after warm-up, data loading included, same in-memory data and
+loader settings for every case) and peak GPU memory of:
+
+* ``plain``: a plain timm loop (``model(x)``, cross-entropy, AdamW) on B images;
+* ``strategy``: Avalanche ``Naive`` + the training path + ``CoreTokensetReplayPlugin`` on B
+  images, empty memory, no token dropout: the framework's overhead (goal <= 1.10 x plain);
+* ``replay_zero`` / ``replay_sparse``: B/2 new images (token dropout at t) + B/2 memory rows
+  keeping t of the tokens, zero-filled or sparse: the same rows per step as ``plain``;
+* ``mem_full`` / ``mem_sparse``: forward + backward of B memory rows through the sparse token
+  path with all T tokens vs round(t*T) tokens (goal: mem_sparse <= 0.25 x mem_full at t=0.1).
+
+Memory updates (``CoreTokensetBuffer.post_adapt``, what runs after each experience, in the
+buffer's own precision): images/s scored by each scorer of ``avalanche_cts.scorers`` (random
+selector, every sample kept) and by GradMatch + AtMan (the Table 2 setting), with peak memory.
+New images get token dropout at t in the replay cases (the plugin's default). Fused attention
+is checked to be on during training. Writes
+``benchmarks/results/gpu_throughput_<device>.{json,md}``.
+
+    python benchmarks/gpu_throughput.py                      # GPU: ViT-B/16, batch 128, bf16
+    python benchmarks/gpu_throughput.py --compile            # with torch.compile'd blocks
+    python benchmarks/gpu_throughput.py --cpu                # small CPU fallback (tiny ViT)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin, collate_tokens, get_adapter
+from avalanche_cts.benchmarks import synthetic_benchmark
+from avalanche_cts.models import create_model
+from avalanche_cts.scorers import list_scorers
+from avalanche_cts.training_path import compile_blocks, enable_training_path, set_fused_attention
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SETTINGS = {  # model, image (C, H), batch, steps, warm-up, scorer images, precision, workers
+    "gpu": dict(
+        model="vit_base_patch16_224",
+        channels=3,
+        size=224,
+        batch=128,
+        steps=30,
+        warmup=8,
+        score_images=256,
+        precision="bf16",
+        workers=8,
+    ),
+    "cpu": dict(
+        model="vit_fmnist_tiny",
+        channels=1,
+        size=28,
+        batch=32,
+        steps=8,
+        warmup=2,
+        score_images=32,
+        precision="fp32",
+        workers=0,
+    ),
+}
+
+
+class _StepClock(SupervisedPlugin):
+    """Time stamps after every training iteration (synchronised on CUDA), and whether fused
+    attention was on in every step."""
+
+    def __init__(self, cuda: bool, model):
+        super().__init__()
+        self.cuda, self.model, self.stamps, self.fused = cuda, model, [], True
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.stamps.append(time.perf_counter())
+        self.fused = self.fused and all(_fused_flags(self.model))
+
+
+def _median_step(stamps: List[float], warmup: int) -> float:
+    steps = [b - a for a, b in zip(stamps, stamps[1:])][warmup:]
+    return statistics.median(steps)
+
+
+def _peak(cuda: bool) -> Optional[float]:
+    return torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+
+
+def _reset(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _fused_flags(model) -> List[bool]:
+    return [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
+
+
+def plain_loop(model, data, batch, s, device, cuda) -> Dict:
+    """A plain timm training loop over ``data`` (same loader settings as the strategy)."""
+    loader = DataLoader(
+        data,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=s["workers"],
+        pin_memory=cuda,
+        drop_last=True,
+        persistent_workers=s["workers"] > 0,
+    )
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["precision"] == "bf16")
+    model.train()
+    _reset(cuda)
+    stamps = []
+    for x, y, *_ in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+    return dict(step_s=_median_step(stamps, s["warmup"]), rows=batch, peak_gib=_peak(cuda))
+
+
+def strategy_loop(model, exp, plugin, batch, s, device, cuda) -> Dict:
+    """``Naive`` + training path + plugin on one experience; rows = new + memory rows."""
+    clock = _StepClock(cuda, model)
+    strategy = Naive(
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters(), 1e-4),
+        train_mb_size=batch,
+        train_epochs=1,
+        device=device,
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+        plugins=[plugin, clock],
+    )
+    enable_training_path(strategy, precision=s["precision"])
+    _reset(cuda)
+    strategy.train(
+        exp, num_workers=s["workers"], drop_last=True, persistent_workers=s["workers"] > 0
+    )
+    mem = plugin.batch_size_mem if plugin.storage_policy.num_records else 0
+    return dict(
+        step_s=_median_step(clock.stamps, s["warmup"]),
+        rows=batch + mem,
+        peak_gib=_peak(cuda),
+        fused_attention=clock.fused,
+    )
+
+
+def _filled(model, exp, t, device, scorer="random", selector="random") -> CoreTokensetBuffer:
+    buf = CoreTokensetBuffer(
+        budget_bytes=10**12, token_retention=t, selector=selector, scorer=scorer, batch_size=64
+    )
+    buf.post_adapt(SimpleNamespace(model=model, device=device), exp)
+    return buf
+
+
+def memory_batches(model, exp, t, batch, s, device, cuda) -> Dict[str, Dict]:
+    """Forward + backward of ``batch`` memory rows, all tokens vs ``t`` of them (sparse path)."""
+    adapter = get_adapter(model)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["precision"] == "bf16")
+    out = {}
+    for name, keep in (("mem_full", 1.0), ("mem_sparse", t)):
+        buf = _filled(model, exp, keep, device)
+        ds = buf.dataset()
+        b = collate_tokens([ds[i % len(ds)] for i in range(batch)]).to(device)
+        values = buf.codec.decode(b.values)
+        _reset(cuda)
+        times = []
+        for _ in range(s["warmup"] + s["steps"]):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            with amp:
+                loss = F.cross_entropy(
+                    adapter.forward_tokens(values, b.positions, b.valid), b.labels
+                )
+            loss.backward()
+            opt.step()
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        out[name] = dict(
+            step_s=statistics.median(times[s["warmup"] :]),
+            rows=batch,
+            tokens=int(b.positions.shape[1]),
+            peak_gib=_peak(cuda),
+        )
+    return out
+
+
+def memory_updates(model, exp, t, device, cuda) -> Dict[str, Dict]:
+    """Images/s of ``post_adapt`` (keeping every sample, scoring its tokens) per scorer."""
+    out = {}
+    pairs = [("random", sc) for sc in list_scorers()] + [("gradmatch", "atman")]
+    for sel, sc in pairs:
+        _reset(cuda)
+        t0 = time.perf_counter()
+        buf = _filled(model, exp, t, device, scorer=sc, selector=sel)
+        if cuda:
+            torch.cuda.synchronize()
+        sec = time.perf_counter() - t0
+        out[f"{sel}+{sc}"] = dict(
+            images_per_s=len(exp.dataset) / sec,
+            seconds=sec,
+            records=buf.num_records,
+            peak_gib=_peak(cuda),
+            fused_attention_after=all(_fused_flags(model)),
+        )
+    return out
+
+
+def main(argv=None) -> Dict:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--cpu", action="store_true", help="small CPU fallback even when CUDA is present"
+    )
+    p.add_argument("--model", help="timm model name (default: per device)")
+    p.add_argument("--batch", type=int, help="rows per training step")
+    p.add_argument("--retention", type=float, default=0.1, help="token retention t of the memory")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks")
+    p.add_argument("--skip-scorers", action="store_true")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.cpu
+    s = dict(SETTINGS["gpu" if cuda else "cpu"])
+    s.update(
+        {k: v for k, v in dict(model=args.model, batch=args.batch, steps=args.steps).items() if v}
+    )
+    device = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    b, t = s["batch"], args.retention
+    image = dict(image_size=s["size"], channels=s["channels"], test_per_class=1, seed=0)
+    new_exp = synthetic_benchmark(
+        1, n_classes=2, train_per_class=(s["warmup"] + s["steps"] + 1) * b // 2, **image
+    ).train_stream[0]
+    mem_exp = synthetic_benchmark(
+        1, n_classes=2, train_per_class=s["score_images"] // 2, **image
+    ).train_stream[0]
+    torch.manual_seed(0)
+    model = create_model(
+        s["model"], num_classes=100, img_size=s["size"], in_chans=s["channels"]
+    ).to(device)
+    set_fused_attention(model, True)
+    if args.compile:
+        compile_blocks(model)
+    res: Dict = dict(
+        settings=s,
+        retention=t,
+        device=str(device),
+        compile=args.compile,
+        device_name=torch.cuda.get_device_name()
+        if cuda
+        else platform.processor() or platform.machine(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+    cases = {"plain": plain_loop(model, new_exp.dataset, b, s, device, cuda)}
+    empty = CoreTokensetReplayPlugin(
+        CoreTokensetBuffer(budget_bytes=1, token_retention=t), dropout=1.0
+    )
+    cases["strategy"] = strategy_loop(model, new_exp, empty, b, s, device, cuda)
+    for mode in ("zero", "sparse"):
+        plugin = CoreTokensetReplayPlugin(
+            _filled(model, mem_exp, t, device), replay_mode=mode, batch_size_mem=b // 2
+        )
+        cases[f"replay_{mode}"] = strategy_loop(model, new_exp, plugin, b // 2, s, device, cuda)
+    cases.update(memory_batches(model, mem_exp, t, b, s, device, cuda))
+    for c in cases.values():
+        c["images_per_s"] = c["rows"] / c["step_s"]
+    res["training"] = cases
+    res["ratios"] = dict(
+        strategy_over_plain=cases["strategy"]["step_s"] / cases["plain"]["step_s"],
+        replay_zero_over_plain=cases["replay_zero"]["step_s"] / cases["plain"]["step_s"],
+        replay_sparse_over_plain=cases["replay_sparse"]["step_s"] / cases["plain"]["step_s"],
+        mem_sparse_over_mem_full=cases["mem_sparse"]["step_s"] / cases["mem_full"]["step_s"],
+    )
+    res["goals_met"] = dict(
+        plugin_overhead_le_10pct=res["ratios"]["strategy_over_plain"] <= 1.10,
+        sparse_memory_le_25pct=res["ratios"]["mem_sparse_over_mem_full"] <= 0.25,
+    )
+    if not args.skip_scorers:
+        res["memory_update"] = memory_updates(model, mem_exp, t, device, cuda)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"gpu_throughput_{device.type}" + ("_compiled" if args.compile else "")
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    (out / f"{stem}.md").write_text(_table(res))
+    print(_table(res))
+    return res
+
+
+def _table(res: Dict) -> str:
+    s = res["settings"]
+    lines = [
+        f"{s['model']} {s['channels']}x{s['size']}px, {s['precision']}, batch {s['batch']}, "
+        f"t = {res['retention']}, {res['device_name']} ({res['device']}), compile={res['compile']}",
+        "",
+        "| case | rows/step | ms/step | images/s | peak GiB | fused attention |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in res["training"].items():
+        lines.append(
+            f"| {name} | {c['rows']} | {1000 * c['step_s']:.1f} | {c['images_per_s']:.0f} | "
+            f"{_gib(c['peak_gib'])} | {c.get('fused_attention', '')} |"
+        )
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in res["ratios"].items()]
+    if "memory_update" in res:
+        lines += [
+            "",
+            "| memory update (selector+scorer) | images/s | records | peak GiB |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {v['images_per_s']:.1f} | {v['records']} | {_gib(v['peak_gib'])} |"
+            for k, v in res["memory_update"].items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _gib(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -49,3 +49,11 @@ __all__ = [
     "create_model",
     "list_presets",
 ]
+
+# Hugging Face families (scorers; transformers is imported only when such a model is passed)
+from .hf_vit import HFViTAdapter, is_hf_vit  # noqa: E402
+from .hf_blip import HFBlipVisionAdapter, is_hf_blip  # noqa: E402
+
+register_adapter(is_hf_vit, HFViTAdapter)
+register_adapter(is_hf_blip, HFBlipVisionAdapter)
+__all__ += ["HFViTAdapter", "HFBlipVisionAdapter"]

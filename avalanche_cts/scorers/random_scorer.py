@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .attention import AttentionAccess
 from .base import TokenScorer, register_scorer
 
 __all__ = ["RandomScorer"]
@@ -23,8 +24,8 @@ class RandomScorer(TokenScorer):
     def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
         from ..models import get_adapter
 
-        adapter = get_adapter(model)
-        scores = torch.rand(images.shape[0], adapter.num_tokens, generator=self.generator)
+        source = model if isinstance(model, AttentionAccess) else get_adapter(model)
+        scores = torch.rand(images.shape[0], source.num_tokens, generator=self.generator)
         return scores.to(images.device)
 
     def __repr__(self) -> str:

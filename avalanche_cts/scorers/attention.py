@@ -1,0 +1,261 @@
+"""Access to the attention of vision transformers, for token scorers.
+
+:class:`AttentionAccess` is what every attribution scorer needs from a model: token counts,
+the readout (class token or mean of patch tokens), logits, patch embeddings, the attention
+probabilities of chosen blocks (captured with forward hooks) and a way to scale key vectors
+(AtMan). Every context manager here removes its hooks and restores the flags it changed on
+exit, also when an exception is raised.
+
+Hugging Face families implement :class:`AttentionAccess` in ``avalanche_cts.models.hf_vit``
+and ``hf_blip``; timm ``VisionTransformer`` models are handled by :class:`TimmAttentionAccess`.
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "AttentionAccess",
+    "TimmAttentionAccess",
+    "attention_access",
+    "eval_mode",
+    "fused_attention_off",
+    "forward_hooks",
+]
+
+Hook = Callable[[nn.Module, tuple, object], object]
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode; restore every submodule's own train/eval flag on exit."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+@contextlib.contextmanager
+def fused_attention_off(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Set ``fused_attn = False`` on each module (and its submodules) that has the flag; restore on exit."""
+    old = [(m, m.fused_attn) for mod in modules for m in mod.modules() if hasattr(m, "fused_attn")]
+    try:
+        for m, _ in old:
+            m.fused_attn = False
+        yield
+    finally:
+        for m, flag in old:
+            m.fused_attn = flag
+
+
+@contextlib.contextmanager
+def forward_hooks(modules: Sequence[nn.Module], hook: Hook) -> Iterator[None]:
+    """Register ``hook`` as a forward hook on each module; remove all of them on exit."""
+    with contextlib.ExitStack() as stack:
+        for m in modules:
+            stack.callback(m.register_forward_hook(hook).remove)
+        yield
+
+
+class AttentionAccess(ABC):
+    """What the attribution scorers need from one vision transformer.
+
+    Attributes set by subclasses: ``module`` (the network whose mode is switched to eval while
+    scoring), ``patch_size`` (pixels), ``grid`` (token rows, columns), ``num_tokens`` (patch
+    tokens P), ``num_prefix_tokens`` (p), ``num_blocks`` (L), ``num_heads`` (H), ``embed_dim``
+    (D) and ``readout`` (``"cls"``: the prediction reads the first token; ``"mean"``: the mean
+    of the patch tokens).
+    """
+
+    module: nn.Module
+    patch_size: int
+    grid: Tuple[int, int]
+    num_tokens: int
+    num_prefix_tokens: int
+    num_blocks: int
+    num_heads: int
+    embed_dim: int
+    readout: str = "cls"
+
+    @property
+    def seq_len(self) -> int:
+        """N = p + P tokens through the blocks."""
+        return self.num_prefix_tokens + self.num_tokens
+
+    @abstractmethod
+    def logits(self, images: Tensor) -> Tensor:
+        """``(B, C)`` outputs whose target entry is explained."""
+
+    @abstractmethod
+    def patch_embeddings(self, images: Tensor) -> Tensor:
+        """``(B, P, D)`` patch embeddings before position embeddings are added."""
+
+    def check_images(self, images: Tensor) -> None:
+        """Raise a clear error when ``images`` do not fit the model (default: no check)."""
+
+    # family specifics: which modules output attention probabilities / keys
+    @abstractmethod
+    def _prob_modules(self, blocks: Sequence[int]) -> List[nn.Module]:
+        """Modules whose forward output holds the attention probabilities of ``blocks``."""
+
+    @staticmethod
+    def _probs(output) -> Tensor:
+        """Attention probabilities ``(B, H, N, N)`` from a probability module's output."""
+        return output
+
+    def _explicit_attention(self, blocks: Sequence[int]):
+        """Context in which ``blocks`` materialise their attention probabilities."""
+        return contextlib.nullcontext()
+
+    @abstractmethod
+    def _key_modules(self) -> List[nn.Module]:
+        """One module per block whose output holds the keys."""
+
+    @abstractmethod
+    def _scale_keys(self, output: Tensor, multipliers: Tensor) -> Tensor:
+        """``output`` of a key module with the key of token n scaled by ``multipliers[:, n]``."""
+
+    # shared machinery
+    def query_weights(self, device=None) -> Tensor:
+        """``(N,)`` float32 weights of the query rows the prediction reads (one-hot CLS or patch mean)."""
+        q = torch.zeros(self.seq_len, device=device)
+        if self.readout == "cls":
+            q[0] = 1.0
+        else:
+            q[self.num_prefix_tokens:] = 1.0 / self.num_tokens
+        return q
+
+    def block_indices(self, start: int = 0, stop: Optional[int] = None) -> List[int]:
+        """Indices of blocks ``start .. stop - 1``; negative values count from the end."""
+        blocks = list(range(self.num_blocks))[start:stop]
+        if not blocks:
+            raise ValueError(f"no blocks in [{start}:{stop}] of a model with {self.num_blocks} blocks")
+        return blocks
+
+    @contextlib.contextmanager
+    def capture_attention(
+        self, blocks: Optional[Sequence[int]] = None, reduce: Optional[Callable[[Tensor], Tensor]] = None
+    ) -> Iterator[List[Tensor]]:
+        """Collect the attention probabilities of ``blocks`` (default all) during forwards.
+
+        Yields a list that each forward appends to, in block order: ``(B, H, N, N)`` tensors
+        (live graph nodes), or ``reduce`` of them (e.g. a head mean, to save memory).
+        """
+        blocks = self.block_indices() if blocks is None else list(blocks)
+        maps: List[Tensor] = []
+
+        def hook(module: nn.Module, inputs: tuple, output) -> None:
+            probs = self._probs(output)
+            maps.append(probs if reduce is None else reduce(probs))
+
+        with self._explicit_attention(blocks), forward_hooks(self._prob_modules(blocks), hook):
+            yield maps
+
+    def forward_with_attention(
+        self, images: Tensor, blocks: Sequence[int], reduce: Optional[Callable[[Tensor], Tensor]] = None
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """``(logits, maps)``: one forward pass with the attention of ``blocks`` captured."""
+        with self.capture_attention(blocks, reduce) as maps:
+            logits = self.logits(images)
+        if len(maps) != len(blocks):
+            raise RuntimeError(
+                f"captured {len(maps)} attention maps for {len(blocks)} blocks: the model's "
+                f"attention did not run through the hooked modules (fused or replaced attention?)"
+            )
+        return logits, maps
+
+    @contextlib.contextmanager
+    def scale_keys(self, multipliers: Tensor) -> Iterator[None]:
+        """Within the context, key n of sample b is multiplied by ``multipliers[b, n]`` in every block and head.
+
+        Equals multiplying column n of the pre-softmax attention scores; works with fused attention.
+
+        :param multipliers: ``(B, N)`` (or ``(1, N)``) factors, N = p + P.
+        """
+        if multipliers.shape[-1] != self.seq_len:
+            raise ValueError(f"multipliers have {multipliers.shape[-1]} columns, the model {self.seq_len} tokens")
+
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+            return self._scale_keys(output, multipliers.to(output.dtype))
+
+        with forward_hooks(self._key_modules(), hook):
+            yield
+
+
+class TimmAttentionAccess(AttentionAccess):
+    """:class:`AttentionAccess` for a timm ``VisionTransformer`` (any size, fused attention or not).
+
+    Attention is captured at ``blocks[i].attn.attn_drop`` with ``fused_attn`` switched off for the
+    captured blocks only; keys are scaled at the output of ``attn.k_norm`` ``(B, H, N, d)``.
+    """
+
+    def __init__(self, adapter):
+        model = adapter.model
+        if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
+            raise ValueError(
+                f"global_pool={model.global_pool!r}: token scorers read relevance from the class-token "
+                f"row (global_pool='token') or the mean of patch rows (global_pool='avg'); other "
+                f"pooling has no query row to read"
+            )
+        for i, blk in enumerate(model.blocks):
+            attn = getattr(blk, "attn", None)
+            if not all(hasattr(attn, a) for a in ("attn_drop", "k_norm", "num_heads")):
+                raise TypeError(
+                    f"block {i} has no timm Attention (attn.attn_drop, attn.k_norm): token scorers "
+                    f"support the standard timm ViT attention"
+                )
+        self.model = self.module = model
+        self.adapter = adapter
+        self.patch_size = adapter.patch_size
+        self.grid = adapter.grid
+        self.num_tokens = adapter.num_tokens
+        self.num_prefix_tokens = adapter.num_prefix_tokens
+        self.num_blocks = len(model.blocks)
+        self.num_heads = int(model.blocks[0].attn.num_heads)
+        self.embed_dim = int(model.embed_dim)
+        self.readout = "cls" if model.global_pool == "token" else "mean"
+
+    def check_images(self, images: Tensor) -> None:
+        self.adapter.check_images(images)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def patch_embeddings(self, images: Tensor) -> Tensor:
+        return self.model.patch_embed(images)
+
+    def _attn(self, blocks: Sequence[int]) -> List[nn.Module]:
+        return [self.model.blocks[i].attn for i in blocks]
+
+    def _prob_modules(self, blocks: Sequence[int]) -> List[nn.Module]:
+        return [a.attn_drop for a in self._attn(blocks)]
+
+    def _explicit_attention(self, blocks: Sequence[int]):
+        return fused_attention_off(self._attn(blocks))
+
+    def _key_modules(self) -> List[nn.Module]:
+        return [a.k_norm for a in self._attn(range(self.num_blocks))]
+
+    def _scale_keys(self, output: Tensor, multipliers: Tensor) -> Tensor:
+        return output * multipliers[:, None, :, None]
+
+
+def attention_access(model) -> AttentionAccess:
+    """The :class:`AttentionAccess` of a model (or pass one through); ``TypeError`` if unsupported."""
+    if isinstance(model, AttentionAccess):
+        return model
+    from ..models import TimmViTAdapter, get_adapter
+
+    adapter = get_adapter(model)
+    if isinstance(adapter, AttentionAccess):
+        return adapter
+    if isinstance(adapter, TimmViTAdapter):
+        return TimmAttentionAccess(adapter)
+    raise TypeError(f"no attention access for {type(adapter).__name__}: token scorers cannot read its attention")

@@ -69,6 +69,24 @@ def test_fashion_mnist_loader_reads_plain_and_gzipped_idx(fake_fmnist):
     assert sorted(classes) == list(range(10))
 
 
+def test_gzip_cache_is_per_source_file(fake_fmnist, tmp_path):
+    from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in fake_fmnist.iterdir():
+        data = f.read_bytes()
+        if f.name.startswith("train-images"):  # same file name, different content
+            x = np.zeros((400, 28, 28), dtype=np.uint8)
+            _write_idx(other / "train-images-idx3-ubyte", x, gz=True)
+        else:
+            (other / f.name).write_bytes(data)
+    a = load_fashion_mnist(fake_fmnist, download=False)[0]
+    b = load_fashion_mnist(other, download=False)[0]
+    assert b.sum() == 0 and a.sum() > 0
+    assert torch.equal(load_fashion_mnist(fake_fmnist, download=False)[0], a)
+
+
 def test_fashion_mnist_missing_files_explain_the_fix(tmp_path, monkeypatch):
     from avalanche_cts.benchmarks import fmnist
 

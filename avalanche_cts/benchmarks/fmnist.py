@@ -8,6 +8,7 @@ by torchvision into ``data_root`` (or ``~/.cache/avalanche_cts``).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -81,8 +82,10 @@ def _read_idx(path: Path) -> Tensor:
     if path.suffix != ".gz":
         return read_sn3_pascalvincent_tensor(str(path), strict=False)
     cache = Path(os.environ.get("AVALANCHE_CTS_CACHE", Path.home() / ".cache" / "avalanche_cts"))
-    out = cache / "fashion-mnist" / path.stem
-    if not out.is_file() or out.stat().st_mtime < path.stat().st_mtime:
+    st = path.stat()
+    source = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    out = cache / "fashion-mnist" / source[:16] / path.stem  # one copy per source file
+    if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:

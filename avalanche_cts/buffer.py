@@ -1,7 +1,7 @@
 """``CoreTokensetBuffer``: an Avalanche storage policy that keeps core tokensets under a byte budget."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor

@@ -4,7 +4,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from avalanche_cts import CoreTokensetBuffer
 from avalanche_cts.scorers import AtManScorer, GradLRPScorer

@@ -6,15 +6,13 @@ relevance of the patch tokens (prefix tokens excluded), higher = more relevant.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, Optional, Type, Union
+from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 __all__ = ["TokenScorer", "register_scorer", "get_scorer", "list_scorers"]
-
-_SCORERS: Dict[str, Type["TokenScorer"]] = {}
-
 
 class TokenScorer(ABC):
     """Ranks the patch tokens of images by relevance for a model's prediction.
@@ -42,28 +40,9 @@ class TokenScorer(ABC):
         return f"{type(self).__name__}()"
 
 
-def register_scorer(name: str) -> Callable[[Type[TokenScorer]], Type[TokenScorer]]:
-    """Class decorator adding a scorer to the registry under ``name``."""
-
-    def deco(cls: Type[TokenScorer]) -> Type[TokenScorer]:
-        cls.name = name
-        _SCORERS[name] = cls
-        return cls
-
-    return deco
-
-
-def list_scorers():
-    """Registered scorer names."""
-    return sorted(_SCORERS)
-
-
-def get_scorer(scorer: Union[str, TokenScorer], **options) -> TokenScorer:
-    """Return a scorer object from a registered name (with ``options``) or pass one through."""
-    if isinstance(scorer, TokenScorer):
-        if options:
-            raise ValueError("options can only be given together with a scorer name")
-        return scorer
-    if not isinstance(scorer, str) or scorer.lower() not in _SCORERS:
-        raise ValueError(f"unknown token scorer {scorer!r}; choose one of {list_scorers()}")
-    return _SCORERS[scorer.lower()](**options)
+_REGISTRY: Registry[TokenScorer] = Registry("token scorer", TokenScorer)
+register_scorer = _REGISTRY.register
+"""Class decorator adding a scorer to the registry under a name."""
+list_scorers = _REGISTRY.names
+get_scorer = _REGISTRY.get
+"""A scorer object from a registered name (with options), or the scorer passed in."""

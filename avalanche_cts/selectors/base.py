@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Type, Union
+from typing import Optional
 
-import torch
 from torch import Tensor
+
+from ..registry import Registry
 
 __all__ = [
     "ClassFeatures",
@@ -20,9 +21,6 @@ __all__ = [
     "get_selector",
     "list_selectors",
 ]
-
-_SELECTORS: Dict[str, Type["SampleSelector"]] = {}
-
 
 @dataclass
 class ClassFeatures:
@@ -83,28 +81,9 @@ class SampleSelector(ABC):
         return f"{type(self).__name__}()"
 
 
-def register_selector(name: str) -> Callable[[Type[SampleSelector]], Type[SampleSelector]]:
-    """Class decorator adding a selector to the registry under ``name``."""
-
-    def deco(cls: Type[SampleSelector]) -> Type[SampleSelector]:
-        cls.name = name
-        _SELECTORS[name] = cls
-        return cls
-
-    return deco
-
-
-def list_selectors():
-    """Registered selector names."""
-    return sorted(_SELECTORS)
-
-
-def get_selector(selector: Union[str, SampleSelector], **options) -> SampleSelector:
-    """Return a selector object from a registered name (with ``options``) or pass one through."""
-    if isinstance(selector, SampleSelector):
-        if options:
-            raise ValueError("options can only be given together with a selector name")
-        return selector
-    if not isinstance(selector, str) or selector.lower() not in _SELECTORS:
-        raise ValueError(f"unknown sample selector {selector!r}; choose one of {list_selectors()}")
-    return _SELECTORS[selector.lower()](**options)
+_REGISTRY: Registry[SampleSelector] = Registry("sample selector", SampleSelector)
+register_selector = _REGISTRY.register
+"""Class decorator adding a selector to the registry under a name."""
+list_selectors = _REGISTRY.names
+get_selector = _REGISTRY.get
+"""A selector object from a registered name (with options), or the selector passed in."""

@@ -137,13 +137,15 @@ def load_weights(model: nn.Module, path: PathLike) -> List[str]:
     if bad:
         raise ValueError(f"weights in {path} do not fit {type(model).__name__}: {bad[:5]}")
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in skipped]
+    head = set(_classifier_keys(model))
+    left = skipped + [k for k in result.missing_keys if k in head and k not in skipped]
+    missing = [k for k in result.missing_keys if k not in left]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"weights in {path} do not fit {type(model).__name__}: missing "
             f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-    return skipped
+    return left
 
 
 # ------------------------------------------------------------------ run state
@@ -231,6 +233,8 @@ def load_run_state(path: PathLike) -> Dict:
 
 def restore_run_state(state: Dict, strategy) -> None:
     """Put a saved run state back into a freshly built ``strategy`` (same configuration)."""
+    if state["strategy"] is not None:  # strategies that grow modules rebuild them first
+        strategy.load_state_dict(state["strategy"])
     try:
         _unwrap(strategy.model).load_state_dict(state["model"])
     except RuntimeError as e:
@@ -242,7 +246,9 @@ def restore_run_state(state: Dict, strategy) -> None:
     if getattr(strategy, "optimized_param_id", ()) is None:
         # what Avalanche does before the first experience (it would reset the state later)
         strategy.make_optimizer(reset_optimizer_state=True)
-    strategy.optimizer.load_state_dict(state["optimizer"])
+    saved_groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+    if saved_groups == [len(g["params"]) for g in strategy.optimizer.param_groups]:
+        strategy.optimizer.load_state_dict(state["optimizer"])  # else rebuilt per experience
     for k, v in state["clock"].items():
         setattr(strategy.clock, k, v)
     buffers, _ = run_state_parts(strategy)
@@ -253,6 +259,4 @@ def restore_run_state(state: Dict, strategy) -> None:
         )
     for name, b in buffers.items():
         b.load_state_dict(state["buffers"][name])
-    if state["strategy"] is not None:
-        strategy.load_state_dict(state["strategy"])
     _set_rng_state(state["rng"])

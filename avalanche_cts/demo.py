@@ -121,8 +121,13 @@ def _plot(rows: List[Dict], path: Path) -> None:
 
 def main(args: argparse.Namespace) -> List[Dict]:
     """Run the demo grid (resumable) and write the report into ``args.out``."""
+    import warnings
+
     import torch
     from tqdm import tqdm
+
+    warnings.filterwarnings("ignore", message="No loggers specified")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="avalanche")
 
     from .benchmarks.fmnist import split_fashion_mnist
 

@@ -124,8 +124,10 @@ class RunConfig:
     def key(self) -> str:
         """A file-name-safe identifier of the run."""
         parts = [self.method]
-        if self.method not in ("naive", "cumulative"):
+        if self.method not in _NO_MEMORY:
             parts.append(f"r{self.budget:g}")
+        if self.method == "coreset":
+            parts.append(self.selector)
         if self.method in ("core_tokens", "core_tokenset"):
             parts += [self.selector, self.scorer, self.replay_mode]
             if self.token_retention is not None:
@@ -133,6 +135,9 @@ class RunConfig:
         parts.append(f"s{self.seed}")
         return "_".join(parts).replace("/", "-")
 
+
+_NO_MEMORY = ("naive", "cumulative", "inflora", "coda_prompt")
+"""Methods whose results do not depend on ``budget``."""
 
 MethodBuilder = Callable[[RunConfig, nn.Module, EvaluationPlugin], "object"]
 _METHODS: Dict[str, MethodBuilder] = {}

@@ -53,6 +53,20 @@ def test_classifier_of_another_size_is_left_initialised(tmp_path):
     assert _same(model, src, skip=("head.weight", "head.bias"))
 
 
+def test_backbone_only_file_leaves_the_head_initialised(tmp_path):
+    src = _source(num_classes=10)
+    path = tmp_path / "backbone.pth"
+    torch.save({k: v for k, v in src.state_dict().items() if not k.startswith("head.")}, path)
+    model = create_model("vit_digits_micro", num_classes=10)
+    head = model.head.weight.clone()
+    assert sorted(load_weights(model, path)) == ["head.bias", "head.weight"]
+    assert _same(model, src, skip=("head.weight", "head.bias"))
+    assert torch.equal(model.head.weight, head)
+    torch.save({k: v for k, v in src.state_dict().items() if k != "blocks.0.norm1.weight"}, path)
+    with pytest.raises(ValueError, match="missing"):  # a backbone key missing is an error
+        load_weights(create_model("vit_digits_micro", num_classes=10), path)
+
+
 def test_weights_of_another_architecture_are_refused(tmp_path):
     path = tmp_path / "w.pth"
     torch.save(create_model("vit_fmnist_tiny").state_dict(), path)

@@ -2,7 +2,8 @@
 
 ``make_benchmark(name, **kwargs)``: ``imagenet_r`` (:func:`SplitImageNetR`), ``imagenet100``
 (:func:`SplitImageNet100`), ``fmnist`` (:func:`split_fashion_mnist`), ``synthetic``
-(:func:`synthetic_benchmark`, generated images for tests).
+(:func:`synthetic_benchmark`, generated images for tests), ``fmnist_pretrained`` (the
+Fashion-MNIST stream without the pretraining images of :mod:`avalanche_cts.pretrain`).
 """
 
 from typing import Callable, Dict
@@ -31,6 +32,16 @@ BENCHMARKS: Dict[str, Callable] = {
     "fmnist": split_fashion_mnist,
     "synthetic": synthetic_benchmark,
 }
+
+
+def _fmnist_pretrained(**kwargs):
+    from ..pretrain import split_fashion_mnist_stream
+
+    return split_fashion_mnist_stream(**kwargs)
+
+
+BENCHMARKS["fmnist_pretrained"] = _fmnist_pretrained
+"""The Fashion-MNIST stream without the held-out pretraining images (:mod:`..pretrain`)."""
 
 
 def make_benchmark(name: str, **kwargs):

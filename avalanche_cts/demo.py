@@ -109,6 +109,9 @@ def _plot(rows: List[Dict], path: Path) -> None:
         else:
             ax.plot([100 * b for b, _ in pts], [a for _, a in pts], "o-", label=_LABELS[method])
     ax.set_xscale("log")
+    budgets = sorted({r["budget"] for r in rows if r["method"] != "naive"})
+    ax.set_xticks([100 * b for b in budgets], [f"{100 * b:g}%" for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("memory budget (% of the bytes of the data seen)")
     ax.set_ylabel("final average accuracy")
     ax.set_title("Split Fashion-MNIST, 5 x 2 classes, ViT from scratch")

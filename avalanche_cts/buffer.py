@@ -302,22 +302,12 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         return DataLoader(Subset(data, indices.tolist()), batch_size=self.batch_size,
                           shuffle=False, num_workers=self.num_workers)
 
-    @torch.no_grad()
     def _features(self, model, device, data) -> Tuple[Tensor, Tensor, Tensor]:
         """``(embeddings, logits, targets)`` of all of ``data`` in eval mode (float32, CPU)."""
-        adapter = get_adapter(model)
-        was_training = model.training
-        model.eval()
-        try:
-            emb, logits, ys = [], [], []
-            for x, y, *_ in self._loader(data, torch.arange(len(data))):
-                e, z = adapter.features(x.to(device))
-                emb.append(e.float().cpu())
-                logits.append(z.float().cpu())
-                ys.append(torch.as_tensor(y))
-        finally:
-            model.train(was_training)
-        return torch.cat(emb), torch.cat(logits), torch.cat(ys)
+        from .selectors.avalanche import extract_features
+
+        feats = extract_features(model, data, batch_size=self.batch_size, device=device)
+        return tuple(f.float().cpu() if f.is_floating_point() else f.cpu() for f in feats)
 
     def _choose(self, model, device, data, keys, members, quotas,
                 feats) -> List[Tuple[Tuple[int, int], Tensor, Tensor]]:

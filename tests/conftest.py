@@ -1,11 +1,13 @@
 """Shared test set-up: a private HOME (Avalanche writes ~/.avalanche on import), one torch
 thread per process, and tiny class-incremental data (scikit-learn digits)."""
+import gzip
 import os
 import tempfile
 
 os.environ["HOME"] = tempfile.mkdtemp(prefix="cts-home-")
 os.environ.setdefault("AVALANCHE_CTS_CACHE", tempfile.mkdtemp(prefix="cts-cache-"))
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -51,3 +53,27 @@ def micro_vit():
 
     torch.manual_seed(0)
     return create_model("vit_digits_micro")
+
+
+def write_idx(path, array, gz):
+    """IDX (ubyte) file: magic 0x08 0x0{ndim}, big-endian dims, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(str(path) + (".gz" if gz else ""), "wb").write(data)
+
+
+@pytest.fixture(scope="session")
+def fake_fmnist(tmp_path_factory):
+    """Synthetic Fashion-MNIST IDX files: class c has a bright square at a class-specific place."""
+    root = tmp_path_factory.mktemp("fmnist")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 400), ("t10k", 200)):
+        y = np.repeat(np.arange(10), n // 10)
+        x = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(y):
+            r, col = divmod(int(c), 5)
+            x[i, 4 + 12 * r:12 + 12 * r, 2 + 5 * col:6 + 5 * col] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte", x, gz=split == "train")
+        write_idx(root / f"{split}-labels-idx1-ubyte", y, gz=False)
+    return root

@@ -1,5 +1,4 @@
 """End to end: core tokenset replay keeps old classes that Naive forgets; the demo job runs."""
-import gzip
 import json
 
 import numpy as np
@@ -33,30 +32,6 @@ def test_accuracy_summary_against_hand_computed_matrix():
     assert s["forgetting"] == pytest.approx(((0.9 - 0.4) + (0.8 - 0.6)) / 2)
 
 
-def _write_idx(path, array, gz):
-    """IDX (ubyte) file: magic 0x08 0x0{ndim}, big-endian dims, data."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(str(path) + (".gz" if gz else ""), "wb").write(data)
-
-
-@pytest.fixture(scope="module")
-def fake_fmnist(tmp_path_factory):
-    """Synthetic Fashion-MNIST IDX files: class c has a bright square at a class-specific place."""
-    root = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("t10k", 200)):
-        y = np.repeat(np.arange(10), n // 10)
-        x = rng.integers(0, 40, (n, 28, 28))
-        for i, c in enumerate(y):
-            r, col = divmod(int(c), 5)
-            x[i, 4 + 12 * r:12 + 12 * r, 2 + 5 * col:6 + 5 * col] = 255
-        _write_idx(root / f"{split}-images-idx3-ubyte", x, gz=split == "train")
-        _write_idx(root / f"{split}-labels-idx1-ubyte", y, gz=False)
-    return root
-
-
 def test_fashion_mnist_loader_reads_plain_and_gzipped_idx(fake_fmnist):
     from avalanche_cts.benchmarks.fmnist import load_fashion_mnist, split_fashion_mnist
 
@@ -70,6 +45,8 @@ def test_fashion_mnist_loader_reads_plain_and_gzipped_idx(fake_fmnist):
 
 
 def test_gzip_cache_is_per_source_file(fake_fmnist, tmp_path):
+    from conftest import write_idx
+
     from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
 
     other = tmp_path / "other"
@@ -78,7 +55,7 @@ def test_gzip_cache_is_per_source_file(fake_fmnist, tmp_path):
         data = f.read_bytes()
         if f.name.startswith("train-images"):  # same file name, different content
             x = np.zeros((400, 28, 28), dtype=np.uint8)
-            _write_idx(other / "train-images-idx3-ubyte", x, gz=True)
+            write_idx(other / "train-images-idx3-ubyte", x, gz=True)
         else:
             (other / f.name).write_bytes(data)
     a = load_fashion_mnist(fake_fmnist, download=False)[0]

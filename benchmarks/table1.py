@@ -5,7 +5,7 @@ Groups of rows (each at every budget, for every seed):
 * coresets: whole samples chosen by each selector (random, herding, CRAIG, GradMatch);
 * core tokens: every sample, ``t = r`` of its tokens, ranked by each scorer;
 * core tokensets: ``√r`` of the samples x ``√r`` of their tokens, each selector x the best
-  scorers (default AtMan, GradLRP);
+  scorers (default AtMan, GradLRP, and random tokens as the reference);
 * joint: the single-stage ``joint_grad`` selector (samples and tokens from one gradient pass);
 * naive fine-tuning (no memory) as the floor.
 
@@ -14,13 +14,13 @@ Each run goes through :func:`avalanche_cts.experiment.run` and is saved as
 The table (``table1.md``), per-run rows (``table1.csv``) and the plot (``table1.png``) are
 rewritten from all finished runs at the end (``--report-only`` to only do that).
 
-Default settings target a CPU and run the whole table (273 runs) in under an hour on two
+Default settings target a CPU and run the whole table (333 runs) in under an hour on two
 cores (``--jobs``: one process per core, one thread each): ``vit_fmnist_tiny`` starting
 from the pretrained backbone of :mod:`avalanche_cts.pretrain` (pretrained once, about three
 CPU-minutes, then cached; ``--from-scratch`` for a random initialisation), 300 training and
 200 test images per class, 2 epochs per experience, batch 64, sparse replay, budgets
-1/5/10/20/50%, every scorer in the core-tokens rows, every selector x (AtMan, GradLRP) in the
-core-tokenset rows, 3 seeds. Larger settings for a GPU::
+1/5/10/20/50%, every scorer in the core-tokens rows, every selector x (AtMan, GradLRP, random) in
+the core-tokenset rows, 3 seeds. Larger settings for a GPU::
 
     python benchmarks/table1.py --device cuda --train-per-class 5500 --test-per-class 1000 \
         --epochs 5 --out benchmarks/results/table1_gpu
@@ -286,7 +286,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--tokenset-selectors", nargs="+",
                    default=["random", "herding", "craig", "gradmatch"],
                    help="selectors paired with the best scorers in the core-tokenset rows")
-    p.add_argument("--best-scorers", nargs="+", default=["atman", "gradlrp"],
+    p.add_argument("--best-scorers", nargs="+", default=["atman", "gradlrp", "random"],
                    help="scorers paired with every selector in the core-tokenset rows")
     p.add_argument("--model", default="vit_fmnist_tiny")
     p.add_argument("--from-scratch", dest="pretrained", action="store_false",

@@ -30,13 +30,13 @@ def test_default_grid_is_the_full_table(table1):
     rows = Counter((c.group, c.cfg.selector, c.cfg.scorer) for c in cells)
     for sel in ("random", "herding", "craig", "gradmatch"):
         assert rows["coreset", sel, "random"] == 15  # 5 budgets x 3 seeds
-        for sc in ("atman", "gradlrp"):
+        for sc in ("atman", "gradlrp", "random"):
             assert rows["core_tokenset", sel, sc] == 15
     for sc in ("random", "rollout", "gradcam", "gradlrp", "atman"):
         assert rows["core_tokens", "random", sc] == 15
     assert rows["joint", "joint_grad", "random"] == 15
     assert rows["naive", "random", "random"] == 3
-    assert len(cells) == 4 * 15 + 8 * 15 + 5 * 15 + 15 + 3
+    assert len(cells) == 4 * 15 + 12 * 15 + 5 * 15 + 15 + 3
     assert sorted({c.cfg.budget for c in cells if c.group != "naive"}) == budgets
 
 

@@ -31,7 +31,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +57,8 @@ class StandardisedScorer(TokenScorer):
 
     needs_grad = True
 
-    def __init__(self, base: str, *, negate: bool = False, temperature: Optional[float] = None):
+    def __init__(self, base: Union[str, TokenScorer], *, negate: bool = False,
+                 temperature: Optional[float] = None):
         self.base, self.negate, self.temperature = get_scorer(base), negate, temperature
 
     def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:

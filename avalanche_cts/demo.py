@@ -6,7 +6,6 @@ skips finished runs, so an interrupted job resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import replace
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from .experiment import RunConfig, default_token_retention, run, save_result
+from .report import write_csv
 
 __all__ = ["DEMO_METHODS", "add_arguments", "main", "write_report"]
 
@@ -76,10 +76,7 @@ def write_report(results: Sequence[Dict], out: Path) -> str:
     """Write ``results.json``, ``results.csv`` and ``accuracy_vs_memory.png``; return the table."""
     rows = [_row(r) for r in results]
     (out / "results.json").write_text(json.dumps(list(results), indent=1))
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "results.csv", rows)
     _plot(rows, out / "accuracy_vs_memory.png")
     head = f"{'method':<15}{'budget':>8}{'t':>8}{'records':>9}{'bytes':>10}{'final acc':>11}" \
            f"{'forgetting':>12}{'time s':>8}"

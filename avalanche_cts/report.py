@@ -2,6 +2,7 @@
 
 * :func:`plot_run`: one run's accuracy matrix (heat map) and its accuracy on the seen
   experiences after each one.
+* :func:`write_csv`: rows (dicts) as a CSV file.
 * :func:`write_summary`: every ``<out>/<cell>/result.json`` of a grid as ``summary.csv``
   (one row per run), ``summary.md`` (mean ± std over seeds) and ``summary.png`` (final accuracy
   against the memory budget, one line per method/selector/scorer, one panel per task count).
@@ -13,11 +14,21 @@ import csv
 import json
 import statistics
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["plot_run", "summary_rows", "write_summary"]
+__all__ = ["plot_run", "summary_rows", "write_csv", "write_summary"]
 
 _TOKEN_METHODS = ("coreset", "core_tokens", "core_tokenset")
+
+
+def write_csv(path: Path, rows: Sequence[Dict], fieldnames: Optional[Sequence[str]] = None) -> None:
+    """Write ``rows`` to ``path`` with a header (default columns: the first row's keys)."""
+    if not rows and fieldnames is None:
+        raise ValueError(f"nothing to write to {path}: no rows and no fieldnames")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _pyplot():
@@ -125,10 +136,7 @@ def write_summary(out: Path) -> str:
     rows = summary_rows(out)
     if not rows:
         return "no finished runs"
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "summary.csv", rows)
     groups: Dict[Tuple, List[Dict]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["n_experiences"], r["label"], r["budget"]), []).append(

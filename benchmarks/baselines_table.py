@@ -11,12 +11,13 @@ numbers taken from a third-party copy, to verify against the paper before quotin
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from avalanche_cts.report import write_csv
 
 __all__ = ["COLUMNS", "PUBLISHED", "measured_rows", "quoted_rows", "write_tables"]
 
@@ -166,10 +167,7 @@ def measured_rows(results_dir: Path) -> List[Dict[str, str]]:
 def write_tables(rows: List[Dict[str, str]], out_dir: Path, stem: str = "baselines_table") -> None:
     """Write ``<stem>.md`` and ``<stem>.csv`` under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
     cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]

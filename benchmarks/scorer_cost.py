@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable, Dict, List
 import torch
 
 from avalanche_cts.models import create_model
+from avalanche_cts.report import write_csv
 from avalanche_cts.scorers import get_scorer
 
 SCORERS = ("random", "rollout", "gradcam", "gradlrp", "atman")
@@ -127,10 +127,7 @@ def main() -> None:
         print("no CUDA device: GPU row skipped")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "scorer_cost.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "scorer_cost.csv", rows)
     with open(out / "scorer_cost.json", "w") as f:
         json.dump(dict(settings=vars(args), torch=torch.__version__, rows=rows), f, indent=1)
     plot(rows, out / "scorer_cost.png")

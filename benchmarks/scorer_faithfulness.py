@@ -15,7 +15,6 @@ embedding (cosine similarity 1), so at the default κ = 0.7 they are suppressed,
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
 from avalanche_cts.models import create_model, get_adapter
+from avalanche_cts.report import write_csv
 from avalanche_cts.scorers import get_scorer
 from avalanche_cts.viz import top_tokens_mask
 
@@ -163,10 +163,7 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "scorer_faithfulness.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "scorer_faithfulness.csv", rows)
     with open(out / "scorer_faithfulness.json", "w") as f:
         json.dump(dict(settings=vars(args), full_accuracy=full, train_seconds=round(train_s, 1),
                        torch=torch.__version__, rows=rows), f, indent=1)

@@ -28,7 +28,6 @@ the core-tokenset rows, 3 seeds. Larger settings for a GPU::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -41,6 +40,7 @@ import torch
 
 from avalanche_cts.benchmarks.fmnist import split_fashion_mnist
 from avalanche_cts.experiment import RunConfig, run, save_result
+from avalanche_cts.report import write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("coreset", "core_tokens", "core_tokenset", "joint", "naive")
@@ -218,15 +218,11 @@ def best_at(table, budget: float, groups: Tuple[str, ...]):
     return max(scored, key=lambda x: x[1]) if scored else None
 
 
-def write_csv(results: List[Dict], out: Path) -> None:
+def write_runs_csv(results: List[Dict], out: Path) -> None:
     fields = ["group", "label", "budget", "seed", "final_acc", "avg_inc_acc", "forgetting",
               "memory_bytes", "memory_records", "memory_tokens", "wall_time_s"]
-    with open(out / "table1.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in results:
-            cfg = r["config"]
-            w.writerow(dict({k: r.get(k) for k in fields}, budget=cfg["budget"], seed=cfg["seed"]))
+    write_csv(out / "table1.csv", [dict({k: r.get(k) for k in fields}, budget=r["config"]["budget"],
+                                        seed=r["config"]["seed"]) for r in results], fields)
 
 
 def plot(table, budgets: List[float], out: Path) -> None:
@@ -333,7 +329,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     table = summarise(results)
     print(write_table(table, args.budgets, args, out))
-    write_csv(results, out)
+    write_runs_csv(results, out)
     plot(table, args.budgets, out)
     print(f"saved {out / 'table1.md'}, {out / 'table1.csv'}, {out / 'table1.png'}")
 

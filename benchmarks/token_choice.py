@@ -26,6 +26,7 @@ class's position histogram / log T; 1 = uniform). Writes ``token_choice.{json,md
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -139,7 +140,9 @@ def memory_stats(plugin: CoreTokensetReplayPlugin, buffer: CoreTokensetBuffer) -
     """Model accuracy on its memory rows (sparse), share of non-blank tokens, and position
     spread (mean over classes of the entropy of the kept-position histogram / log T)."""
     plugin._adapter.model.eval()
+    t = buffer.layout["num_tokens"]
     hits = n = nonblank = tokens = 0
+    hist: Dict[int, Tensor] = {}
     for batch in DataLoader(buffer.dataset(), batch_size=256, collate_fn=collate_tokens):
         hits += int((plugin.replay_logits(batch).argmax(1) == batch.labels).sum())
         n += len(batch.labels)
@@ -147,22 +150,28 @@ def memory_stats(plugin: CoreTokensetReplayPlugin, buffer: CoreTokensetBuffer) -
             else batch.valid
         nonblank += int(((batch.values.float().abs().sum(-1) > 0) & valid).sum())
         tokens += int(valid.sum())
-    t = buffer.layout["num_tokens"]
+        for c in batch.labels.unique().tolist():
+            rows = batch.labels == c
+            counts = torch.bincount(batch.positions[rows][valid[rows]], minlength=t).float()
+            hist[c] = hist.get(c, 0) + counts
     spread = []
-    for g in buffer.groups.values():
-        pos = torch.cat([g.record(i)[1].long() for i in range(len(g))])
-        p = torch.bincount(pos, minlength=t).float()
-        p = p[p > 0] / p.sum()
+    for counts in hist.values():
+        p = counts[counts > 0] / counts.sum()
         spread.append(float(-(p * p.log()).sum() / math.log(t)))
     return dict(memory_row_acc=hits / n, nonblank_share=nonblank / tokens,
                 position_spread=statistics.fmean(spread))
 
 
+@functools.lru_cache(maxsize=None)
+def stream(seed: int, train_per_class: int, test_per_class: int):
+    """Split Fashion-MNIST without the pretraining images, built once per seed."""
+    return split_fashion_mnist_stream(n_experiences=5, seed=seed, train_per_class=train_per_class,
+                                      test_per_class=test_per_class)
+
+
 def run_one(spec: Dict, budget: float, seed: int, args) -> Dict:
     torch.manual_seed(seed)
-    bench = split_fashion_mnist_stream(n_experiences=5, seed=seed,
-                                       train_per_class=args.train_per_class,
-                                       test_per_class=args.test_per_class)
+    bench = stream(seed, args.train_per_class, args.test_per_class)
     model = load_pretrained("vit_fmnist_tiny", num_classes=bench.n_classes, seed=seed)
     buffer = CoreTokensetBuffer(budget_fraction=budget,
                                 token_retention=default_token_retention("core_tokenset", budget),

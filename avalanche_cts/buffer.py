@@ -1,6 +1,9 @@
 """``CoreTokensetBuffer``: an Avalanche storage policy that keeps core tokensets under a byte budget."""
 from __future__ import annotations
 
+import math
+import re
+import sys
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -20,8 +23,10 @@ from .memory import (
     collate_tokens,
 )
 from .models import get_adapter
+from .normalization import Normalization, NormalizationLike, resolve_normalization
+from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
 from .scorers import TokenScorer, get_scorer
-from .selectors import ClassFeatures, SampleSelector, get_selector
+from .selectors import ClassFeatures, SampleSelector, extract_features, get_selector
 from .tokens import keep_count, patchify
 
 if TYPE_CHECKING:
@@ -31,6 +36,31 @@ __all__ = ["CoreTokensetBuffer", "TokenMemoryDataset"]
 
 _DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float32": torch.float32}
+
+
+def _check_finite(images: Tensor, indices: List[int], experience: int) -> None:
+    """Raise naming the first sample whose pixels are NaN or infinite."""
+    bad = (~torch.isfinite(images.flatten(1))).any(1) if images.is_floating_point() else None
+    if bad is not None and bool(bad.any()):
+        i = indices[int(bad.nonzero()[0])]
+        raise ValueError(
+            f"sample {i} of experience {experience} has NaN or infinite pixels: the memory "
+            f"stores only finite images; fix or drop that sample in the dataset"
+        )
+
+
+def _component(obj) -> str:
+    """A selector's or scorer's identity: its repr without the seed (the random streams
+    travel in the state's RNG part)."""
+    return re.sub(r"seed=\d+(, )?", "", repr(obj))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class TokenMemoryDataset(Dataset):
@@ -73,12 +103,21 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         ``gradmatch``, ...) or object.
     :param scorer: token scorer name (``random``, ``rollout``, ``gradcam``, ``gradlrp``,
         ``atman``) or object.
+    :param token_choice: ``"topk"`` keeps the highest-scoring tokens; ``"gumbel"`` samples
+        them without replacement with probabilities softmax(standardised score /
+        ``temperature``) (Gumbel top-k).
+    :param temperature: temperature of ``"gumbel"`` (lower = closer to top-k).
+    :param normalization: the stream's input normalisation, inverted when encoding so that
+        exact 8-bit pixels are stored (a ``Normalization``, ``(mean, std)`` or ``None``: the
+        model's own constants, read from the model at the first update).
     :param pixel_dtype: storage dtype (``"uint8"``, ``"float16"``, ``"float32"``); ``None``
-        stores uint8 when the images are exact 8-bit values in [0, 1], else as given.
+        stores uint8 when the images are exact 8-bit pixels after undoing the normalisation.
     :param weighted: also store the selector's weights (4 bytes per record).
+    :param keep_sources: remember each record's (experience, index) for diagnostics (not
+        counted in the bytes: it is not part of the memory).
     :param batch_size: batch size of the feature and scoring passes.
     :param num_workers: DataLoader workers of those passes.
-    :param seed: seed of the default random selector and scorer.
+    :param seed: seed of the default random selector and scorer and of Gumbel sampling.
     """
 
     def __init__(
@@ -89,8 +128,12 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         token_retention: float = 1.0,
         selector: Union[str, SampleSelector] = "random",
         scorer: Union[str, TokenScorer] = "random",
+        token_choice: str = DEFAULT_RECIPE.token_choice,
+        temperature: float = 1.0,
+        normalization: NormalizationLike = None,
         pixel_dtype: Optional[str] = None,
         weighted: bool = False,
+        keep_sources: bool = False,
         batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 0,
@@ -98,36 +141,68 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         super().__init__(max_size=0)
         if (budget_bytes is None) == (budget_fraction is None):
             raise ValueError("give exactly one of budget_bytes or budget_fraction")
-        if budget_bytes is not None and (not isinstance(budget_bytes, int) or budget_bytes <= 0):
+        if budget_bytes is not None and (not _is_int(budget_bytes) or budget_bytes <= 0):
             raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
-        if budget_fraction is not None and not 0.0 < budget_fraction <= 1.0:
+        if budget_fraction is not None and not (_is_real(budget_fraction)
+                                                and 0.0 < budget_fraction <= 1.0):
             raise ValueError(
-                f"budget_fraction must be in (0, 1] (e.g. 0.01 for 1% of the data), "
+                f"budget_fraction must be a number in (0, 1] (e.g. 0.01 for 1% of the data), "
                 f"got {budget_fraction!r}"
             )
-        if not 0.0 < token_retention <= 1.0:
+        if not (_is_real(token_retention) and 0.0 < token_retention <= 1.0):
             raise ValueError(
-                f"token_retention must be in (0, 1] (fraction of patch tokens kept per sample), "
-                f"got {token_retention!r}"
+                f"token_retention must be a number in (0, 1] (fraction of patch tokens kept per "
+                f"sample), got {token_retention!r}"
             )
+        if token_choice not in TOKEN_CHOICES:
+            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+        if not (_is_real(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         if pixel_dtype is not None and pixel_dtype not in _DTYPES:
             raise ValueError(f"pixel_dtype must be one of {sorted(_DTYPES)} or None, got {pixel_dtype!r}")
+        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                 ("seed", seed, 0)):
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.budget_bytes = budget_bytes
-        self.budget_fraction = budget_fraction
+        self.budget_fraction = None if budget_fraction is None else float(budget_fraction)
         self.token_retention = float(token_retention)
         self.selector = get_selector(selector, seed=seed) if isinstance(selector, str) and \
             selector == "random" else get_selector(selector)
         self.scorer = get_scorer(scorer, seed=seed) if isinstance(scorer, str) and \
             scorer == "random" else get_scorer(scorer)
+        self.token_choice = token_choice
+        self.temperature = float(temperature)
+        self.normalization: Optional[Normalization] = (
+            None if normalization is None else resolve_normalization(normalization))
         self.pixel_dtype = pixel_dtype
         self.weighted = bool(weighted)
+        self.keep_sources = bool(keep_sources)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        """Stream of Gumbel token sampling."""
         self.groups: Dict[Tuple[int, int], TokenGroup] = {}
         self.seen_samples = 0
         self.seen_bytes = 0
+        self.experiences = 0
         self.codec: Optional[PixelCodec] = None
         self.layout: Optional[Dict[str, object]] = None
+
+    @property
+    def max_size(self) -> int:
+        """Records held (Avalanche's ``ExemplarsBuffer`` size)."""
+        if sys._getframe(1).f_globals.get("__name__") == "avalanche.training.plugins.replay":
+            raise TypeError(
+                "CoreTokensetBuffer holds token records that Avalanche's ReplayPlugin cannot "
+                "replay (it concatenates whole samples with the new data): use "
+                "avalanche_cts.CoreTokensetReplayPlugin(buffer) instead of ReplayPlugin"
+            )
+        return self._max_size
+
+    @max_size.setter
+    def max_size(self, value: int) -> None:
+        self._max_size = int(value)
 
     # ------------------------------------------------------------- accounting
     @property
@@ -214,15 +289,19 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         targets = torch.as_tensor(list(data.targets), dtype=torch.long)
         tasks = torch.as_tensor(list(getattr(data, "targets_task_labels", [0] * len(data))),
                                 dtype=torch.long)
+        if hasattr(adapter, "check_targets"):
+            adapter.check_targets(targets)
+        self._experience = int(getattr(exp, "current_experience", self.experiences))
         self._init_layout(adapter, data)
+        self.experiences += 1
         self.seen_samples += len(data)
         self.seen_bytes += len(data) * self.sample_bytes()
 
         keys = sorted(set(zip(targets.tolist(), tasks.tolist())))
         for key in keys:
             self.groups.setdefault(key, TokenGroup(*key, self.layout["num_tokens"],
-                                                   self.layout["token_dim"],
-                                                   self.codec.dtype, self.weighted))
+                                                   self.layout["token_dim"], self.codec.dtype,
+                                                   self.weighted, self.keep_sources))
         members = {key: ((targets == key[0]) & (tasks == key[1])).nonzero().flatten()
                    for key in keys}
         quotas = self._quotas(members)
@@ -262,10 +341,15 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             token_dim=adapter.patch_size ** 2 * adapter.in_chans,
         )
         if self.layout is None:
-            self.layout = layout
-            self.codec = (PixelCodec(_DTYPES[self.pixel_dtype]) if self.pixel_dtype
-                          else PixelCodec.infer(torch.stack([data[i][0] for i in
-                                                             range(min(len(data), 64))])))
+            norm = (self.normalization or adapter.normalization).for_channels(adapter.in_chans)
+            if self.pixel_dtype:
+                codec = PixelCodec(_DTYPES[self.pixel_dtype], norm)
+            else:
+                sample = range(min(len(data), 64))
+                images = torch.stack([data[i][0] for i in sample])
+                _check_finite(images, list(sample), self._experience)
+                codec = PixelCodec.infer(images, norm)
+            self.layout, self.codec, self.normalization = layout, codec, norm
         elif layout != self.layout:
             raise ValueError(
                 f"image/patch layout changed between experiences: stored {self.layout}, "
@@ -304,10 +388,15 @@ class CoreTokensetBuffer(ExemplarsBuffer):
 
     def _features(self, model, device, data) -> Tuple[Tensor, Tensor, Tensor]:
         """``(embeddings, logits, targets)`` of all of ``data`` in eval mode (float32, CPU)."""
-        from .selectors.avalanche import extract_features
-
         feats = extract_features(model, data, batch_size=self.batch_size, device=device)
-        return tuple(f.float().cpu() if f.is_floating_point() else f.cpu() for f in feats)
+        feats = tuple(f.float().cpu() if f.is_floating_point() else f.cpu() for f in feats)
+        bad = ~torch.isfinite(feats[0]).all(1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"sample {int(bad.nonzero()[0])} of experience {self._experience} gives "
+                f"non-finite features: check its pixels for NaN or infinite values"
+            )
+        return feats
 
     def _choose(self, model, device, data, keys, members, quotas,
                 feats) -> List[Tuple[Tuple[int, int], Tensor, Tensor]]:
@@ -329,7 +418,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         return chosen
 
     def _store(self, model, device, data, chosen) -> None:
-        """Score the tokens of the chosen samples and append the top-k to their groups."""
+        """Score the tokens of the chosen samples and append the kept ones to their groups."""
         if not chosen:
             return
         idx = torch.cat([c[1] for c in chosen])
@@ -338,26 +427,43 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         for key, sel_idx, weights in chosen:
             n = len(sel_idx)
             self.groups[key].append(out_values[start:start + n], out_positions[start:start + n],
-                                    weights.tolist())
+                                    weights.tolist(), self._sources(sel_idx))
             start += n
 
+    def _sources(self, idx: Tensor) -> Optional[Tensor]:
+        if not self.keep_sources:
+            return None
+        return torch.stack([torch.full_like(idx, self._experience), idx], dim=1)
+
     def _kept_tokens(self, model, device, data, idx: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
-        """Encoded values ``(k, V)`` and positions ``(k,)`` of the top-k tokens of each sample
+        """Encoded values ``(k, V)`` and positions ``(k,)`` of the kept tokens of each sample
         ``data[idx[i]]``, in order, scored in batches of ``batch_size``."""
         k = self.tokens_per_sample
         t = self.layout["num_tokens"]
         out_values, out_positions = [], []
+        start = 0
         for x, y, *_ in self._loader(data, idx):
+            _check_finite(x, idx[start:start + len(x)].tolist(), self._experience)
+            start += len(x)
             tokens = patchify(x, self.layout["patch_size"])
             if k >= t:
                 order = torch.arange(t).expand(len(x), t)
             else:
                 scores = self.scorer.score(model, x.to(device), torch.as_tensor(y).to(device))
-                order = scores.float().cpu().argsort(dim=1, descending=True, stable=True)[:, :k]
+                order = self.choose_tokens(scores.float().cpu(), k)
             kept = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
             out_values.extend(self.codec.encode(kept).unbind(0))
             out_positions.extend(order.unbind(0))
         return out_values, out_positions
+
+    def choose_tokens(self, scores: Tensor, k: int) -> Tensor:
+        """``(B, k)`` positions of the tokens to keep from ``(B, T)`` scores: the top k, or a
+        Gumbel top-k sample of softmax(standardised scores / temperature)."""
+        if self.token_choice == "gumbel":
+            z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
+            u = torch.rand(scores.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
+            scores = z / self.temperature - torch.log(-torch.log(u))
+        return scores.argsort(dim=1, descending=True, stable=True)[:, :k]
 
     def _add_joint(self, model, device, data, key, idx: Tensor, room: int) -> None:
         """Single-stage selection of samples and tokens for one group (joint selectors)."""
@@ -365,6 +471,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             return
         xs, ys = zip(*[(x, y) for x, y, *_ in self._loader(data, idx)])
         images, targets = torch.cat(xs), torch.cat([torch.as_tensor(y) for y in ys])
+        _check_finite(images, idx.tolist(), self._experience)
         records = self.selector.select_joint(
             model, images.to(device), targets.to(device), budget_bytes=int(room),
             token_bytes=self.token_bytes(), record_bytes=self.record_bytes(0),
@@ -372,48 +479,99 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         tokens = patchify(images, self.layout["patch_size"])
         values = [self.codec.encode(tokens[i, pos.cpu()]) for i, pos in records]
         positions = [pos.cpu() for _, pos in records]
-        self.groups[key].append(values, positions, [1.0] * len(records))
+        sources = self._sources(idx[torch.tensor([i for i, _ in records], dtype=torch.long)])
+        self.groups[key].append(values, positions, [1.0] * len(records), sources)
 
     # ------------------------------------------------------------ persistence
+    def _config(self) -> Dict:
+        return dict(budget_bytes=self.budget_bytes, budget_fraction=self.budget_fraction,
+                    token_retention=self.token_retention, weighted=self.weighted,
+                    token_choice=self.token_choice, temperature=self.temperature,
+                    selector=_component(self.selector), scorer=_component(self.scorer))
+
     def state_dict(self) -> Dict:
-        """Everything needed to resume: memory, counters, layout and RNG states."""
+        """Everything needed to resume: memory, counters, layout, codec and RNG states."""
         rng = {name: obj.generator.get_state() for name, obj in
-               (("selector", self.selector), ("scorer", self.scorer))
+               (("selector", self.selector), ("scorer", self.scorer), ("tokens", self))
                if isinstance(getattr(obj, "generator", None), torch.Generator)}
+        norm = self.codec.normalization if self.codec is not None else None
         return {
-            "config": dict(budget_bytes=self.budget_bytes, budget_fraction=self.budget_fraction,
-                           token_retention=self.token_retention, weighted=self.weighted,
-                           selector=repr(self.selector), scorer=repr(self.scorer)),
+            "config": self._config(),
             "seen_samples": self.seen_samples,
             "seen_bytes": self.seen_bytes,
+            "experiences": self.experiences,
             "codec": None if self.codec is None else str(self.codec.dtype).replace("torch.", ""),
+            "normalization": None if norm is None else dict(mean=list(norm.mean), std=list(norm.std)),
             "layout": self.layout,
             "groups": [g.state_dict() for _, g in sorted(self.groups.items())],
             "rng": rng,
         }
 
-    def load_state_dict(self, state: Dict) -> None:
-        """Restore a memory saved by :meth:`state_dict` into a buffer of the same configuration."""
-        cfg = state["config"]
-        mine = self.state_dict()["config"]
-        diff = {k: (cfg[k], mine[k]) for k in ("budget_bytes", "budget_fraction",
-                                               "token_retention", "weighted")
-                if cfg[k] != mine[k]}
+    def load_state_dict(self, state: Dict, strict: bool = True) -> None:
+        """Restore a memory saved by :meth:`state_dict` into a buffer of the same configuration.
+
+        The state is checked first (structure, lengths vs values vs positions, positions
+        inside the grid, dtypes vs the codec, bytes within the budget) and nothing changes
+        when it fails. ``strict=False`` accepts another selector, scorer or token choice (the
+        memory is kept; new records follow this buffer's settings).
+
+        :raises ValueError: naming what is wrong.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"a buffer state is a dict from state_dict(), got {type(state).__name__}")
+        missing = [k for k in ("config", "seen_samples", "seen_bytes", "codec", "layout", "groups")
+                   if k not in state]
+        if missing:
+            raise ValueError(f"buffer state lacks {missing}: it was not written by "
+                             f"CoreTokensetBuffer.state_dict()")
+        mine, cfg = self._config(), state["config"]
+        keys = ["budget_bytes", "budget_fraction", "token_retention", "weighted"]
+        if strict:
+            keys += ["selector", "scorer", "token_choice", "temperature"]
+        diff = {k: (cfg.get(k), mine[k]) for k in keys if cfg.get(k) != mine[k]}
         if diff:
-            raise ValueError(f"saved buffer configuration differs (saved, this): {diff}")
-        self.seen_samples = int(state["seen_samples"])
-        self.seen_bytes = int(state["seen_bytes"])
-        self.codec = None if state["codec"] is None else PixelCodec(_DTYPES[state["codec"]])
-        self.layout = state["layout"]
-        if self.layout is not None:
-            self.layout = dict(self.layout, image_shape=tuple(self.layout["image_shape"]),
-                               grid=tuple(self.layout["grid"]))
-        self.groups = {}
+            raise ValueError(f"saved buffer configuration differs (saved, this): {diff}; build "
+                             f"the buffer with the saved settings"
+                             + ("" if not strict else " or load with strict=False to keep "
+                                "another selector or scorer"))
+        codec = None
+        if state["codec"] is not None:
+            if state["codec"] not in _DTYPES:
+                raise ValueError(f"unknown storage dtype {state['codec']!r} in the buffer state")
+            n = state.get("normalization")
+            codec = PixelCodec(_DTYPES[state["codec"]],
+                               None if n is None else Normalization(n["mean"], n["std"]))
+        layout = state["layout"]
+        if layout is not None:
+            layout = dict(layout, image_shape=tuple(layout["image_shape"]), grid=tuple(layout["grid"]))
+        groups = {}
         for gs in state["groups"]:
             g = TokenGroup.from_state(gs)
-            self.groups[(g.label, g.task)] = g
+            if layout is None or codec is None:
+                raise ValueError("buffer state has records but no layout or codec")
+            if g.full != layout["num_tokens"] or g.values.shape[1] != layout["token_dim"]:
+                raise ValueError(f"group (label {g.label}, task {g.task}) has {g.full} tokens of "
+                                 f"width {g.values.shape[1]}, the layout {layout['num_tokens']} of "
+                                 f"width {layout['token_dim']}")
+            if g.values.dtype != codec.dtype:
+                raise ValueError(f"group (label {g.label}, task {g.task}) stores {g.values.dtype}, "
+                                 f"the codec {codec.dtype}")
+            if (g.label, g.task) in groups:
+                raise ValueError(f"two groups for label {g.label}, task {g.task}")
+            groups[(g.label, g.task)] = g
+        held = sum(g.nbytes for g in groups.values())
+        budget = (self.budget_bytes if self.budget_bytes is not None
+                  else int(self.budget_fraction * int(state["seen_bytes"])))
+        if held > budget:
+            raise ValueError(f"buffer state holds {held} B, over its budget of {budget} B")
+        self.seen_samples = int(state["seen_samples"])
+        self.seen_bytes = int(state["seen_bytes"])
+        self.experiences = int(state.get("experiences", 0))
+        self.codec, self.layout, self.groups = codec, layout, groups
+        self.normalization = None if codec is None else codec.normalization
         for name, st in state.get("rng", {}).items():
-            gen = getattr(getattr(self, name), "generator", None)
+            obj = self if name == "tokens" else getattr(self, name)
+            gen = getattr(obj, "generator", None)
             if isinstance(gen, torch.Generator):
                 gen.set_state(st)
         self.max_size = self.num_records

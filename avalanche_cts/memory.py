@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .normalization import Normalization
 from .tokens import scatter_tokens, unpatchify
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PixelCodec",
     "TokenGroup",
     "TokenBatch",
+    "check_group_state",
     "collate_tokens",
 ]
 
@@ -39,46 +41,80 @@ GROUP_HEADER_BYTES = 16
 
 @dataclass(frozen=True)
 class PixelCodec:
-    """Converts model-input pixels in [0, 1] to the storage dtype and back.
+    """Converts model inputs (normalised pixels) to the storage dtype and back.
 
-    ``uint8`` stores ``round(255 x)``: exact for 8-bit images, error <= 1/510 otherwise.
+    Works on token values ``(..., V)`` in :func:`~avalanche_cts.tokens.patchify` layout
+    (channel fastest, ``V = P*P*C``). ``uint8`` stores ``round(255 p)`` of the pixel
+    ``p = x * std + mean`` of a model input ``x``, so the bytes held do not depend on the
+    normalisation and an 8-bit image round-trips exactly; other dtypes store ``x`` as is.
+
+    :ivar dtype: storage dtype.
+    :ivar normalization: the model's input normalisation (identity: inputs in [0, 1]).
     """
 
     dtype: torch.dtype
+    normalization: Optional[Normalization] = None
 
     @staticmethod
-    def infer(images: Tensor) -> "PixelCodec":
-        """uint8 when ``images`` are exactly 8-bit values in [0, 1], else their own dtype."""
+    def infer(images: Tensor, normalization: Optional[Normalization] = None) -> "PixelCodec":
+        """uint8 when ``images`` ``(B, C, H, W)`` are exactly 8-bit pixels in [0, 1] after
+        undoing ``normalization``, else their own dtype."""
         if images.dtype == torch.uint8:
-            return PixelCodec(torch.uint8)
+            return PixelCodec(torch.uint8, normalization)
         x = images.detach().float()
-        if x.numel() and x.min() >= 0 and x.max() <= 1:
+        if normalization is not None:
+            x = normalization.for_channels(x.shape[-3]).denormalize(x)
+        if x.numel() and x.min() >= -1e-4 and x.max() <= 1 + 1e-4:
             if (x * 255 - (x * 255).round()).abs().max() < 1e-3:
-                return PixelCodec(torch.uint8)
-        return PixelCodec(images.dtype)
+                return PixelCodec(torch.uint8, normalization)
+        return PixelCodec(images.dtype, normalization)
 
     @property
     def itemsize(self) -> int:
         return torch.empty(0, dtype=self.dtype).element_size()
 
+    def _affine(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(mean, std)`` broadcastable to token values ``x`` ``(..., V)``."""
+        c = self.normalization.channels
+        if x.shape[-1] % c:
+            raise ValueError(f"token width {x.shape[-1]} is not a multiple of {c} channels")
+        reps = x.shape[-1] // c
+        mean = torch.tensor(self.normalization.mean, device=x.device).repeat(reps)
+        std = torch.tensor(self.normalization.std, device=x.device).repeat(reps)
+        return mean, std
+
     def encode(self, x: Tensor) -> Tensor:
-        if self.dtype == torch.uint8:
-            if x.dtype == torch.uint8:
-                return x
-            return (x.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
-        return x.to(self.dtype)
+        """Model-input token values ``(..., V)`` to the storage dtype."""
+        if self.dtype != torch.uint8:
+            return x.to(self.dtype)
+        if x.dtype == torch.uint8:
+            return x
+        x = x.float()
+        if self.normalization is not None:
+            mean, std = self._affine(x)
+            x = x * std + mean
+        return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
 
     def decode(self, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        if self.dtype == torch.uint8:
-            return x.to(dtype) / 255.0
-        return x.to(dtype)
+        """Stored values back to model inputs (normalised), as ``dtype``."""
+        if self.dtype != torch.uint8:
+            return x.to(dtype)
+        out = x.float() / 255.0
+        if self.normalization is not None:
+            mean, std = self._affine(out)
+            out = (out - mean) / std
+        return out.to(dtype)
 
 
 class TokenGroup:
-    """Records of one (class, task) in priority order: the last records are dropped first."""
+    """Records of one (class, task) in priority order: the last records are dropped first.
+
+    ``sources`` (``(n, 2)`` int64: experience, index in its dataset) is kept only when asked
+    for: a diagnostic of where each record came from, not part of the memory or its bytes.
+    """
 
     def __init__(self, label: int, task: int, num_tokens: int, token_dim: int, dtype: torch.dtype,
-                 weighted: bool):
+                 weighted: bool, keep_sources: bool = False):
         self.label = int(label)
         self.task = int(task)
         self.full = int(num_tokens)
@@ -86,6 +122,7 @@ class TokenGroup:
         self.positions = torch.empty(0, dtype=POSITION_DTYPE)
         self.lengths = torch.empty(0, dtype=LENGTH_DTYPE)
         self.weights: Optional[Tensor] = torch.empty(0) if weighted else None
+        self.sources: Optional[Tensor] = torch.empty(0, 2, dtype=torch.long) if keep_sources else None
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -103,10 +140,16 @@ class TokenGroup:
             n += self.weights.nbytes
         return n + GROUP_HEADER_BYTES
 
-    def append(self, values: Sequence[Tensor], positions: Sequence[Tensor], weights: Sequence[float]):
-        """Append records; ``values[i]`` is ``(k_i, V)`` in the storage dtype, ``positions[i]`` ``(k_i,)``."""
+    def append(self, values: Sequence[Tensor], positions: Sequence[Tensor], weights: Sequence[float],
+               sources: Optional[Tensor] = None):
+        """Append records; ``values[i]`` is ``(k_i, V)`` in the storage dtype, ``positions[i]``
+        ``(k_i,)``; ``sources`` ``(n, 2)`` (experience, index) when the group keeps them."""
         if not values:
             return
+        if self.sources is not None:
+            if sources is None or len(sources) != len(values):
+                raise ValueError("this group keeps sources: give one (experience, index) per record")
+            self.sources = torch.cat([self.sources, sources.long().reshape(-1, 2)])
         lengths = torch.tensor([len(p) for p in positions], dtype=LENGTH_DTYPE)
         self.values = torch.cat([self.values, *values])
         partial = [p.to(POSITION_DTYPE) for p in positions if len(p) < self.full]
@@ -126,6 +169,8 @@ class TokenGroup:
         self.lengths = self.lengths[:n].clone()
         if self.weights is not None:
             self.weights = self.weights[:n].clone()
+        if self.sources is not None:
+            self.sources = self.sources[:n].clone()
 
     def _partial_lengths(self) -> Tensor:
         lengths = self.lengths.long()
@@ -155,17 +200,56 @@ class TokenGroup:
             "positions": self.positions,
             "lengths": self.lengths,
             "weights": self.weights,
+            "sources": self.sources,
         }
 
     @classmethod
     def from_state(cls, state: Dict) -> "TokenGroup":
+        """A group from :meth:`state_dict` output, after checking it is consistent."""
+        check_group_state(state)
         g = cls(state["label"], state["task"], state["num_tokens"], state["values"].shape[1],
                 state["values"].dtype, state["weights"] is not None)
         g.values = state["values"].clone()
         g.positions = state["positions"].clone()
         g.lengths = state["lengths"].clone()
         g.weights = None if state["weights"] is None else state["weights"].clone()
+        g.sources = None if state.get("sources") is None else state["sources"].clone()
         return g
+
+
+def check_group_state(state: Dict) -> None:
+    """Raise ``ValueError`` naming the first inconsistency of a saved group: missing keys,
+    dtypes, lengths vs values vs positions, positions outside the grid."""
+    keys = ("label", "task", "num_tokens", "values", "positions", "lengths", "weights")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"saved token group lacks {missing}")
+    where = f"group (label {state['label']}, task {state['task']})"
+    t, values, pos, lengths = state["num_tokens"], state["values"], state["positions"], state["lengths"]
+    for name, x, dtype in (("positions", pos, POSITION_DTYPE), ("lengths", lengths, LENGTH_DTYPE)):
+        if not isinstance(x, Tensor) or x.dtype != dtype or x.dim() != 1:
+            raise ValueError(f"{where}: {name} must be a 1-D {dtype} tensor")
+    if not isinstance(values, Tensor) or values.dim() != 2:
+        raise ValueError(f"{where}: values must be a 2-D (tokens, token width) tensor")
+    if not isinstance(t, int) or t < 1:
+        raise ValueError(f"{where}: num_tokens must be a positive integer, got {t!r}")
+    k = lengths.long()
+    if len(k) and (int(k.min()) < 1 or int(k.max()) > t):
+        raise ValueError(f"{where}: record lengths must be in [1, {t}], got {int(k.min())}..{int(k.max())}")
+    if int(k.sum()) != values.shape[0]:
+        raise ValueError(f"{where}: lengths sum to {int(k.sum())} tokens but {values.shape[0]} values are stored")
+    partial = int(torch.where(k < t, k, torch.zeros_like(k)).sum())
+    if partial != pos.shape[0]:
+        raise ValueError(f"{where}: partial records need {partial} positions, {pos.shape[0]} are stored")
+    if len(pos) and (int(pos.min()) < 0 or int(pos.max()) >= t):
+        raise ValueError(f"{where}: positions must be in [0, {t}) (the token grid), got "
+                         f"{int(pos.min())}..{int(pos.max())}")
+    w = state["weights"]
+    if w is not None and (not isinstance(w, Tensor) or w.shape != lengths.shape):
+        raise ValueError(f"{where}: weights must hold one value per record")
+    src = state.get("sources")
+    if src is not None and (not isinstance(src, Tensor) or tuple(src.shape) != (len(lengths), 2)):
+        raise ValueError(f"{where}: sources must be (records, 2)")
 
 
 @dataclass
@@ -192,7 +276,8 @@ class TokenBatch:
 
     def images(self, codec: PixelCodec, patch_size: int, channels: int, grid: Tuple[int, int],
                dtype: torch.dtype = torch.float32) -> Tensor:
-        """Zero-filled ``(B, C, H, W)`` images with the kept tokens at their positions."""
+        """``(B, C, H, W)`` model inputs with the kept tokens at their positions and 0 (the mean
+        colour in normalised space) elsewhere."""
         tokens = scatter_tokens(codec.decode(self.values, dtype), self.positions,
                                 grid[0] * grid[1], self.valid)
         return unpatchify(tokens, patch_size, channels, grid)

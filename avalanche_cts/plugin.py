@@ -1,10 +1,13 @@
 """``CoreTokensetReplayPlugin``: replay of core tokensets with token dropout on new data."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Optional
+import contextlib
+import math
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avalanche.core import SupervisedPlugin
@@ -12,14 +15,23 @@ from avalanche.core import SupervisedPlugin
 from .buffer import CoreTokensetBuffer
 from .memory import TokenBatch, collate_tokens
 from .models import get_adapter
-from .tokens import bernoulli_keep_mask, keep_count, mask_to_pixels
+from .recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES
+from .tokens import random_keep_mask
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["CoreTokensetReplayPlugin", "REPLAY_MODES"]
+__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "classification_loss"]
 
-REPLAY_MODES = ("zero", "sparse")
+MemoryLoss = Callable[[object, TokenBatch, Tensor, str], Tensor]
+"""``loss(adapter, batch, values, mode) -> (B,)`` per-record loss of a memory batch, where
+``values`` are the decoded (normalised) token values ``(B, K, V)``."""
+
+
+def classification_loss(adapter, batch: TokenBatch, values: Tensor, mode: str) -> Tensor:
+    """Cross-entropy of the records' logits (:meth:`forward_record`) against their labels."""
+    logits = adapter.forward_record(values, batch.positions, batch.valid, mode)
+    return F.cross_entropy(logits, batch.labels, reduction="none")
 
 
 class CoreTokensetReplayPlugin(SupervisedPlugin):
@@ -28,26 +40,34 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     * After each experience the storage policy is updated with it.
     * Each training step draws a memory minibatch from its own cycled loader (as DER does)
-      and adds its cross-entropy to the loss (paper Eq. 5:
-      ``L = E_new[CE(f(x), y)] + E_mem[CE(f(x_core), y)]``).
-    * New data is trained with random token dropout, re-drawn every step, at the keep
-      rate ``dropout`` (default: the buffer's token retention), so the model learns from
-      partial inputs. ``replay_mode="zero"`` zero-fills dropped tokens in the input image
-      (paper; each token kept with probability ``dropout``); ``"sparse"`` leaves them out
-      of the sequence (exactly ``round(dropout*T)`` tokens per sample), for memory replay
-      and dropout alike.
+      and adds its loss to the strategy's (paper Eq. 5:
+      ``L = E_new[CE(f(x), y)] + mem_weight * E_mem[CE(f(x_core), y)]``).
+    * New data is trained with random token dropout, re-drawn every step: a sample keeps
+      ``round(rate * T)`` random tokens, ``rate`` fixed at ``dropout`` or drawn per sample in
+      ``[dropout, 1]`` (``dropout_schedule="uniform"``), for a ``dropout_fraction`` share of
+      each batch. Memory records and dropped samples are fed alike (``replay_mode``): ``zero``
+      (0 in normalised space, the paper), ``sparse`` (kept tokens only) or ``mask`` (a
+      learned mask token, added to the model by :meth:`prepare_model`).
     * Evaluation always sees full images.
+    * A non-finite loss stops training with the step and both loss terms.
+
+    Defaults follow :data:`avalanche_cts.recipe.DEFAULT_RECIPE`.
 
     :param storage_policy: the :class:`CoreTokensetBuffer` to fill and replay.
     :param batch_size_mem: memory rows per step (default: the strategy's ``train_mb_size``).
-    :param replay_mode: ``"zero"`` or ``"sparse"``.
+    :param replay_mode: ``"zero"``, ``"sparse"`` or ``"mask"``.
     :param dropout: keep rate in (0, 1] for tokens of new data; ``1.0`` disables dropout;
         ``None`` uses ``storage_policy.token_retention``.
-    :param mem_weight: weight of the memory loss term.
+    :param dropout_schedule: ``"fixed"`` or ``"uniform"``.
+    :param dropout_fraction: share in [0, 1] of each new-data batch that gets dropout.
+    :param mem_weight: weight (>= 0) of the memory loss term.
     :param weighted_replay: weight memory samples by their stored selector weights
         (needs ``CoreTokensetBuffer(weighted=True)``), normalised to mean 1.
+    :param memory_loss: per-record loss of a memory batch (:data:`MemoryLoss`; default
+        :func:`classification_loss`), the seam for models that are not classifiers.
     :param num_workers: workers of the memory loader.
-    :param seed: seed of the memory loader's shuffling (``None``: from torch's global RNG).
+    :param seed: seed of the memory loader's shuffling and of the mask token's initial value
+        (``None``: from torch's global RNG).
     """
 
     def __init__(
@@ -55,10 +75,13 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         storage_policy: CoreTokensetBuffer,
         *,
         batch_size_mem: Optional[int] = None,
-        replay_mode: str = "zero",
-        dropout: Optional[float] = None,
+        replay_mode: str = DEFAULT_RECIPE.replay_mode,
+        dropout: Optional[float] = DEFAULT_RECIPE.dropout,
+        dropout_schedule: str = DEFAULT_RECIPE.dropout_schedule,
+        dropout_fraction: float = DEFAULT_RECIPE.dropout_fraction,
         mem_weight: float = 1.0,
         weighted_replay: bool = False,
+        memory_loss: Optional[MemoryLoss] = None,
         num_workers: int = 0,
         seed: Optional[int] = None,
     ):
@@ -71,27 +94,59 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         if replay_mode not in REPLAY_MODES:
             raise ValueError(f"replay_mode must be one of {REPLAY_MODES}, got {replay_mode!r}")
         rate = storage_policy.token_retention if dropout is None else dropout
-        if not 0.0 < rate <= 1.0:
+        if not _real(rate) or not 0.0 < rate <= 1.0:
             raise ValueError(f"dropout (token keep rate) must be in (0, 1], got {rate!r}")
-        if batch_size_mem is not None and batch_size_mem <= 0:
-            raise ValueError(f"batch_size_mem must be positive, got {batch_size_mem}")
+        if dropout_schedule not in DROPOUT_SCHEDULES:
+            raise ValueError(
+                f"dropout_schedule must be one of {DROPOUT_SCHEDULES}, got {dropout_schedule!r}")
+        if not _real(dropout_fraction) or not 0.0 <= dropout_fraction <= 1.0:
+            raise ValueError(f"dropout_fraction must be in [0, 1], got {dropout_fraction!r}")
+        if batch_size_mem is not None and (not _int(batch_size_mem) or batch_size_mem <= 0):
+            raise ValueError(f"batch_size_mem must be a positive integer, got {batch_size_mem!r}")
+        if not _real(mem_weight) or mem_weight < 0:
+            raise ValueError(f"mem_weight must be a finite number >= 0, got {mem_weight!r}")
         if weighted_replay and not storage_policy.weighted:
             raise ValueError("weighted_replay=True needs CoreTokensetBuffer(weighted=True)")
+        if not _int(num_workers) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        if seed is not None and (not _int(seed) or seed < 0):
+            raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
         self.storage_policy = storage_policy
         self.batch_size_mem = batch_size_mem
         self.replay_mode = replay_mode
         self.keep_rate = float(rate)
+        self.dropout_schedule = dropout_schedule
+        self.dropout_fraction = float(dropout_fraction)
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
+        self.memory_loss = memory_loss or classification_loss
         self.num_workers = num_workers
         self.seed = seed
         self._adapter = None
         self._memory: Optional[Iterator[TokenBatch]] = None
-        self._saved_patch_drop = None
-        self.last_mem_loss: Optional[torch.Tensor] = None
+        self._partial = contextlib.ExitStack()
+        self.last_mem_loss: Optional[Tensor] = None
         """Memory loss of the last training step (for logging)."""
 
+    @property
+    def drops_tokens(self) -> bool:
+        """Whether new data is trained with token dropout at all."""
+        return self.keep_rate < 1.0 and self.dropout_fraction > 0.0
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Add what the recipe trains to ``model`` (the learned mask token of ``mask`` replay).
+
+        Called at the start of training; call it yourself before loading a checkpoint or
+        building an optimizer by hand. Idempotent.
+        """
+        if self.replay_mode == "mask":
+            gen = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+            get_adapter(model).add_mask_token(gen)
+
     # -------------------------------------------------------------- callbacks
+    def before_training(self, strategy: "SupervisedTemplate", **kwargs):
+        self.prepare_model(strategy.model)
+
     def before_training_exp(self, strategy: "SupervisedTemplate", num_workers: int = 0, **kwargs):
         self._adapter = get_adapter(strategy.model)
         self._memory = None
@@ -107,54 +162,77 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         )
         self._memory = _cycle(loader)
 
-    def before_forward(self, strategy: "SupervisedTemplate", **kwargs):
-        if self.keep_rate >= 1.0:
-            return
-        a = self._adapter
-        if self.replay_mode == "zero":
-            x = strategy.mbatch[0]
-            keep = bernoulli_keep_mask(x.shape[0], a.num_tokens, self.keep_rate, device=x.device)
-            strategy.mbatch[0] = x * mask_to_pixels(keep, a.patch_size, a.grid).to(x.dtype)
-        else:
-            from .models.timm_vit import SparseTokenDropout
+    def dropout_mask(self, batch: int, device=None) -> Optional[Tensor]:
+        """``(B, T)`` keep mask of a new-data batch under the recipe (``None``: keep all)."""
+        t, n = self.keep_rate, self._adapter.num_tokens
+        rates = torch.full((batch,), t)
+        if self.dropout_schedule == "uniform":
+            rates = t + (1.0 - t) * torch.rand(batch)
+        counts = (rates * n).round().clamp(1, n).long()
+        if self.dropout_fraction < 1.0:
+            counts = torch.where(torch.rand(batch) < self.dropout_fraction, counts,
+                                 torch.full_like(counts, n))
+        if bool((counts == n).all()):
+            return None
+        return random_keep_mask(counts, n).to(device)
 
-            self._saved_patch_drop = a.model.patch_drop
-            a.model.patch_drop = SparseTokenDropout(
-                keep_count(a.num_tokens, self.keep_rate), a.num_prefix_tokens)
+    def before_forward(self, strategy: "SupervisedTemplate", **kwargs):
+        if not self.drops_tokens:
+            return
+        keep = self.dropout_mask(len(strategy.mb_y), strategy.device)
+        if keep is not None:
+            self._partial.enter_context(self._adapter.partial_inputs(keep, self.replay_mode))
 
     def after_forward(self, strategy: "SupervisedTemplate", **kwargs):
-        if self._saved_patch_drop is not None:
-            self._adapter.model.patch_drop = self._saved_patch_drop
-            self._saved_patch_drop = None
+        self._partial.close()
 
     def before_backward(self, strategy: "SupervisedTemplate", **kwargs):
-        if self._memory is None:
-            return
-        batch = next(self._memory).to(strategy.device, non_blocking=True)
-        logits = self.replay_logits(batch)
-        if self.weighted_replay:
-            w = batch.weights / batch.weights.mean().clamp_min(1e-12)
-            loss = (F.cross_entropy(logits, batch.labels, reduction="none") * w).mean()
-        else:
-            loss = F.cross_entropy(logits, batch.labels)
-        self.last_mem_loss = loss.detach()
-        strategy.loss = strategy.loss + self.mem_weight * loss
+        mem = None
+        if self._memory is not None:
+            batch = next(self._memory).to(strategy.device, non_blocking=True)
+            mem = self.replay_loss(batch)
+            self.last_mem_loss = mem.detach()
+            strategy.loss = strategy.loss + self.mem_weight * mem
+        if not bool(torch.isfinite(strategy.loss.detach()).all()):
+            c = strategy.clock
+            raise FloatingPointError(
+                f"non-finite loss at experience {c.train_exp_counter}, epoch "
+                f"{c.train_exp_epochs}, iteration {c.train_epoch_iterations}: total "
+                f"{float(strategy.loss):.4g}, memory term "
+                f"{'none' if mem is None else f'{float(mem):.4g}'} x {self.mem_weight}; "
+                f"lower the learning rate or check the inputs for NaN/inf"
+            )
 
     def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs):
         self._memory = None
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
     # ---------------------------------------------------------------- replay
-    def replay_logits(self, batch: TokenBatch) -> torch.Tensor:
-        """Logits of a memory batch, zero-filled or sparse according to ``replay_mode``."""
-        a, sp = self._adapter, self.storage_policy
-        if self.replay_mode == "zero":
-            images = batch.images(sp.codec, a.patch_size, a.in_chans, a.grid)
-            return a.model(images)
-        values = sp.codec.decode(batch.values)
-        return a.forward_tokens(values, batch.positions, batch.valid)
+    def replay_loss(self, batch: TokenBatch) -> Tensor:
+        """Mean (optionally weighted) loss of a memory batch in the plugin's replay mode."""
+        values = self.storage_policy.codec.decode(batch.values)
+        losses = self.memory_loss(self._adapter, batch, values, self.replay_mode)
+        if self.weighted_replay:
+            w = batch.weights / batch.weights.mean().clamp_min(1e-12)
+            return (losses * w).mean()
+        return losses.mean()
+
+    def state_dict(self):
+        """The memory's state (for run checkpoints)."""
+        return self.storage_policy.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.storage_policy.load_state_dict(state)
 
 
 def _cycle(loader: DataLoader) -> Iterator[TokenBatch]:
     while True:
         yield from loader
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -13,13 +13,13 @@ from torch import Tensor
 
 __all__ = [
     "check_patch_size",
-    "patchify",
-    "unpatchify",
-    "scatter_tokens",
+    "gather_tokens",
     "keep_count",
-    "random_keep_indices",
-    "bernoulli_keep_mask",
     "mask_to_pixels",
+    "patchify",
+    "random_keep_mask",
+    "scatter_tokens",
+    "unpatchify",
 ]
 
 
@@ -65,21 +65,43 @@ def unpatchify(tokens: Tensor, patch_size: int, channels: int, grid: Tuple[int, 
 
 
 def scatter_tokens(
-    values: Tensor, positions: Tensor, num_tokens: int, valid: Optional[Tensor] = None
+    values: Tensor, positions: Tensor, num_tokens: int, valid: Optional[Tensor] = None,
+    fill: Optional[Tensor] = None,
 ) -> Tensor:
-    """Place kept tokens at their positions in a zero-filled ``(B, T, V)`` token grid.
+    """Place kept tokens at their positions in a ``(B, T, V)`` token grid.
 
     :param values: ``(B, K, V)`` kept token values.
     :param positions: ``(B, K)`` integer grid positions.
     :param valid: optional ``(B, K)`` bool mask; padded entries (False) are ignored.
+    :param fill: ``(B, T, V)`` values of the other positions (default: 0).
     """
     b, k, v = values.shape
     out = values.new_zeros(b, num_tokens + 1, v)  # slot T collects padded entries
+    if fill is not None:
+        out[:, :num_tokens] = fill
     pos = positions.long()
     if valid is not None:
         pos = torch.where(valid, pos, torch.full_like(pos, num_tokens))
-    out.scatter_(1, pos[..., None].expand(-1, -1, v), values)
+    out = out.scatter(1, pos[..., None].expand(-1, -1, v), values)
     return out[:, :num_tokens]
+
+
+def gather_tokens(tokens: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The kept tokens of each sample, in grid order, padded to the largest count.
+
+    :param tokens: ``(B, T, V)``.
+    :param keep: ``(B, T)`` bool, any number of True per sample (at least one).
+    :return: values ``(B, K, V)``, positions ``(B, K)`` int64, and a ``(B, K)`` bool mask of
+        real entries (``None`` when every sample keeps K tokens).
+    """
+    counts = keep.sum(1)
+    k = int(counts.max())
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]
+    values = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+    if int(counts.min()) == k:
+        return values, order, None
+    valid = torch.arange(k, device=keep.device)[None] < counts[:, None]
+    return values, order, valid
 
 
 def keep_count(num_tokens: int, retention: float) -> int:
@@ -89,22 +111,12 @@ def keep_count(num_tokens: int, retention: float) -> int:
     return max(1, min(num_tokens, int(round(retention * num_tokens))))
 
 
-def random_keep_indices(
-    batch: int, num_tokens: int, keep: int, *, device=None, generator=None
-) -> Tensor:
-    """``(B, keep)`` sorted random token indices, uniform without replacement per sample."""
-    noise = torch.rand(batch, num_tokens, device=device, generator=generator)
-    idx = noise.argsort(dim=1)[:, :keep]
-    return idx.sort(dim=1).values
-
-
-def bernoulli_keep_mask(
-    batch: int, num_tokens: int, rate: float, *, device=None, generator=None
-) -> Tensor:
-    """``(B, T)`` bool mask, each token kept independently with probability ``rate``."""
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(f"keep rate must be in (0, 1], got {rate}")
-    return torch.rand(batch, num_tokens, device=device, generator=generator) < rate
+def random_keep_mask(counts: Tensor, num_tokens: int, *, generator=None) -> Tensor:
+    """``(B, T)`` bool mask keeping ``counts[i]`` tokens of sample i, uniformly at random
+    (without replacement)."""
+    noise = torch.rand(len(counts), num_tokens, generator=generator).to(counts.device)
+    rank = noise.argsort(dim=1).argsort(dim=1)
+    return rank < counts[:, None]
 
 
 def mask_to_pixels(mask: Tensor, patch_size: int, grid: Tuple[int, int]) -> Tensor:

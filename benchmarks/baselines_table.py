@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from avalanche_cts.report import write_csv
+from avalanche_cts.harness.report import write_csv
 
 __all__ = ["COLUMNS", "PUBLISHED", "measured_rows", "quoted_rows", "write_tables"]
 
@@ -136,7 +136,7 @@ def measured_rows(results_dir: Path) -> List[Dict[str, str]]:
     read by :func:`avalanche_cts.report.summary_rows`), seeds aggregated (accuracy in %).
     Backbone and hardware come from the results' ``backbone`` / ``hardware`` entries when
     present, else the model name and ``device x world_size``."""
-    from avalanche_cts.report import summary_rows
+    from avalanche_cts.harness.report import summary_rows
 
     groups: Dict[tuple, List[Dict]] = defaultdict(list)
     for grid_dir in sorted({p.parent.parent for p in results_dir.rglob("result.json")}):

@@ -47,7 +47,7 @@ from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin, collate_
 from avalanche_cts.benchmarks import synthetic_benchmark
 from avalanche_cts.models import create_model
 from avalanche_cts.scorers import list_scorers
-from avalanche_cts.training_path import compile_blocks, enable_training_path, set_fused_attention
+from avalanche_cts.harness.training_path import compile_blocks, enable_training_path, set_fused_attention
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {  # model, image (C, H), batch, steps, warm-up, scorer images, precision, workers

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List
 import torch
 
 from avalanche_cts.models import create_model
-from avalanche_cts.report import write_csv
+from avalanche_cts.harness.report import write_csv
 from avalanche_cts.scorers import get_scorer
 
 SCORERS = ("random", "rollout", "gradcam", "gradlrp", "atman")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
 from avalanche_cts.models import create_model, get_adapter
-from avalanche_cts.report import write_csv
+from avalanche_cts.harness.report import write_csv
 from avalanche_cts.scorers import get_scorer
 from avalanche_cts.viz import top_tokens_mask
 

@@ -40,7 +40,7 @@ import torch
 
 from avalanche_cts.benchmarks.fmnist import split_fashion_mnist
 from avalanche_cts.experiment import RunConfig, run, save_result
-from avalanche_cts.report import write_csv
+from avalanche_cts.harness.report import write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("coreset", "core_tokens", "core_tokenset", "joint", "naive")

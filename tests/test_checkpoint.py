@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from avalanche_cts import checkpoint as ckpt
-from avalanche_cts.checkpoint import load_backbone, load_weights
+from avalanche_cts.harness.checkpoint import load_backbone, load_weights
 from avalanche_cts.models import create_model
 
 

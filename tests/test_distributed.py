@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 
 from avalanche_cts import CoreTokensetBuffer
 from avalanche_cts.benchmarks import synthetic_benchmark
-from avalanche_cts.distributed import DistributedCoreTokensetBuffer, buffer_digest
-from avalanche_cts.experiment import RunConfig, run
+from avalanche_cts.harness.distributed import DistributedCoreTokensetBuffer, buffer_digest
+from avalanche_cts.harness import RunConfig, run
 from avalanche_cts.models import create_model
 
 PAIRS = (("herding", "atman"), ("random", "random"))
@@ -58,7 +58,7 @@ def _run_cfg(out_dir):
 def _memory_digest(state_file):
     state = torch.load(state_file, weights_only=True)
     buf = CoreTokensetBuffer(budget_fraction=0.3, token_retention=0.3**0.5)
-    buf.load_state_dict(state["buffers"]["plugin0"])
+    buf.load_state_dict(state["plugins"]["plugin0"])
     return buffer_digest(buf)
 
 

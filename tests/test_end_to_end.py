@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from avalanche_cts.experiment import RunConfig, accuracy_summary, run
+from avalanche_cts.harness import RunConfig, accuracy_summary, run
 
 
 def _old_task_accuracy(result):
@@ -69,26 +69,56 @@ def test_fashion_mnist_missing_files_explain_the_fix(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fmnist, "DEBIAN_FMNIST_DIR", tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        fmnist.load_fashion_mnist(tmp_path, download=False)
+        fmnist.load_fashion_mnist(None, download=False)
+    with pytest.raises(FileNotFoundError, match="not found under data root .*fix the path"):
+        fmnist.load_fashion_mnist(tmp_path / "typo")  # never a silent fallback
 
 
-def test_demo_cli_writes_results_and_resumes(fake_fmnist, tmp_path, capsys):
-    from avalanche_cts.cli import main
+@pytest.fixture
+def tiny_backbones(monkeypatch):
+    """The demo's pretrained backbones, made small enough for the fake Fashion-MNIST files."""
+    from avalanche_cts.harness.pretrain import PRESET_BACKBONES, PretrainSpec
+
+    for model, bench in (("vit_clutter_tiny", "cluttered_fmnist"), ("vit_fmnist_tiny", "fmnist")):
+        monkeypatch.setitem(PRESET_BACKBONES, model, PretrainSpec(
+            benchmark=bench, model=model, heldout_per_class=20, val_per_class=2, epochs=1,
+            batch_size=32))
+
+
+def test_demo_reports_seeds_matrices_and_refuses_stale_results(fake_fmnist, tmp_path, capsys,
+                                                               tiny_backbones):
+    from avalanche_cts.harness.cli import main
 
     out = tmp_path / "demo"
     argv = ["demo", "--data-root", str(fake_fmnist), "--out", str(out), "--budgets", "0.1",
-            "--methods", "naive", "replay", "core_tokenset", "--epochs", "1",
-            "--train-per-class", "20", "--test-per-class", "10"]
+            "--methods", "naive", "cumulative", "replay", "core_tokenset", "--epochs", "1",
+            "--train-per-class", "10", "--test-per-class", "5", "--seeds", "0", "1",
+            "--jobs", "1"]
     assert main(argv) == 0
-    for name in ("results.json", "results.csv", "results.txt", "accuracy_vs_memory.png"):
+    for name in ("results.json", "results.csv", "results.txt", "accuracy_vs_memory.png",
+                 "accuracy_matrices.png"):
         assert (out / name).stat().st_size > 0
-    results = json.loads((out / "results.json").read_text())
-    assert {r["config"]["method"] for r in results} == {"naive", "replay", "core_tokenset"}
-    by = {r["config"]["method"]: r for r in results}
-    budget = 0.1 * 200 * 784
-    assert 0 < by["core_tokenset"]["memory_bytes"] <= budget
-    assert 0 < by["replay"]["memory_bytes"] <= budget
-    assert "core_tokenset" in capsys.readouterr().out
-    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
-    main(argv)  # finished runs are skipped, not recomputed
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamp
+    report = json.loads((out / "results.json").read_text())
+    runs = report["runs"]
+    assert {r["config"]["method"] for r in runs} == {"naive", "cumulative", "replay",
+                                                     "core_tokenset"}
+    assert {r["config"]["seed"] for r in runs} == {0, 1} and report["version"]
+    assert all(r["settings"]["data"]["train_per_class"] == 10 for r in runs)
+    rows = {r["label"]: r for r in report["summary"]}
+    assert rows["core tokenset"]["n"] == 2 and "final_acc_std" in rows["core tokenset"]
+    budget = 0.1 * 100 * 64 * 64  # 10 classes x 10 scenes of 64 x 64 bytes
+    for r in runs:
+        if r["config"]["method"] in ("replay", "core_tokenset"):
+            assert 0 < r["memory_bytes"] <= budget
+    text = capsys.readouterr().out
+    assert "after 5" in text and "± " in text  # matrices and mean ± std are printed
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+    assert main(argv) == 0  # finished runs are reused, not recomputed
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamp
+    changed = [a if a != "1" or argv[i - 1] != "--epochs" else "2" for i, a in enumerate(argv)]
+    assert main(changed) == 2  # other settings: refused, naming what differs
+    err = capsys.readouterr().err
+    assert "epochs: 1 -> 2" in err and "--force" in err and err.count("\n") <= 2
+    assert main(changed + ["--force"]) == 0
+    rerun = json.loads((out / "results.json").read_text())["runs"]
+    assert all(r["config"]["epochs"] == 2 for r in rerun)

@@ -1,11 +1,11 @@
-"""timm ViT adapter: sparse forward against the dense forward, dropped tokens inert."""
+"""timm ViT adapter: sparse, zero-filled and mask-token forwards against the dense forward."""
 import pytest
 import timm
 import torch
 from torch import nn
 
-from avalanche_cts.models import SparseTokenDropout, TimmViTAdapter, get_adapter
-from avalanche_cts.tokens import patchify
+from avalanche_cts.models import MASK_TOKEN, TimmViTAdapter, get_adapter
+from avalanche_cts.tokens import patchify, random_keep_mask
 
 VARIANTS = {
     "cls": dict(),
@@ -76,23 +76,63 @@ def test_zero_fill_equals_masked_image():
         assert torch.allclose(a.forward_zero(x, keep), m(ref))
 
 
-def test_sparse_dropout_keeps_exact_count_in_training_only():
-    drop = SparseTokenDropout(keep=5, num_prefix_tokens=1)
-    x = torch.randn(4, 17, 8)
-    assert drop.train()(x).shape == (4, 6, 8)
-    out = drop(x)
-    assert torch.equal(out[:, 0], x[:, 0])  # prefix token untouched
-    assert torch.equal(drop.eval()(x), x)
+def _timm_reference(m, x, keep, token):
+    """Dense timm forward with dropped patch embeddings replaced by ``token`` (timm's own
+    embedding, position and head code: an independent route to the mask-token output)."""
+    emb = m.patch_embed(x)
+    emb = torch.where(keep[..., None], emb, token.expand_as(emb))
+    return m.forward_head(m.norm(m.blocks(m.norm_pre(m._pos_embed(emb)))))
 
 
-def test_sparse_dropout_context_restores_patch_drop():
+@pytest.mark.parametrize("variant", ["cls", "no_embed_class+reg"])
+def test_mask_token_forward_matches_timm_with_replaced_embeddings(variant):
+    m = _vit(**VARIANTS[variant])
+    a = get_adapter(m)
+    token = a.add_mask_token(torch.Generator().manual_seed(1))
+    assert getattr(m, MASK_TOKEN) is token and a.add_mask_token() is token  # idempotent
+    x = torch.randn(3, 3, 16, 16)
+    keep = random_keep_mask(torch.tensor([16, 5, 1]), 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = a.forward_partial(x, keep, "mask")
+        assert torch.allclose(out, _timm_reference(m, x, keep, token), atol=1e-5)
+        assert torch.allclose(out[0], m(x)[0], atol=1e-5)  # all kept: the dense output
+
+
+@pytest.mark.parametrize("mode", ["zero", "sparse", "mask"])
+def test_partial_forward_with_ragged_counts_equals_per_sample(mode):
     m = _vit()
-    old = m.patch_drop
-    with pytest.raises(RuntimeError):
-        with get_adapter(m).sparse_dropout(3):
-            assert isinstance(m.patch_drop, SparseTokenDropout)
-            raise RuntimeError("boom")
-    assert m.patch_drop is old
+    a = get_adapter(m)
+    a.add_mask_token()
+    x = torch.randn(4, 3, 16, 16)
+    keep = random_keep_mask(torch.tensor([3, 16, 7, 1]), 16,
+                            generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        batched = a.forward_partial(x, keep, mode)
+        for i in range(4):
+            one = a.forward_partial(x[i:i + 1], keep[i:i + 1], mode)
+            assert torch.allclose(batched[i], one[0], atol=1e-5), (mode, i)
+
+
+def test_partial_inputs_context_routes_model_calls_and_restores():
+    m = _vit()
+    a = get_adapter(m)
+    x = torch.randn(2, 3, 16, 16)
+    keep = random_keep_mask(torch.tensor([4, 9]), 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        dense = m(x)
+        with a.partial_inputs(keep, "sparse"):
+            assert torch.allclose(m(x), a.forward_partial(x, keep, "sparse"))
+        assert torch.equal(m(x), dense)
+        with pytest.raises(RuntimeError):
+            with a.partial_inputs(keep, "zero"):
+                raise RuntimeError("boom")
+        assert torch.equal(m(x), dense) and "forward" not in vars(m)
+
+
+def test_mask_replay_without_token_says_how_to_add_it():
+    a = get_adapter(_vit())
+    with pytest.raises(RuntimeError, match="prepare_model"):
+        a.forward_partial(torch.randn(1, 3, 16, 16), torch.ones(1, 16, dtype=torch.bool), "mask")
 
 
 def test_non_vit_model_rejected_with_clear_message():

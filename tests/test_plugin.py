@@ -66,36 +66,88 @@ def test_memory_only_loss_equals_replay_cross_entropy(digits_benchmark, micro_vi
     assert loss - ce == pytest.approx(ours.last_mem_loss.item(), abs=1e-5)
 
 
-def test_zero_mode_dropout_rate_and_full_images_at_eval(digits_benchmark, micro_vit):
+def _pixel_masked(x, keep, patch):
+    """Reference: zero every pixel of the dropped tokens, one patch at a time."""
+    out = x.clone()
+    cols = x.shape[-1] // patch
+    for b, t in (~keep).nonzero().tolist():
+        r, c = divmod(t, cols)
+        out[b, :, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = 0
+    return out
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "uniform"])
+def test_zero_mode_model_sees_masked_images_and_full_images_at_eval(digits_benchmark, micro_vit,
+                                                                     schedule):
     buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.3)
-    ours = CoreTokensetReplayPlugin(buf, replay_mode="zero")  # keep rate 0.3 by default
-    assert ours.keep_rate == 0.3
+    ours = CoreTokensetReplayPlugin(buf, replay_mode="zero", dropout_schedule=schedule)
+    assert ours.keep_rate == 0.3  # the memory's retention by default
+    masks, seen = [], []
+    draw = ours.dropout_mask
+    ours.dropout_mask = lambda b, device=None: masks.append(draw(b, device)) or masks[-1]
+    hook = micro_vit.patch_embed.register_forward_pre_hook(
+        lambda m, inp: seen.append(inp[0].detach().clone()))
     probe = Probe()
     s = _strategy(micro_vit, [ours, probe])
-    exp = digits_benchmark.train_stream[0]
-    originals = torch.stack([x for x, *_ in exp.dataset])
-    nonzero_tokens = (originals.reshape(-1, 4, 2, 4, 2).abs().sum((2, 4)) > 0).float().mean()
-    s.train(exp)
-    x = torch.cat(probe.train_inputs)
-    kept = (x.reshape(-1, 4, 2, 4, 2).abs().sum((2, 4)) > 0).float().mean()
-    # tokens that had ink survive with probability 0.3
-    assert kept.item() == pytest.approx(0.3 * nonzero_tokens.item(), abs=0.02)
+    s.train(digits_benchmark.train_stream[0])
+    assert len(masks) == len(seen) == len(probe.train_inputs) > 0
+    for keep, x_in, x in zip(masks, seen, probe.train_inputs):
+        counts = keep.sum(1)
+        if schedule == "fixed":
+            assert (counts == round(0.3 * 16)).all()
+        else:
+            assert counts.min() >= round(0.3 * 16) and counts.max() <= 16
+        assert torch.equal(x_in, _pixel_masked(x, keep, 2))  # dropped tokens are 0
+    if schedule == "uniform":
+        all_counts = torch.cat([k.sum(1) for k in masks]).float()
+        assert all_counts.std() > 1  # rates really vary per sample
+    seen.clear()
     s.eval(digits_benchmark.test_stream[:1])
-    ev = torch.cat(probe.eval_inputs)
+    hook.remove()
     test = torch.stack([x for x, *_ in digits_benchmark.test_stream[0].dataset])
-    assert torch.equal(ev.sort(0).values, test.sort(0).values)  # untouched images
+    assert torch.equal(torch.cat(seen).sort(0).values, test.sort(0).values)  # untouched images
 
 
-def test_sparse_mode_trains_and_restores_patch_drop(digits_benchmark, micro_vit):
+def test_dropout_fraction_leaves_the_rest_of_the_batch_whole(digits_benchmark, micro_vit):
+    ours = CoreTokensetReplayPlugin(CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.25),
+                                    dropout_fraction=0.5)
+    from avalanche_cts.models import get_adapter
+
+    ours._adapter = get_adapter(micro_vit)
+    torch.manual_seed(0)
+    keep = ours.dropout_mask(4000)
+    counts = keep.sum(1)
+    assert set(counts.tolist()) == {4, 16}
+    assert (counts == 4).float().mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "mask"])
+def test_sparse_and_mask_modes_train_and_restore_the_forward(digits_benchmark, micro_vit, mode):
     buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.5)
-    ours = CoreTokensetReplayPlugin(buf, replay_mode="sparse")
+    ours = CoreTokensetReplayPlugin(buf, replay_mode=mode, seed=0)
     s = _strategy(micro_vit, [ours])
-    old = micro_vit.patch_drop
     exps = list(digits_benchmark.train_stream)
     s.train(exps[0])
     s.train(exps[1])
-    assert micro_vit.patch_drop is old
+    assert "forward" not in vars(micro_vit)  # the partial-input forward is gone after each step
     assert ours.last_mem_loss is not None and torch.isfinite(ours.last_mem_loss)
+    token = getattr(micro_vit, "cts_mask_token", None)
+    if mode == "mask":  # the learned mask token was added, optimised and moved from its init
+        init = torch.randn(1, 1, 32, generator=torch.Generator().manual_seed(0)) * 0.02
+        assert token is not None and not torch.allclose(token.detach(), init)
+    else:
+        assert token is None
+
+
+def test_non_finite_loss_stops_with_step_and_terms(digits_benchmark, micro_vit):
+    buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.5)
+    ours = CoreTokensetReplayPlugin(buf, dropout=1.0)
+    s = _strategy(micro_vit, [ours])
+    with torch.no_grad():
+        micro_vit.head.bias[0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at experience 0, epoch 0, "
+                                                 r"iteration 0: total nan, memory term none"):
+        s.train(digits_benchmark.train_stream[0])
 
 
 def test_plugin_rejects_bad_settings():

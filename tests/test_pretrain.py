@@ -1,28 +1,49 @@
-"""Pretrained-backbone protocol: held-out split, disjoint stream files, resumable cache."""
+"""Pretrained-backbone protocol: disjoint images, resumable cache, fresh heads without a leak."""
+import numpy as np
 import pytest
 import torch
 
-from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
-from avalanche_cts.pretrain import (
-    heldout_indices, load_pretrained, pretrain_backbone, stream_data_root, write_idx,
+from avalanche_cts.benchmarks.fmnist import heldout_indices, load_fashion_mnist, split_fashion_mnist
+from avalanche_cts.harness.checkpoint import HEAD_STREAM, fresh_head
+from avalanche_cts.harness.pretrain import (
+    PretrainSpec,
+    load_pretrained,
+    partial_input_accuracy,
+    pretrain_backbone,
 )
+from avalanche_cts.models import create_model, get_adapter
 
 torch.set_num_threads(1)
 
+SPEC = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_class=30,
+                    val_per_class=5, epochs=30, batch_size=32, lr=2e-3)
 
-@pytest.fixture()
-def fake_fmnist(tmp_path):
-    """Synthetic IDX files: 12 training and 3 test images per class; pixel (0, 0) = index."""
-    g = torch.Generator().manual_seed(0)
-    root = tmp_path / "fmnist"
-    root.mkdir()
-    for split, n in (("train", 120), ("t10k", 30)):
-        labels = torch.arange(n) % 10
-        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
-        images[:, 0, 0] = torch.arange(n, dtype=torch.uint8)
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte", labels.to(torch.uint8))
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory):
+    """Fake Fashion-MNIST IDX files (40 train, 20 test per class) whose class is the length of
+    a centred bright bar (2 + 2c pixels): unchanged by the flips and shifts of pretraining."""
+    from conftest import write_idx
+
+    root = tmp_path_factory.mktemp("bars")
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 400), ("t10k", 200)):
+        y = np.repeat(np.arange(10), n // 10)
+        x = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(y):
+            half = 1 + int(c)
+            x[i, 12:16, 14 - half:14 + half] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte", x, gz=False)
+        write_idx(root / f"{split}-labels-idx1-ubyte", y, gz=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def pretrained(bars, tmp_path_factory):
+    """A backbone pretrained on the bars (a strong backbone: classes are separable)."""
+    cache = tmp_path_factory.mktemp("pretrained")
+    path = pretrain_backbone(SPEC, data_root=bars, cache_dir=cache, log=None)
+    return path, cache
 
 
 def test_heldout_indices_are_the_last_per_class():
@@ -30,41 +51,81 @@ def test_heldout_indices_are_the_last_per_class():
     assert heldout_indices(labels, 2).tolist() == [2, 3, 4, 5, 6, 7]
 
 
-def test_stream_files_exclude_the_heldout_images(fake_fmnist, tmp_path):
-    xtr, ytr, xte, yte = load_fashion_mnist(fake_fmnist, download=False)
-    root = stream_data_root(4, data_root=fake_fmnist, cache_dir=tmp_path / "stream")
-    sxtr, sytr, sxte, syte = load_fashion_mnist(root, download=False)
-    held = set(heldout_indices(ytr, 4).tolist())
-    kept = sorted(set(range(120)) - held)
-    assert sxtr[:, 0, 0].tolist() == kept and len(held) == 40
-    assert torch.equal(sytr, ytr[kept]) and torch.bincount(sytr).tolist() == [8] * 10
-    assert torch.equal(sxte, xte) and torch.equal(syte, yte)
+def test_stream_never_shows_a_pretraining_image(fake_fmnist):
+    xtr, ytr, _, _ = load_fashion_mnist(fake_fmnist, download=False)
+    held = xtr[heldout_indices(ytr, SPEC.heldout_per_class)].flatten(1)
+    bm = split_fashion_mnist(5, data_root=fake_fmnist, heldout_per_class=SPEC.heldout_per_class)
+    seen = torch.cat([torch.stack([x for x, *_ in e.dataset]) for e in bm.train_stream])
+    seen = (seen * 255).round().to(torch.uint8).flatten(1)  # identity normalisation
+    assert len(seen) == 10 * (40 - SPEC.heldout_per_class)
+    assert not (seen[:, None, :] == held[None]).all(-1).any()  # no stream image is held out
+
+
+def test_backbone_is_strong_and_reports_partial_input_accuracy(pretrained):
+    meta = torch.load(pretrained[0], weights_only=False)["meta"]
+    assert meta["accuracy"]["test"]["keep1"] > 0.6  # planted classes: far above chance (0.1)
+    assert set(meta["accuracy"]["val"]) == {"keep1", "zero0.5", "sparse0.5", "zero0.25",
+                                            "sparse0.25", "zero0.1", "sparse0.1"}
+    assert not any(k.startswith("head.") for k in torch.load(pretrained[0])["state_dict"])
+
+
+def _stream_accuracy(model, root) -> float:
+    bm = split_fashion_mnist(5, data_root=root, heldout_per_class=SPEC.heldout_per_class,
+                             normalization=model)
+    x = torch.stack([x for e in bm.test_stream for x, *_ in e.dataset])
+    y = torch.tensor([int(y) for e in bm.test_stream for _, y, *_ in e.dataset])
+    return partial_input_accuracy(model, x, y, keeps=(1.0,))["keep1"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fresh_head_scores_chance_before_training(pretrained, bars, seed):
+    model = load_pretrained(SPEC, num_classes=10, seed=seed, cache_dir=pretrained[1], log=None)
+    assert _stream_accuracy(model, bars) < 0.3  # 10 classes: chance is 0.1
+
+
+def test_head_of_the_pretraining_stream_would_leak(pretrained, bars):
+    """The control: the head pretraining started from scores far above chance on the stream,
+    so the test above can fail; fresh heads never equal it."""
+    from avalanche_cts.harness.pretrain import _INIT_STREAM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(_INIT_STREAM + SPEC.seed)
+        leaky = create_model(SPEC.model, num_classes=10)
+    get_adapter(leaky).add_mask_token(torch.Generator())
+    state = torch.load(pretrained[0], weights_only=True)["state_dict"]
+    leaky.load_state_dict(state, strict=False)
+    assert _stream_accuracy(leaky, bars) > 0.3
+    fresh = load_pretrained(SPEC, num_classes=10, seed=SPEC.seed, cache_dir=pretrained[1], log=None)
+    assert not torch.equal(fresh.head.weight, leaky.head.weight)
+
+
+def test_fresh_head_draws_from_its_own_stream():
+    a = fresh_head(create_model("vit_digits_micro"), 3).head.weight.clone()
+    torch.manual_seed(123)  # the global stream does not matter
+    b = fresh_head(create_model("vit_digits_micro"), 3).head.weight
+    assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(HEAD_STREAM + 4)
+    ref = torch.nn.init.trunc_normal_(torch.empty_like(a), std=0.02, a=-0.04, b=0.04, generator=g)
+    assert torch.equal(fresh_head(create_model("vit_digits_micro"), 4).head.weight, ref)
 
 
 def test_interrupted_pretraining_resumes_to_the_same_checkpoint(fake_fmnist, tmp_path):
-    kw = dict(per_class=3, epochs=2, batch_size=8, data_root=fake_fmnist)
-    straight = torch.load(pretrain_backbone("vit_fmnist_tiny", cache_dir=tmp_path / "a", **kw),
-                          weights_only=False)
+    spec = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_class=4,
+                        val_per_class=1, epochs=2, batch_size=8)
+    straight = torch.load(pretrain_backbone(spec, data_root=fake_fmnist, cache_dir=tmp_path / "a",
+                                            log=None), weights_only=False)
 
     def stop_after_first_epoch(msg):
         if "epoch 1/2" in msg:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pretrain_backbone("vit_fmnist_tiny", cache_dir=tmp_path / "b", log=stop_after_first_epoch,
-                          **kw)
+        pretrain_backbone(spec, data_root=fake_fmnist, cache_dir=tmp_path / "b",
+                          log=stop_after_first_epoch)
     assert len(list((tmp_path / "b").glob("*.partial.pt"))) == 1
-    path = pretrain_backbone("vit_fmnist_tiny", cache_dir=tmp_path / "b", log=None, **kw)
+    path = pretrain_backbone(spec, data_root=fake_fmnist, cache_dir=tmp_path / "b", log=None)
     resumed = torch.load(path, weights_only=False)
     assert not list((tmp_path / "b").glob("*.partial.pt"))
     assert resumed["meta"]["n_images"] == 30
     for k, v in straight["state_dict"].items():
         assert torch.equal(v, resumed["state_dict"][k]), k
-
-    assert not any(k.startswith("head.") for k in resumed["state_dict"])  # knows all classes
-    model = load_pretrained("vit_fmnist_tiny", num_classes=4, cache_dir=tmp_path / "b", log=None,
-                            **kw)
-    state = model.state_dict()
-    assert torch.equal(state["blocks.0.attn.qkv.weight"],
-                       resumed["state_dict"]["blocks.0.attn.qkv.weight"])
-    assert state["head.weight"].shape == (4, 64)

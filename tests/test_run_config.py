@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from avalanche_cts.benchmarks import synthetic_benchmark
-from avalanche_cts.experiment import RunConfig, run
-from avalanche_cts.grid import expand_cells, load_config, select_cells
+from avalanche_cts.harness import RunConfig, run
+from avalanche_cts.harness.grid import expand_cells, load_config, select_cells
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 TINY = CONFIGS / "tiny_cpu.yaml"
@@ -47,7 +47,7 @@ def test_paper_configs_expand_to_their_grids():
 
 
 def test_run_command_writes_results_plots_and_summary(tmp_path, capsys):
-    from avalanche_cts.cli import main
+    from avalanche_cts.harness.cli import main
 
     argv = ["run", "--config", str(TINY), "--out", str(tmp_path), "--only", "method=core_tokenset"]
     assert main(argv) == 0
@@ -61,8 +61,31 @@ def test_run_command_writes_results_plots_and_summary(tmp_path, capsys):
         assert key in result
     for name in ("summary.csv", "summary.md", "summary.png"):
         assert (tmp_path / name).stat().st_size > 0
-    main(argv)  # finished cells are skipped
-    assert "skipped" in capsys.readouterr().out
+    stamp = (cell / "result.json").stat().st_mtime_ns
+    assert main(argv) == 0  # a finished cell with the same settings is reused
+    assert "1 finished, 0 to run" in capsys.readouterr().out
+    assert (cell / "result.json").stat().st_mtime_ns == stamp
+    assert main(argv + ["--set", "epochs=3"]) == 2  # other settings: refused, not reused
+    err = capsys.readouterr().err
+    assert "epochs: 4 -> 3" in err and "--force" in err and "--out" in err
+    assert main(argv + ["--set", "benchmark.train_per_class=16"]) == 2  # data settings count
+    assert "train_per_class: 32 -> 16" in capsys.readouterr().err
+    assert main(argv + ["--set", "epochs=3", "--force"]) == 0
+    assert json.loads((cell / "result.json").read_text())["config"]["epochs"] == 3
+
+
+def test_run_command_names_bad_input_in_one_line(tmp_path, capsys):
+    from avalanche_cts.harness.cli import main
+
+    base = ["run", "--config", str(TINY), "--out", str(tmp_path)]
+    assert main(base + ["--only", "method=foo"]) == 2
+    assert "no cell of" in capsys.readouterr().err
+    assert main(base + ["--set", "epochs=0"]) == 2  # checked before any run starts
+    err = capsys.readouterr().err
+    assert "RunConfig.epochs must be an integer >= 1, got 0" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="epochs"):
+        main(["--debug"] + base + ["--set", "epochs=0"])
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tiny_bm, tmp_path):
@@ -91,13 +114,13 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_bm, tmp_path):
     b = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    from avalanche_cts.distributed import buffer_digest
+    from avalanche_cts.harness.distributed import buffer_digest
     from avalanche_cts import CoreTokensetBuffer
 
     digests = []
     for s in (a, b):
         buf = CoreTokensetBuffer(budget_fraction=0.25, token_retention=0.5)
-        buf.load_state_dict(s["buffers"]["plugin0"])
+        buf.load_state_dict(s["plugins"]["plugin0"])
         digests.append(buffer_digest(buf))
     assert digests[0] == digests[1]
 

@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from avalanche_cts.tokens import (
-    bernoulli_keep_mask,
     check_patch_size,
+    gather_tokens,
     keep_count,
     mask_to_pixels,
     patchify,
-    random_keep_indices,
+    random_keep_mask,
     scatter_tokens,
     unpatchify,
 )
@@ -56,19 +56,31 @@ def test_keep_count_rounds_and_validates():
             keep_count(49, bad)
 
 
-def test_random_keep_indices_unique_sorted_and_uniform():
+def test_random_keep_mask_exact_counts_and_uniform_positions():
     g = torch.Generator().manual_seed(0)
-    idx = random_keep_indices(4000, 10, 3, generator=g)
-    assert idx.shape == (4000, 3)
-    assert (idx[:, 1:] > idx[:, :-1]).all()
-    freq = torch.bincount(idx.flatten(), minlength=10).float() / idx.numel()
-    assert torch.allclose(freq, torch.full((10,), 0.1), atol=0.01)
+    counts = torch.tensor([3, 10, 1, 7] * 1000)
+    m = random_keep_mask(counts, 10, generator=g)
+    assert torch.equal(m.sum(1), counts)
+    three = m[counts == 3].float().mean(0)  # each position kept with probability 3/10
+    assert torch.allclose(three, torch.full((10,), 0.3), atol=0.05)
 
 
-def test_bernoulli_mask_keeps_rate_on_average():
-    g = torch.Generator().manual_seed(1)
-    m = bernoulli_keep_mask(500, 196, 0.3, generator=g)
-    assert abs(m.float().mean().item() - 0.3) < 0.005
+def test_gather_tokens_in_grid_order_with_padding_mask():
+    tokens = torch.arange(2 * 5 * 2).reshape(2, 5, 2)
+    keep = torch.tensor([[False, True, False, True, True], [True, False, False, False, False]])
+    values, positions, valid = gather_tokens(tokens, keep)
+    assert positions[0].tolist() == [1, 3, 4] and positions[1, 0] == 0
+    assert valid.tolist() == [[True, True, True], [True, False, False]]
+    assert torch.equal(values[0], tokens[0, [1, 3, 4]]) and torch.equal(values[1, 0], tokens[1, 0])
+    _, _, none = gather_tokens(tokens, keep[[0, 0]])
+    assert none is None  # equal counts need no mask
+
+
+def test_scatter_tokens_fill_value_for_dropped_positions():
+    values = torch.ones(1, 2, 3)
+    fill = torch.full((1, 4, 3), 7.0)
+    out = scatter_tokens(values, torch.tensor([[0, 2]]), 4, fill=fill)
+    assert out[0, :, 0].tolist() == [1.0, 7.0, 1.0, 7.0]
 
 
 def test_mask_to_pixels_marks_whole_patches():

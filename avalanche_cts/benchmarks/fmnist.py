@@ -1,9 +1,13 @@
 """Split Fashion-MNIST, the embedded default stream, read without a network when possible.
 
-Lookup order for the IDX files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``):
-``data_root`` (flat, or ``<root>/FashionMNIST/raw``), then Debian's
-``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``), then a download
-by torchvision into ``data_root`` (or ``~/.cache/avalanche_cts``).
+IDX files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``) come from ``data_root``
+(flat, ``<root>/FashionMNIST/raw`` or ``<root>/fashion-mnist``) when it is given, and an error
+names the missing files otherwise (no silent fallback). Without ``data_root``: Debian's
+``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``), then a download by
+torchvision into ``~/.cache/avalanche_cts``.
+
+Pretraining reserves the last ``heldout_per_class`` training images of every class
+(:func:`heldout_indices`); a stream built with the same number never shows them.
 """
 from __future__ import annotations
 
@@ -12,19 +16,30 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..normalization import NormalizationLike, resolve_normalization
+
 __all__ = [
     "DEBIAN_FMNIST_DIR",
+    "DEFAULT_HELDOUT",
     "FMNIST_CLASSES",
     "UInt8ImageDataset",
+    "class_incremental_stream",
+    "heldout_indices",
     "load_fashion_mnist",
+    "per_class_subset",
     "split_fashion_mnist",
+    "train_validation_indices",
 ]
+
+PathLike = Union[str, Path]
+DEFAULT_HELDOUT = 5000
+"""Training images per class reserved for pretraining (the last ones of each class)."""
 
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_CLASSES = (
@@ -38,9 +53,13 @@ _FILES = {
 
 
 class UInt8ImageDataset(Dataset):
-    """Images held as uint8 ``(N, C, H, W)``, served as float32 in [0, 1] with ``.targets``."""
+    """Images held as uint8 ``(N, C, H, W)``, served as float32 model inputs with ``.targets``.
 
-    def __init__(self, images: Tensor, targets: Tensor):
+    :param normalization: model input normalisation (a model, ``Normalization``,
+        ``(mean, std)``; ``None`` serves pixels in [0, 1]).
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor, normalization: NormalizationLike = None):
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
         if images.dim() == 3:
@@ -49,12 +68,13 @@ class UInt8ImageDataset(Dataset):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
         self.images = images
         self.targets = [int(t) for t in targets]
+        self.normalization = resolve_normalization(normalization, images.shape[1])
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i: int):
-        return self.images[i].float().div_(255.0), self.targets[i]
+        return self.normalization.normalize(self.images[i].float().div_(255.0)), self.targets[i]
 
 
 def _find(directory: Path, name: str) -> Optional[Path]:
@@ -64,16 +84,28 @@ def _find(directory: Path, name: str) -> Optional[Path]:
     return None
 
 
-def _locate(data_root: Optional[Union[str, Path]]) -> Optional[Path]:
-    dirs = []
+def _complete(d: Path) -> bool:
+    return all(_find(d, n) for pair in _FILES.values() for n in pair)
+
+
+def _names() -> str:
+    return ", ".join(n for pair in _FILES.values() for n in pair)
+
+
+def _locate(data_root: Optional[PathLike]) -> Optional[Path]:
+    """The folder holding all four IDX files; ``FileNotFoundError`` when ``data_root`` is
+    given and does not hold them."""
     if data_root is not None:
         root = Path(data_root).expanduser()
-        dirs += [root, root / "FashionMNIST" / "raw", root / "fashion-mnist"]
-    dirs.append(DEBIAN_FMNIST_DIR)
-    for d in dirs:
-        if all(_find(d, n) for pair in _FILES.values() for n in pair):
-            return d
-    return None
+        for d in (root, root / "FashionMNIST" / "raw", root / "fashion-mnist"):
+            if _complete(d):
+                return d
+        raise FileNotFoundError(
+            f"Fashion-MNIST IDX files not found under data root {str(root)!r} (looked in it, "
+            f"FashionMNIST/raw/ and fashion-mnist/ for {_names()}, optionally .gz): fix the path, "
+            f"or leave the data root unset to use Debian's dataset-fashion-mnist"
+        )
+    return DEBIAN_FMNIST_DIR if _complete(DEBIAN_FMNIST_DIR) else None
 
 
 def _read_idx(path: Path) -> Tensor:
@@ -95,22 +127,28 @@ def _read_idx(path: Path) -> Tensor:
 
 
 def load_fashion_mnist(
-    data_root: Optional[Union[str, Path]] = None, download: bool = True
+    data_root: Optional[PathLike] = None, download: bool = True
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return ``(train_images, train_labels, test_images, test_labels)``; images uint8 (N, 28, 28)."""
     found = _locate(data_root)
     if found is None:
         if not download:
             raise FileNotFoundError(
-                f"Fashion-MNIST IDX files not found in {data_root} or {DEBIAN_FMNIST_DIR}: "
-                f"install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
-                f"or pass --data-root DIR with {', '.join(n for p in _FILES.values() for n in p)}"
+                f"Fashion-MNIST IDX files not found in {DEBIAN_FMNIST_DIR}: install Debian's "
+                f"dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass a data "
+                f"root (--data-root DIR) holding {_names()}"
             )
         from torchvision.datasets import FashionMNIST
 
-        root = Path(data_root or Path.home() / ".cache" / "avalanche_cts").expanduser()
-        for train in (True, False):
-            FashionMNIST(str(root), train=train, download=True)
+        root = Path.home() / ".cache" / "avalanche_cts"
+        try:
+            for train in (True, False):
+                FashionMNIST(str(root), train=train, download=True)
+        except Exception as e:  # no network: say what to install instead
+            raise FileNotFoundError(
+                f"Fashion-MNIST is not on this machine and could not be downloaded ({e}): "
+                f"install Debian's dataset-fashion-mnist or pass --data-root DIR with {_names()}"
+            ) from None
         found = root / "FashionMNIST" / "raw"
     arrays = []
     for split in ("train", "test"):
@@ -121,43 +159,116 @@ def load_fashion_mnist(
     return tuple(arrays)
 
 
-def _per_class_subset(labels: Tensor, per_class: Optional[int], generator: torch.Generator) -> Tensor:
+def heldout_indices(labels: Tensor, per_class: int) -> Tensor:
+    """Sorted indices of the last ``per_class`` samples of every class of ``labels`` ``(N,)``."""
+    if per_class <= 0:
+        return torch.empty(0, dtype=torch.long)
+    idx = [(labels == c).nonzero().flatten()[-per_class:] for c in labels.unique().tolist()]
+    return torch.cat(idx).sort().values
+
+
+def per_class_subset(labels: Tensor, per_class: Optional[int], generator: torch.Generator) -> Tensor:
+    """Sorted indices of a seeded random subset of ``per_class`` samples of every class
+    (all samples for ``None``); ``ValueError`` if a class has fewer."""
     if per_class is None:
         return torch.arange(len(labels))
     keep = []
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().flatten()
+        if per_class > len(idx):
+            raise ValueError(
+                f"{per_class} samples per class requested but class {c} has {len(idx)} here: "
+                f"lower the per-class count (at most {len(idx)})"
+            )
         keep.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
     return torch.cat(keep).sort().values
+
+
+def train_validation_indices(labels: Tensor, n_train: int, n_val: int,
+                             generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    """Disjoint seeded subsets of ``n_train`` and ``n_val`` samples of every class (sorted)."""
+    both = per_class_subset(labels, n_train + n_val, generator)
+    order = both[torch.randperm(len(both), generator=generator)]
+    classes = labels.unique().tolist()
+    itr = torch.cat([order[labels[order] == c][:n_train] for c in classes])
+    iev = torch.cat([order[labels[order] == c][n_train:] for c in classes])
+    return itr.sort().values, iev.sort().values
+
+
+def _check_count(name: str, value: Optional[int], allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+
+
+def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
+                             n_experiences: int, seed: int, fixed_class_order, info: Dict):
+    """Avalanche ``nc_benchmark`` (class-incremental, no task labels) with ``info`` attached
+    (settings, class count, sizes and the normalisation)."""
+    from avalanche.benchmarks import nc_benchmark
+
+    n_classes = len(set(train.targets))
+    if isinstance(n_experiences, bool) or not isinstance(n_experiences, int) or \
+            not 1 <= n_experiences <= n_classes or n_classes % n_experiences:
+        raise ValueError(
+            f"n_experiences must divide the {n_classes} classes (1, 2, 5 or 10 here), got "
+            f"{n_experiences!r}"
+        )
+    bm = nc_benchmark(train, test, n_experiences=n_experiences, task_labels=False, seed=seed,
+                      fixed_class_order=fixed_class_order)
+    norm = train.normalization
+    bm.info = dict(info, n_classes=n_classes, n_train=len(train), n_test=len(test),
+                   normalization=dict(mean=list(norm.mean), std=list(norm.std)))
+    return bm
 
 
 def split_fashion_mnist(
     n_experiences: int = 5,
     *,
     seed: int = 0,
-    data_root: Optional[Union[str, Path]] = None,
+    data_root: Optional[PathLike] = None,
     train_per_class: Optional[int] = None,
     test_per_class: Optional[int] = None,
+    validation: bool = False,
+    heldout_per_class: int = 0,
+    normalization: NormalizationLike = None,
     fixed_class_order=None,
 ):
-    """Class-incremental Split Fashion-MNIST (Avalanche ``nc_benchmark``), images in [0, 1].
+    """Class-incremental Split Fashion-MNIST (Avalanche ``nc_benchmark``), 28 x 28 grey.
 
-    :param train_per_class: seeded subset size per class for training (``None`` = all 6,000).
-    :param test_per_class: same for the test set (``None`` = all 1,000).
+    :param train_per_class: seeded subset size per class for training (``None`` = all).
+    :param test_per_class: same for the evaluation images (``None`` = all 1,000 test images).
+    :param validation: evaluate on ``test_per_class`` validation images per class held out
+        from the training images (disjoint from the training subset) instead of the test set.
+    :param heldout_per_class: leave out the last training images of every class, reserved
+        for pretraining (``DEFAULT_HELDOUT`` with the pretrained backbone).
+    :param normalization: model input normalisation (a model, ``Normalization``, ``(mean, std)``
+        or ``None`` for [0, 1]).
     """
-    from avalanche.benchmarks import nc_benchmark
-
+    _check_count("train_per_class", train_per_class)
+    _check_count("test_per_class", test_per_class, allow_none=not validation)
+    if isinstance(heldout_per_class, bool) or not isinstance(heldout_per_class, int) or \
+            heldout_per_class < 0:
+        raise ValueError(f"heldout_per_class must be an integer >= 0, got {heldout_per_class!r}")
     xtr, ytr, xte, yte = load_fashion_mnist(data_root)
+    keep = torch.ones(len(ytr), dtype=torch.bool)
+    keep[heldout_indices(ytr, heldout_per_class)] = False
+    xtr, ytr = xtr[keep], ytr[keep]
     g = torch.Generator().manual_seed(seed)
-    itr = _per_class_subset(ytr, train_per_class, g)
-    ite = _per_class_subset(yte, test_per_class, g)
-    train = UInt8ImageDataset(xtr[itr], ytr[itr])
-    test = UInt8ImageDataset(xte[ite], yte[ite])
-    return nc_benchmark(
-        train,
-        test,
-        n_experiences=n_experiences,
-        task_labels=False,
-        seed=seed,
-        fixed_class_order=fixed_class_order,
-    )
+    if validation:
+        n_train = train_per_class or int(torch.bincount(ytr).min()) - test_per_class
+        itr, iev = train_validation_indices(ytr, n_train, test_per_class, g)
+        ev_x, ev_y = xtr[iev], ytr[iev]
+    else:
+        itr = per_class_subset(ytr, train_per_class, g)
+        iev = per_class_subset(yte, test_per_class, g)
+        ev_x, ev_y = xte[iev], yte[iev]
+    train = UInt8ImageDataset(xtr[itr], ytr[itr], normalization)
+    test = UInt8ImageDataset(ev_x, ev_y, normalization)
+    info = dict(name="fmnist", n_experiences=n_experiences, seed=seed,
+                train_per_class=train_per_class, test_per_class=test_per_class,
+                validation=validation, heldout_per_class=heldout_per_class,
+                data_root=None if data_root is None else str(data_root))
+    return class_incremental_stream(train, test, n_experiences, seed, fixed_class_order, info)

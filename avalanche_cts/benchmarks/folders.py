@@ -12,6 +12,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from torch.utils.data import Dataset
 
+from ..normalization import NormalizationLike, resolve_normalization
+
 __all__ = [
     "DatasetLayoutError",
     "ImageFiles",
@@ -81,15 +83,19 @@ def scan_classes(root: Path, classes: Sequence[str], layout: str) -> List[Tuple[
         raise DatasetLayoutError(f"{e} in {str(root)!r}. Expected layout:\n{layout}") from None
 
 
-def image_transforms(image_size: int = 224, resize: Optional[int] = None):
+def image_transforms(image_size: int = 224, resize: Optional[int] = None,
+                     normalization: NormalizationLike = None):
     """``(train, eval)`` transforms: train ``RandomResizedCrop(image_size)`` (scale 0.08-1) +
     horizontal flip; eval ``Resize(resize)`` + ``CenterCrop(image_size)``; both ``ToTensor``
-    (float32 in [0, 1], no normalisation). ``resize`` defaults to ``image_size * 256 / 224``."""
+    and ``Normalize`` with the model's constants (``normalization``: a model, ``Normalization``
+    or ``(mean, std)``; ``None`` keeps [0, 1]). ``resize`` defaults to ``image_size * 256 / 224``."""
     from torchvision import transforms as T
 
+    norm = resolve_normalization(normalization, 3)
+    tail = [T.ToTensor(), T.Normalize(norm.mean, norm.std)]
     resize = resize or round(image_size * 256 / 224)
-    train = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()])
-    test = T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor()])
+    train = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), *tail])
+    test = T.Compose([T.Resize(resize), T.CenterCrop(image_size), *tail])
     return train, test
 
 
@@ -100,6 +106,7 @@ def class_incremental(
     class_order: Sequence[int],
     image_size: int = 224,
     resize: Optional[int] = None,
+    normalization: NormalizationLike = None,
 ):
     """Avalanche ``nc_benchmark``: consecutive blocks of ``class_order`` form the experiences;
     labels keep their dataset values (one head over all classes)."""
@@ -112,7 +119,7 @@ def class_incremental(
         empty = sorted(set(class_order) - set(ds.targets))
         if empty:
             raise DatasetLayoutError(f"classes {empty[:10]} have no {name} images")
-    train_t, eval_t = image_transforms(image_size, resize)
+    train_t, eval_t = image_transforms(image_size, resize, normalization)
     return nc_benchmark(
         train,
         test,

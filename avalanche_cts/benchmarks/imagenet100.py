@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from ..normalization import NormalizationLike
 from .folders import ImageFiles, PathLike, check_dir, class_incremental, scan_classes
 
 __all__ = [
@@ -95,6 +96,7 @@ def SplitImageNet100(
     subset: str = "ucir1993",
     image_size: int = 224,
     resize: Optional[int] = None,
+    normalization: NormalizationLike = None,
 ):
     """Class-incremental ImageNet-100 (Avalanche ``nc_benchmark``, no task labels).
 
@@ -121,6 +123,7 @@ def SplitImageNet100(
         order,
         image_size,
         resize,
+        normalization,
     )
     bm.info = dict(
         name="imagenet100",

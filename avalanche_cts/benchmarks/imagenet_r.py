@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..normalization import NormalizationLike
 from .folders import (
     DatasetLayoutError,
     ImageFiles,
@@ -178,6 +179,7 @@ def SplitImageNetR(
     train_fraction: float = 0.8,
     image_size: int = 224,
     resize: Optional[int] = None,
+    normalization: NormalizationLike = None,
 ):
     """Class-incremental ImageNet-R (Avalanche ``nc_benchmark``, no task labels).
 
@@ -233,6 +235,7 @@ def SplitImageNetR(
         order,
         image_size,
         resize,
+        normalization,
     )
     bm.info = dict(
         name="imagenet_r",

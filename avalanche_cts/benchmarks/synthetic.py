@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .fmnist import UInt8ImageDataset
+from ..normalization import NormalizationLike
+from .fmnist import UInt8ImageDataset, class_incremental_stream
 
 __all__ = ["synthetic_benchmark"]
 
@@ -15,7 +16,7 @@ def _images(n_classes: int, per_class: int, image_size: int, channels: int, g: t
     x = torch.randint(
         0, 60, (len(y), channels, image_size, image_size), dtype=torch.uint8, generator=g
     )
-    return UInt8ImageDataset(x + level[:, None, None, None], y)
+    return x + level[:, None, None, None], y
 
 
 def synthetic_benchmark(
@@ -27,21 +28,16 @@ def synthetic_benchmark(
     image_size: int = 16,
     channels: int = 3,
     seed: int = 0,
+    normalization: NormalizationLike = None,
 ):
     """Avalanche ``nc_benchmark`` of uint8 noise images (0-59) raised by a class-specific
-    level (``180 * c / (n_classes - 1)``), so every token carries the class; items in [0, 1]."""
-    from avalanche.benchmarks import nc_benchmark
-
+    level (``180 * c / (n_classes - 1)``), so every token carries the class."""
     g = torch.Generator().manual_seed(seed)
-    train = _images(n_classes, train_per_class, image_size, channels, g)
-    test = _images(n_classes, test_per_class, image_size, channels, g)
-    bm = nc_benchmark(train, test, n_experiences=n_experiences, task_labels=False, seed=seed)
-    bm.info = dict(
-        name="synthetic",
-        n_classes=n_classes,
-        n_experiences=n_experiences,
-        n_train=len(train),
-        n_test=len(test),
-        seed=seed,
-    )
-    return bm
+    train = UInt8ImageDataset(*_images(n_classes, train_per_class, image_size, channels, g),
+                              normalization)
+    test = UInt8ImageDataset(*_images(n_classes, test_per_class, image_size, channels, g),
+                             normalization)
+    info = dict(name="synthetic", n_experiences=n_experiences, seed=seed,
+                train_per_class=train_per_class, test_per_class=test_per_class,
+                image_size=image_size, channels=channels)
+    return class_incremental_stream(train, test, n_experiences, seed, None, info)

@@ -1,14 +1,35 @@
 """Model adapters: token-level access to vision transformers of several families.
 
-``get_adapter(model)`` returns the adapter for a model object; adapters register
-themselves with :func:`register_adapter`, most specific first.
+``get_adapter(model)`` returns the adapter of a model object (token geometry, zero-filled and
+sparse forwards); ``attention_access(model)`` what the attribution scorers read (attention
+maps, key scaling). Families register with :func:`register_adapter`, most specific first:
+timm ``VisionTransformer`` (:mod:`.timm_vit`), Hugging Face ``ViTForImageClassification``
+(:mod:`.hf_vit`) and the BLIP vision tower (:mod:`.hf_blip`).
 """
 from typing import Callable, List, Tuple, Type
 
 from torch import nn
 
-from .timm_vit import SparseTokenDropout, TimmViTAdapter
-from .presets import create_model, list_presets
+from .attention import AttentionAccess
+from .hf_blip import HFBlipVisionAdapter, is_hf_blip
+from .hf_vit import HFViTAdapter, is_hf_vit
+from .presets import create_model, list_presets, model_normalization
+from .timm_vit import MASK_TOKEN, TimmAttentionAccess, TimmViTAdapter
+
+__all__ = [
+    "AttentionAccess",
+    "HFBlipVisionAdapter",
+    "HFViTAdapter",
+    "MASK_TOKEN",
+    "TimmAttentionAccess",
+    "TimmViTAdapter",
+    "attention_access",
+    "create_model",
+    "get_adapter",
+    "list_presets",
+    "model_normalization",
+    "register_adapter",
+]
 
 _ADAPTERS: List[Tuple[Callable[[nn.Module], bool], Type]] = []
 
@@ -25,6 +46,8 @@ def _is_timm_vit(model: nn.Module) -> bool:
 
 
 register_adapter(_is_timm_vit, TimmViTAdapter)
+register_adapter(is_hf_vit, HFViTAdapter)
+register_adapter(is_hf_blip, HFBlipVisionAdapter)
 
 
 def get_adapter(model: nn.Module):
@@ -41,19 +64,15 @@ def get_adapter(model: nn.Module):
     )
 
 
-__all__ = [
-    "TimmViTAdapter",
-    "SparseTokenDropout",
-    "get_adapter",
-    "register_adapter",
-    "create_model",
-    "list_presets",
-]
-
-# Hugging Face families (scorers; transformers is imported only when such a model is passed)
-from .hf_vit import HFViTAdapter, is_hf_vit  # noqa: E402
-from .hf_blip import HFBlipVisionAdapter, is_hf_blip  # noqa: E402
-
-register_adapter(is_hf_vit, HFViTAdapter)
-register_adapter(is_hf_blip, HFBlipVisionAdapter)
-__all__ += ["HFViTAdapter", "HFBlipVisionAdapter"]
+def attention_access(model) -> AttentionAccess:
+    """The :class:`AttentionAccess` of a model (or pass one through); ``TypeError`` if unsupported."""
+    if isinstance(model, AttentionAccess):
+        return model
+    adapter = get_adapter(model)
+    if isinstance(adapter, AttentionAccess):
+        return adapter
+    if isinstance(adapter, TimmViTAdapter):
+        return TimmAttentionAccess(adapter)
+    raise TypeError(
+        f"no attention access for {type(adapter).__name__}: token scorers cannot read its attention"
+    )

@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..normalization import CLIP_MEAN, CLIP_STD, Normalization
 from .hf_vit import HFVisionAdapter
 
 __all__ = ["HFBlipVisionAdapter", "is_hf_blip"]
@@ -32,7 +33,7 @@ def is_hf_blip(model: nn.Module) -> bool:
 
 
 class HFBlipVisionAdapter(HFVisionAdapter):
-    """:class:`~avalanche_cts.scorers.attention.AttentionAccess` for the BLIP vision tower.
+    """:class:`~avalanche_cts.models.attention.AttentionAccess` for the BLIP vision tower.
 
     The tower has no classifier: ``logits`` are ``head(pooled)`` for the pooled class-token
     embedding ``(B, D)``. Without a ``head`` the pooled embedding itself stands in for logits,
@@ -42,6 +43,9 @@ class HFBlipVisionAdapter(HFVisionAdapter):
     :param model: ``BlipVisionModel`` or a BLIP model with ``vision_model``.
     :param head: optional callable ``(B, D) -> (B, C)``.
     """
+
+    processor_normalization = Normalization(CLIP_MEAN, CLIP_STD)
+    """``BlipImageProcessor``'s constants (OpenAI CLIP mean and std)."""
 
     def __init__(self, model: nn.Module, head: Optional[Callable[[Tensor], Tensor]] = None):
         tower = _vision_tower(model)

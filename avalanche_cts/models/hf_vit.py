@@ -12,7 +12,8 @@ from typing import Iterator, List, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ..scorers.attention import AttentionAccess
+from .attention import AttentionAccess
+from ..normalization import Normalization
 from ..tokens import check_patch_size, mask_to_pixels
 
 __all__ = ["HFVisionAdapter", "HFViTAdapter", "is_hf_vit"]
@@ -25,8 +26,16 @@ def _pair(v) -> Tuple[int, int]:
 class HFVisionAdapter(AttentionAccess):
     """Token geometry and zero-filled forwards shared by the Hugging Face vision adapters.
 
-    Subclasses call :meth:`_set_geometry` and implement :class:`AttentionAccess`.
+    Subclasses call :meth:`_set_geometry`, implement :class:`AttentionAccess` and set
+    ``processor_normalization``, the default constants of the family's image processor.
     """
+
+    processor_normalization = Normalization((0.5,) * 3, (0.5,) * 3)
+
+    @property
+    def normalization(self) -> Normalization:
+        """The image processor's mean/std, per input channel."""
+        return self.processor_normalization.for_channels(self.in_chans)
 
     def _set_geometry(self, image_size, patch_size, in_chans: int, num_blocks: int, config) -> None:
         self.image_size = _pair(image_size)
@@ -70,7 +79,8 @@ class HFViTAdapter(HFVisionAdapter):
     """:class:`AttentionAccess` and token geometry for ``ViTForImageClassification``.
 
     :param model: a transformers 5.x ``ViTForImageClassification`` (``vit.layers[i].attention``
-        with ``k_proj``); the class token is read out.
+        with ``k_proj``); the class token is read out. Inputs are normalised with
+        ``ViTImageProcessor``'s defaults, mean = std = 0.5.
     """
 
     def __init__(self, model: nn.Module):

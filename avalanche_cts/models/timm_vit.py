@@ -1,24 +1,34 @@
 """Token-level access to timm ``VisionTransformer`` models.
 
 The adapter does not wrap or copy the model: it reads the model's own modules, so the
-model a strategy trains is the one that replays tokens. Two ways to run a partial input:
+model a strategy trains is the one that replays tokens. A partial input (kept tokens with
+their grid positions) runs in one of three modes (:data:`avalanche_cts.recipe.REPLAY_MODES`):
 
-* zero-filled (paper): dropped tokens are zeros in the input image, sequence length T;
-* sparse (MAE-style): only kept tokens, with their own position embeddings, plus the
-  prefix tokens go through the blocks; dropped tokens cost nothing.
+* ``zero`` (paper): dropped tokens are 0 in the normalised input image (the mean colour),
+  sequence length T;
+* ``sparse`` (MAE encoder): only kept tokens, with their own position embeddings, plus the
+  prefix tokens go through the blocks; dropped tokens cost nothing;
+* ``mask`` (MAE-style mask token): dropped tokens are replaced by a learned embedding
+  (``model.cts_mask_token``, added by :meth:`TimmViTAdapter.add_mask_token`) plus their
+  position embedding, sequence length T.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..tokens import mask_to_pixels, patchify, random_keep_indices
+from ..normalization import Normalization
+from ..tokens import gather_tokens, mask_to_pixels, patchify, scatter_tokens, unpatchify
+from .attention import AttentionAccess, fused_attention_off
 
-__all__ = ["TimmViTAdapter", "SparseTokenDropout"]
+__all__ = ["MASK_TOKEN", "TimmAttentionAccess", "TimmViTAdapter"]
+
+MASK_TOKEN = "cts_mask_token"
+"""Name of the learned mask-token parameter ``(1, 1, D)`` on a model using ``mask`` replay."""
 
 
 class TimmViTAdapter:
@@ -51,10 +61,19 @@ class TimmViTAdapter:
         self.num_tokens: int = self.grid[0] * self.grid[1]
         self.in_chans: int = int(proj.in_channels)
         self.num_prefix_tokens: int = int(model.num_prefix_tokens)
+        self.num_classes: int = int(model.num_classes)
         self.image_size: Tuple[int, int] = (
             self.grid[0] * self.patch_size,
             self.grid[1] * self.patch_size,
         )
+
+    @property
+    def normalization(self) -> Normalization:
+        """The model's input mean/std (``timm.data.resolve_data_config``), per input channel."""
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config(model=self.model)
+        return Normalization(cfg["mean"], cfg["std"]).for_channels(self.in_chans)
 
     # ------------------------------------------------------------------ checks
     def check_images(self, images: Tensor) -> None:
@@ -66,49 +85,61 @@ class TimmViTAdapter:
             raise ValueError(
                 f"images of shape (C={c}, H={h}, W={w}) do not fit the model, which expects "
                 f"C={self.in_chans}, H x W = {self.image_size[0]} x {self.image_size[1]} "
-                f"(patch size {self.patch_size}); resize the data or create the model with "
-                f"img_size={h if h == w else (h, w)}, in_chans={c}"
+                f"(patch size {self.patch_size}); resize the data to "
+                f"{self.image_size[0]} x {self.image_size[1]} with {self.in_chans} channel(s), "
+                f"or create a model for this data (img_size={h if h == w else (h, w)}, "
+                f"in_chans={c})"
+            )
+
+    def check_targets(self, targets: Tensor) -> None:
+        """Raise when a label is outside the model's head (``0 .. num_classes - 1``)."""
+        targets = torch.as_tensor(targets)
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
+            raise ValueError(
+                f"labels {int(targets.min())}..{int(targets.max())} do not fit the model's head "
+                f"of {self.num_classes} classes: create the model with num_classes >= "
+                f"{int(targets.max()) + 1}"
             )
 
     # ---------------------------------------------------------------- forwards
-    def forward_zero(self, images: Tensor, keep: Tensor) -> Tensor:
-        """Logits for images whose dropped tokens are zero-filled.
-
-        :param images: ``(B, C, H, W)``.
-        :param keep: ``(B, T)`` bool mask of kept tokens.
-        """
-        pix = mask_to_pixels(keep, self.patch_size, self.grid).to(images.dtype)
-        return self.model(images * pix)
-
     def embed_tokens(
         self, values: Tensor, positions: Tensor, valid: Optional[Tensor] = None
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Embed kept tokens and prepend prefix tokens: the input of the first block.
 
-        :param values: ``(B, K, P*P*C)`` token values (float, model input scale).
+        :param values: ``(B, K, P*P*C)`` token values (float, normalised model inputs).
         :param positions: ``(B, K)`` grid positions in ``[0, T)``.
         :param valid: optional ``(B, K)`` bool mask for padded batches.
         :return: ``(B, p + K, D)`` embeddings and an SDPA bool mask ``(B, 1, 1, p + K)``
             (``None`` without padding).
         """
-        m = self.model
-        proj = m.patch_embed.proj
+        x = self._patch_embed(values)
+        x = x + self._pos_embed(positions.long())
+        return self._with_prefix(x, valid)
+
+    def _patch_embed(self, values: Tensor) -> Tensor:
+        proj = self.model.patch_embed.proj
         weight = proj.weight.permute(0, 2, 3, 1).reshape(proj.out_channels, -1)
-        x = F.linear(values.to(weight.dtype), weight, proj.bias)
-        x = m.patch_embed.norm(x)
-        positions = positions.long()
+        return self.model.patch_embed.norm(F.linear(values.to(weight.dtype), weight, proj.bias))
+
+    def _pos_embed(self, positions: Tensor) -> Tensor:
+        m = self.model
+        if m.pos_embed is None:
+            return torch.zeros((), device=positions.device)
+        offset = 0 if m.no_embed_class else self.num_prefix_tokens
+        return m.pos_embed[0, offset:][positions]
+
+    def _with_prefix(self, x: Tensor, valid: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        m = self.model
         b = x.shape[0]
         prefix = []
         if m.cls_token is not None:
             prefix.append(m.cls_token.expand(b, -1, -1))
         if m.reg_token is not None:
             prefix.append(m.reg_token.expand(b, -1, -1))
-        if m.pos_embed is not None:
-            offset = 0 if m.no_embed_class else self.num_prefix_tokens
-            x = x + m.pos_embed[0, offset:][positions]
-            if prefix and not m.no_embed_class:
-                pre = torch.cat(prefix, dim=1)
-                prefix = [pre + m.pos_embed[:, : pre.shape[1]]]
+        if prefix and m.pos_embed is not None and not m.no_embed_class:
+            pre = torch.cat(prefix, dim=1)
+            prefix = [pre + m.pos_embed[:, : pre.shape[1]]]
         x = torch.cat(prefix + [x], dim=1)
         x = m.norm_pre(m.pos_drop(x))
         mask = None
@@ -117,11 +148,8 @@ class TimmViTAdapter:
             mask = torch.cat([ones, valid], dim=1)[:, None, None, :]
         return x, mask
 
-    def forward_tokens(
-        self, values: Tensor, positions: Tensor, valid: Optional[Tensor] = None
-    ) -> Tensor:
-        """Sparse forward: logits from kept tokens only (see :meth:`embed_tokens`)."""
-        x, mask = self.embed_tokens(values, positions, valid)
+    def _blocks_and_head(self, x: Tensor, mask: Optional[Tensor],
+                         valid: Optional[Tensor]) -> Tensor:
         m = self.model
         if mask is None:
             x = m.blocks(x)
@@ -135,11 +163,75 @@ class TimmViTAdapter:
             return m.head(m.head_drop(m.fc_norm(pooled)))
         return m.forward_head(x)
 
+    def forward_tokens(
+        self, values: Tensor, positions: Tensor, valid: Optional[Tensor] = None
+    ) -> Tensor:
+        """Sparse forward: logits from kept tokens only (see :meth:`embed_tokens`)."""
+        x, mask = self.embed_tokens(values, positions, valid)
+        return self._blocks_and_head(x, mask, valid)
+
+    def forward_masked(
+        self, values: Tensor, positions: Tensor, valid: Optional[Tensor] = None
+    ) -> Tensor:
+        """Logits with the learned mask token (+ position embedding) at every dropped position."""
+        token = getattr(self.model, MASK_TOKEN, None)
+        if token is None:
+            raise RuntimeError(
+                "mask replay needs the learned mask token: call "
+                "CoreTokensetReplayPlugin.prepare_model(model) (or TimmViTAdapter.add_mask_token) "
+                "before building the optimizer"
+            )
+        kept = self._patch_embed(values)
+        b, _, d = kept.shape
+        full = token.to(kept.dtype).expand(b, self.num_tokens, d)
+        full = scatter_tokens(kept, positions, self.num_tokens, valid, fill=full)
+        x = full + self._pos_embed(torch.arange(self.num_tokens, device=full.device))[None]
+        x, _ = self._with_prefix(x, None)
+        return self._blocks_and_head(x, None, None)
+
+    def forward_zero(self, images: Tensor, keep: Tensor) -> Tensor:
+        """Logits of images whose tokens outside the ``(B, T)`` bool mask ``keep`` are 0
+        (the mean colour in normalised space)."""
+        pix = mask_to_pixels(keep, self.patch_size, self.grid).to(images.dtype)
+        return type(self.model).forward(self.model, images * pix)
+
+    def forward_record(self, values: Tensor, positions: Tensor, valid: Optional[Tensor],
+                       mode: str) -> Tensor:
+        """Logits of stored token records (``(B, K, V)`` model-input values, ``(B, K)``
+        positions, optional ``(B, K)`` padding mask) in replay ``mode``."""
+        if mode == "sparse":
+            return self.forward_tokens(values, positions, valid)
+        if mode == "mask":
+            return self.forward_masked(values, positions, valid)
+        if mode != "zero":
+            raise ValueError(f"replay mode must be zero, sparse or mask, got {mode!r}")
+        tokens = scatter_tokens(values, positions, self.num_tokens, valid)
+        images = unpatchify(tokens, self.patch_size, self.in_chans, self.grid)
+        return type(self.model).forward(self.model, images)
+
+    def forward_partial(self, images: Tensor, keep: Tensor, mode: str) -> Tensor:
+        """Logits of ``(B, C, H, W)`` images keeping the tokens of the ``(B, T)`` bool mask
+        ``keep`` (any count per sample) in replay ``mode``."""
+        if mode == "zero":
+            return self.forward_zero(images, keep)
+        values, positions, valid = gather_tokens(patchify(images, self.patch_size), keep)
+        return self.forward_record(values, positions, valid, mode)
+
     def forward_sparse(self, images: Tensor, keep_idx: Tensor) -> Tensor:
         """Sparse forward of images keeping the ``(B, K)`` token indices ``keep_idx``."""
         tokens = patchify(images, self.patch_size)
         kept = tokens.gather(1, keep_idx.long()[..., None].expand(-1, -1, tokens.shape[-1]))
         return self.forward_tokens(kept, keep_idx)
+
+    @contextlib.contextmanager
+    def partial_inputs(self, keep: Tensor, mode: str) -> Iterator[None]:
+        """Within the context, calling the model on images runs :meth:`forward_partial` with
+        ``keep`` (how a strategy's own forward sees token dropout); restored on exit."""
+        self.model.forward = lambda images: self.forward_partial(images, keep, mode)
+        try:
+            yield
+        finally:
+            del self.model.forward
 
     def features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """``(pre_logits (B, D), logits (B, classes))`` of full images."""
@@ -147,43 +239,72 @@ class TimmViTAdapter:
         pre = m.forward_head(m.forward_features(images), pre_logits=True)
         return pre, m.head(pre)
 
-    # --------------------------------------------------------------- dropout
-    @contextlib.contextmanager
-    def sparse_dropout(self, keep: int, generator=None) -> Iterator["SparseTokenDropout"]:
-        """Within the context, training forwards keep ``keep`` random tokens per sample.
-
-        Swaps the model's ``patch_drop`` module (timm calls it after the position
-        embedding) and restores it on exit. Eval-mode forwards are unaffected.
-        """
-        old = self.model.patch_drop
-        drop = SparseTokenDropout(keep, self.num_prefix_tokens, generator=generator)
-        self.model.patch_drop = drop
-        try:
-            yield drop
-        finally:
-            self.model.patch_drop = old
+    def add_mask_token(self, generator: Optional[torch.Generator] = None) -> nn.Parameter:
+        """Register the learned mask token ``(1, 1, D)`` on the model (MAE init: normal, std
+        0.02) if it has none; returns it."""
+        token = getattr(self.model, MASK_TOKEN, None)
+        if token is None:
+            d = self.model.embed_dim
+            ref = self.model.patch_embed.proj.weight
+            init = torch.randn(1, 1, d, generator=generator) * 0.02
+            token = nn.Parameter(init.to(device=ref.device, dtype=ref.dtype))
+            self.model.register_parameter(MASK_TOKEN, token)
+        return token
 
 
-class SparseTokenDropout(nn.Module):
-    """Keep exactly ``keep`` random patch tokens per sample in training mode.
+class TimmAttentionAccess(AttentionAccess):
+    """:class:`AttentionAccess` for a timm ``VisionTransformer`` (any size, fused attention or not).
 
-    Replaces timm's ``patch_drop``; prefix tokens always pass. The draw is new every call.
+    Attention is captured at ``blocks[i].attn.attn_drop`` with ``fused_attn`` switched off for the
+    captured blocks only; keys are scaled at the output of ``attn.k_norm`` ``(B, H, N, d)``.
     """
 
-    def __init__(self, keep: int, num_prefix_tokens: int, generator=None):
-        super().__init__()
-        self.keep = int(keep)
-        self.num_prefix_tokens = int(num_prefix_tokens)
-        self.generator = generator
+    def __init__(self, adapter):
+        model = adapter.model
+        if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
+            raise ValueError(
+                f"global_pool={model.global_pool!r}: token scorers read relevance from the class-token "
+                f"row (global_pool='token') or the mean of patch rows (global_pool='avg'); other "
+                f"pooling has no query row to read"
+            )
+        for i, blk in enumerate(model.blocks):
+            attn = getattr(blk, "attn", None)
+            if not all(hasattr(attn, a) for a in ("attn_drop", "k_norm", "num_heads")):
+                raise TypeError(
+                    f"block {i} has no timm Attention (attn.attn_drop, attn.k_norm): token scorers "
+                    f"support the standard timm ViT attention"
+                )
+        self.model = self.module = model
+        self.adapter = adapter
+        self.patch_size = adapter.patch_size
+        self.grid = adapter.grid
+        self.num_tokens = adapter.num_tokens
+        self.num_prefix_tokens = adapter.num_prefix_tokens
+        self.num_blocks = len(model.blocks)
+        self.num_heads = int(model.blocks[0].attn.num_heads)
+        self.embed_dim = int(model.embed_dim)
+        self.readout = "cls" if model.global_pool == "token" else "mean"
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
-            return x
-        p = self.num_prefix_tokens
-        prefix, patches = x[:, :p], x[:, p:]
-        b, t, d = patches.shape
-        if self.keep >= t:
-            return x
-        idx = random_keep_indices(b, t, self.keep, device=x.device, generator=self.generator)
-        kept = patches.gather(1, idx[..., None].expand(-1, -1, d))
-        return torch.cat([prefix, kept], dim=1)
+    def check_images(self, images: Tensor) -> None:
+        self.adapter.check_images(images)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def patch_embeddings(self, images: Tensor) -> Tensor:
+        return self.model.patch_embed(images)
+
+    def _attn(self, blocks: Sequence[int]) -> List[nn.Module]:
+        return [self.model.blocks[i].attn for i in blocks]
+
+    def _prob_modules(self, blocks: Sequence[int]) -> List[nn.Module]:
+        return [a.attn_drop for a in self._attn(blocks)]
+
+    def _explicit_attention(self, blocks: Sequence[int]):
+        return fused_attention_off(self._attn(blocks))
+
+    def _key_modules(self) -> List[nn.Module]:
+        return [a.k_norm for a in self._attn(range(self.num_blocks))]
+
+    def _scale_keys(self, output: Tensor, multipliers: Tensor) -> Tensor:
+        return output * multipliers[:, None, :, None]

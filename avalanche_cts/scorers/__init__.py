@@ -6,7 +6,7 @@ Hugging Face ``ViTForImageClassification`` and BLIP vision models, or any
 :class:`AttentionAccess`.
 """
 from .base import TokenScorer, get_scorer, list_scorers, register_scorer
-from .attention import AttentionAccess, TimmAttentionAccess, attention_access
+from ..models import AttentionAccess, TimmAttentionAccess, attention_access
 from .attribution import AttributionScorer, GradientScorer
 from .random_scorer import RandomScorer
 from .rollout import RolloutScorer

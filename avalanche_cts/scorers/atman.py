@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import AttentionAccess
+from ..models.attention import AttentionAccess
 from .attribution import TARGETS, AttributionScorer, resolve_targets
 from .base import register_scorer
 

@@ -7,7 +7,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionAccess, attention_access, eval_mode
+from ..models import attention_access
+from ..models.attention import AttentionAccess, eval_mode
 from .base import TokenScorer
 
 __all__ = ["AttributionScorer", "GradientScorer", "TARGETS", "resolve_targets"]

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .attention import AttentionAccess
+from ..models.attention import AttentionAccess
 from .attribution import GradientScorer
 from .base import register_scorer
 

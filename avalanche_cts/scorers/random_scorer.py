@@ -4,7 +4,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionAccess
+from ..models import get_adapter
+from ..models.attention import AttentionAccess
 from ..registry import Seeded
 from .base import TokenScorer, register_scorer
 
@@ -19,8 +20,6 @@ class RandomScorer(Seeded, TokenScorer):
     """
 
     def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
-        from ..models import get_adapter
-
         source = model if isinstance(model, AttentionAccess) else get_adapter(model)
         scores = torch.rand(images.shape[0], source.num_tokens, generator=self.generator)
         return scores.to(images.device)

@@ -24,6 +24,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..models import get_adapter
 from ..tokens import patchify
 from .base import ClassFeatures, SampleSelector, Selection, get_selector, register_selector
 from .budget import allocate_budget, merge_class_orders
@@ -42,8 +43,6 @@ def token_relevance(
     batches; uses ``torch.autograd.grad`` (no ``.grad`` is left on parameters) and
     restores every module's train/eval mode. Outputs are on the model's device.
     """
-    from ..models import get_adapter
-
     adapter = get_adapter(model)
     param = next(model.parameters())
     modes = [m.training for m in model.modules()]
@@ -153,8 +152,6 @@ class JointGradSelector(SampleSelector):
         :param budget_bytes: total cost allowed; a record costs
             ``record_bytes + k_i * token_bytes`` and the records' sum never exceeds it.
         """
-        from ..models import get_adapter
-
         if token_bytes < 1 or record_bytes < 0:
             raise ValueError(
                 f"need token_bytes >= 1 and record_bytes >= 0, got {token_bytes}, {record_bytes}"

@@ -6,8 +6,9 @@ probabilities of chosen blocks (captured with forward hooks) and a way to scale 
 (AtMan). Every context manager here removes its hooks and restores the flags it changed on
 exit, also when an exception is raised.
 
-Hugging Face families implement :class:`AttentionAccess` in ``avalanche_cts.models.hf_vit``
-and ``hf_blip``; timm ``VisionTransformer`` models are handled by :class:`TimmAttentionAccess`.
+Each model family implements :class:`AttentionAccess` in its own module
+(``timm_vit.TimmAttentionAccess``, ``hf_vit``, ``hf_blip``); ``avalanche_cts.models.attention_access``
+finds the one of a model.
 """
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from torch import Tensor, nn
 
 __all__ = [
     "AttentionAccess",
-    "TimmAttentionAccess",
-    "attention_access",
     "eval_mode",
     "fused_attention_off",
     "forward_hooks",
@@ -187,75 +186,3 @@ class AttentionAccess(ABC):
 
         with forward_hooks(self._key_modules(), hook):
             yield
-
-
-class TimmAttentionAccess(AttentionAccess):
-    """:class:`AttentionAccess` for a timm ``VisionTransformer`` (any size, fused attention or not).
-
-    Attention is captured at ``blocks[i].attn.attn_drop`` with ``fused_attn`` switched off for the
-    captured blocks only; keys are scaled at the output of ``attn.k_norm`` ``(B, H, N, d)``.
-    """
-
-    def __init__(self, adapter):
-        model = adapter.model
-        if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
-            raise ValueError(
-                f"global_pool={model.global_pool!r}: token scorers read relevance from the class-token "
-                f"row (global_pool='token') or the mean of patch rows (global_pool='avg'); other "
-                f"pooling has no query row to read"
-            )
-        for i, blk in enumerate(model.blocks):
-            attn = getattr(blk, "attn", None)
-            if not all(hasattr(attn, a) for a in ("attn_drop", "k_norm", "num_heads")):
-                raise TypeError(
-                    f"block {i} has no timm Attention (attn.attn_drop, attn.k_norm): token scorers "
-                    f"support the standard timm ViT attention"
-                )
-        self.model = self.module = model
-        self.adapter = adapter
-        self.patch_size = adapter.patch_size
-        self.grid = adapter.grid
-        self.num_tokens = adapter.num_tokens
-        self.num_prefix_tokens = adapter.num_prefix_tokens
-        self.num_blocks = len(model.blocks)
-        self.num_heads = int(model.blocks[0].attn.num_heads)
-        self.embed_dim = int(model.embed_dim)
-        self.readout = "cls" if model.global_pool == "token" else "mean"
-
-    def check_images(self, images: Tensor) -> None:
-        self.adapter.check_images(images)
-
-    def logits(self, images: Tensor) -> Tensor:
-        return self.model(images)
-
-    def patch_embeddings(self, images: Tensor) -> Tensor:
-        return self.model.patch_embed(images)
-
-    def _attn(self, blocks: Sequence[int]) -> List[nn.Module]:
-        return [self.model.blocks[i].attn for i in blocks]
-
-    def _prob_modules(self, blocks: Sequence[int]) -> List[nn.Module]:
-        return [a.attn_drop for a in self._attn(blocks)]
-
-    def _explicit_attention(self, blocks: Sequence[int]):
-        return fused_attention_off(self._attn(blocks))
-
-    def _key_modules(self) -> List[nn.Module]:
-        return [a.k_norm for a in self._attn(range(self.num_blocks))]
-
-    def _scale_keys(self, output: Tensor, multipliers: Tensor) -> Tensor:
-        return output * multipliers[:, None, :, None]
-
-
-def attention_access(model) -> AttentionAccess:
-    """The :class:`AttentionAccess` of a model (or pass one through); ``TypeError`` if unsupported."""
-    if isinstance(model, AttentionAccess):
-        return model
-    from ..models import TimmViTAdapter, get_adapter
-
-    adapter = get_adapter(model)
-    if isinstance(adapter, AttentionAccess):
-        return adapter
-    if isinstance(adapter, TimmViTAdapter):
-        return TimmAttentionAccess(adapter)
-    raise TypeError(f"no attention access for {type(adapter).__name__}: token scorers cannot read its attention")

@@ -9,11 +9,17 @@ checkpoint filter (old ViT layouts, position-embedding resize); ``.npz`` JAX che
 go through timm's ``VisionTransformer.load_pretrained``. A classifier whose size differs
 from the model's is left at its initialisation.
 
+Fresh heads: a classifier that is not loaded from a file is drawn by :func:`fresh_head` from
+its own random stream (never the stream that initialised a pretraining run, whose backbone
+co-adapted with that head).
+
 Run checkpoints: :func:`save_run_state` writes, after an experience, plain state dicts with
-``torch.save`` (model, optimizer, Avalanche clock, every :class:`CoreTokensetBuffer`, the
-strategy's own ``state_dict()`` if it has one, the accuracy rows and the RNG states of torch,
-CUDA, NumPy and Python); :func:`restore_run_state` puts them back, so a resumed run continues
-exactly where the uninterrupted one would be.
+``torch.save`` (model, optimizer, Avalanche clock, the state of every plugin that has one:
+token memories and Avalanche sample buffers, the strategy's own ``state_dict()`` if it has
+one, the accuracy rows and the RNG states of torch, CUDA, NumPy and Python);
+:func:`restore_run_state` puts them back, so a resumed run continues exactly where the
+uninterrupted one would be. An empty, truncated or corrupt file raises an error naming the
+file and what to do (:func:`read_checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,19 +27,21 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .buffer import CoreTokensetBuffer
-from .models import create_model
+from ..models import create_model, list_presets
 
 __all__ = [
     "DEFAULT_BACKBONE",
+    "HEAD_STREAM",
     "RUN_STATE_VERSION",
+    "fresh_head",
     "load_backbone",
+    "read_checkpoint",
     "load_run_state",
     "load_weights",
     "restore_run_state",
@@ -44,9 +52,45 @@ __all__ = [
 DEFAULT_BACKBONE = "vit_base_patch16_224.augreg_in21k"
 """ViT-B/16 pretrained on ImageNet-21k (AugReg), the backbone of the paper-scale runs."""
 
-RUN_STATE_VERSION = 1
+RUN_STATE_VERSION = 2
 _STATE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PathLike = Union[str, Path]
+
+
+HEAD_STREAM = 0x5EED_4EAD
+"""Offset of the fresh heads' random stream: head of seed s = ``Generator(HEAD_STREAM + s)``."""
+
+
+def read_checkpoint(path: PathLike, load: Callable[[str], object], remedy: str):
+    """``load(path)`` with an error that names the file and ``remedy`` when it is missing,
+    empty, truncated or otherwise unreadable."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (an interrupted write?): {remedy}")
+    try:
+        return load(str(path))
+    except Exception as e:  # torch, safetensors and numpy raise many types for bad files
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(e).__name__}: {str(e)[:200]}): {remedy}"
+        ) from None
+
+
+def fresh_head(model: nn.Module, seed: int) -> nn.Module:
+    """Re-draw the classifier of a timm model from the head stream of ``seed`` (weights
+    truncated normal, std 0.02, as timm initialises them; bias 0); returns the model."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"{type(model).__name__} has no linear classifier to re-draw")
+    g = torch.Generator().manual_seed(HEAD_STREAM + int(seed))
+    with torch.no_grad():
+        w = torch.empty(head.weight.shape)
+        nn.init.trunc_normal_(w, std=0.02, a=-0.04, b=0.04, generator=g)
+        head.weight.copy_(w)
+        if head.bias is not None:
+            head.bias.zero_()
+    return model
 
 
 def _fetch_help(name: str, err: BaseException) -> str:
@@ -64,26 +108,41 @@ def load_backbone(
     *,
     pretrained: bool = True,
     checkpoint: Optional[PathLike] = None,
+    head_seed: Optional[int] = None,
     **kwargs,
 ) -> nn.Module:
     """A timm model (or preset) with pretrained weights.
 
     :param name: timm model name or preset (``avalanche_cts.models.create_model``).
     :param pretrained: fetch timm's weights for ``name`` (ignored when ``checkpoint`` is given).
+        Presets have no published weights: pass their ``checkpoint`` (e.g. from
+        :func:`avalanche_cts.harness.pretrain.pretrain_backbone`).
     :param checkpoint: local weights file (module docstring), loaded instead of fetching.
+    :param head_seed: re-draw the classifier with :func:`fresh_head` when the weights do not
+        provide it (a different class count, or a backbone-only file).
     :param kwargs: model settings, e.g. ``num_classes=100``.
     :raises RuntimeError: when weights cannot be fetched; the message says how to pass a file.
     """
     if checkpoint is not None:
         model = create_model(name, pretrained=False, **kwargs)
-        load_weights(model, checkpoint)
-        return model
-    if not pretrained:
-        return create_model(name, **kwargs)
-    try:
-        return create_model(name, pretrained=True, **kwargs)
-    except (OSError, RuntimeError) as e:
-        raise RuntimeError(_fetch_help(name, e)) from e
+        left = load_weights(model, checkpoint)
+    elif not pretrained:
+        model, left = create_model(name, **kwargs), ["head"]
+    elif name in list_presets():
+        raise ValueError(
+            f"{name!r} is a preset of this library and has no published weights: pass a local "
+            f"file (checkpoint=FILE, --checkpoint FILE), e.g. the backbone written by "
+            f"`python -m avalanche_cts.harness.pretrain`, or set pretrained=False"
+        )
+    else:
+        try:
+            model = create_model(name, pretrained=True, **kwargs)
+        except (OSError, RuntimeError) as e:
+            raise RuntimeError(_fetch_help(name, e)) from e
+        left = ["head"] if kwargs.get("num_classes") not in (None, 1000) else []
+    if head_seed is not None and left:
+        fresh_head(model, head_seed)
+    return model
 
 
 def _classifier_keys(model: nn.Module) -> Tuple[str, ...]:
@@ -99,8 +158,8 @@ def load_weights(model: nn.Module, path: PathLike) -> List[str]:
     :raises ValueError: for an unknown file type or weights that do not fit the model.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {str(path)!r} not found")
+    remedy = "download or copy the file again"
+    read_checkpoint(path, lambda p: None, remedy)  # exists and is not empty
     suffix = path.suffix.lower()
     if suffix == ".npz":
         if not hasattr(model, "load_pretrained"):
@@ -108,7 +167,7 @@ def load_weights(model: nn.Module, path: PathLike) -> List[str]:
                 f".npz checkpoints need a timm VisionTransformer, got {type(model).__name__}"
             )
         head = {k: v.clone() for k, v in model.state_dict().items() if k in _classifier_keys(model)}
-        model.load_pretrained(str(path))
+        read_checkpoint(path, model.load_pretrained, remedy)
         return [k for k, v in head.items() if torch.equal(v, model.state_dict()[k])]
     if suffix not in _STATE_SUFFIXES:
         raise ValueError(
@@ -117,7 +176,7 @@ def load_weights(model: nn.Module, path: PathLike) -> List[str]:
         )
     from timm.models import load_state_dict
 
-    state = load_state_dict(str(path))
+    state = read_checkpoint(path, load_state_dict, remedy)
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
         state = filter_fn(state, model)
@@ -153,18 +212,21 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def run_state_parts(strategy) -> Tuple[Dict[str, CoreTokensetBuffer], List[str]]:
-    """``(buffers, unsupported)``: the strategy's :class:`CoreTokensetBuffer` memories by
-    plugin position, and the names of plugins whose memory a checkpoint cannot hold
-    (Avalanche storage policies keep lazy views of the datasets)."""
-    buffers, unsupported = {}, []
+def run_state_parts(strategy) -> Tuple[Dict[str, object], List[str]]:
+    """``(stateful, unsupported)``: the strategy's plugins with ``state_dict`` /
+    ``load_state_dict`` by position, and the names of plugins holding a memory that none
+    of them saves."""
+    stateful, saved_policies, holders = {}, set(), []
     for i, p in enumerate(strategy.plugins):
-        policy = getattr(p, "storage_policy", None)
-        if isinstance(policy, CoreTokensetBuffer):
-            buffers[f"plugin{i}"] = policy
-        elif policy is not None:
-            unsupported.append(type(p).__name__)
-    return buffers, unsupported
+        if callable(getattr(p, "state_dict", None)) and callable(getattr(p, "load_state_dict", None)):
+            stateful[f"plugin{i}"] = p
+            policy = getattr(p, "storage_policy", None)
+            if policy is not None:
+                saved_policies.add(id(policy))
+        elif getattr(p, "storage_policy", None) is not None:
+            holders.append(p)
+    unsupported = [type(p).__name__ for p in holders if id(p.storage_policy) not in saved_policies]
+    return stateful, unsupported
 
 
 def _rng_state() -> Dict:
@@ -197,7 +259,7 @@ def save_run_state(
     config: Dict,
 ) -> None:
     """Write the state of a run after ``next_experience`` experiences (atomically)."""
-    buffers, unsupported = run_state_parts(strategy)
+    plugins, unsupported = run_state_parts(strategy)
     if unsupported:
         raise ValueError(f"cannot checkpoint the memory of {unsupported}")
     own = getattr(strategy, "state_dict", None)
@@ -210,7 +272,7 @@ def save_run_state(
         "model": _unwrap(strategy.model).state_dict(),
         "optimizer": strategy.optimizer.state_dict(),
         "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
-        "buffers": {name: b.state_dict() for name, b in buffers.items()},
+        "plugins": {name: p.state_dict() for name, p in plugins.items()},
         "strategy": own() if callable(own) else None,
         "rng": _rng_state(),
     }
@@ -223,10 +285,13 @@ def save_run_state(
 
 def load_run_state(path: PathLike) -> Dict:
     """Read a run state written by :func:`save_run_state` (tensors on the CPU)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if state.get("version") != RUN_STATE_VERSION:
+    remedy = "delete it to restart the run from its beginning, or run with resume=False"
+    state = read_checkpoint(
+        path, lambda p: torch.load(p, map_location="cpu", weights_only=True), remedy)
+    if not isinstance(state, dict) or state.get("version") != RUN_STATE_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
         raise ValueError(
-            f"{path}: run state version {state.get('version')}, expected {RUN_STATE_VERSION}"
+            f"{path}: run state version {version}, expected {RUN_STATE_VERSION}: {remedy}"
         )
     return state
 
@@ -239,9 +304,8 @@ def restore_run_state(state: Dict, strategy) -> None:
         _unwrap(strategy.model).load_state_dict(state["model"])
     except RuntimeError as e:
         raise ValueError(
-            f"the saved model does not fit the strategy's ({e}); strategies that add "
-            f"modules per experience (InfLoRA, CODA-Prompt) cannot resume yet: "
-            f"delete state.pt or set resume=False"
+            f"the saved model does not fit the strategy's ({e}): delete state.pt or set "
+            f"resume=False"
         ) from None
     if getattr(strategy, "optimized_param_id", ()) is None:
         # what Avalanche does before the first experience (it would reset the state later)
@@ -251,12 +315,12 @@ def restore_run_state(state: Dict, strategy) -> None:
         strategy.optimizer.load_state_dict(state["optimizer"])  # else rebuilt per experience
     for k, v in state["clock"].items():
         setattr(strategy.clock, k, v)
-    buffers, _ = run_state_parts(strategy)
-    if set(buffers) != set(state["buffers"]):
+    plugins, _ = run_state_parts(strategy)
+    if set(plugins) != set(state["plugins"]):
         raise ValueError(
-            f"saved memories {sorted(state['buffers'])} do not match the strategy's "
-            f"{sorted(buffers)}"
+            f"saved plugin states {sorted(state['plugins'])} do not match the strategy's "
+            f"{sorted(plugins)}: delete state.pt or set resume=False"
         )
-    for name, b in buffers.items():
-        b.load_state_dict(state["buffers"][name])
+    for name, p in plugins.items():
+        p.load_state_dict(state["plugins"][name])
     _set_rng_state(state["rng"])

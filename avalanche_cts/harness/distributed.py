@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from .buffer import CoreTokensetBuffer
+from ..buffer import CoreTokensetBuffer
 
 __all__ = [
     "DistributedCoreTokensetBuffer",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .experiment import RunConfig
+from .config import RunConfig
 
 __all__ = ["Cell", "expand_cells", "load_config", "parse_assignment", "select_cells"]
 

@@ -1,0 +1,166 @@
+"""Command line: ``avalanche-cts demo`` (the main job), ``avalanche-cts run`` (experiments
+from a YAML config) and ``avalanche-cts pretrain`` (the embedded backbones).
+
+    avalanche-cts demo                                   # 3 seeds, about 10 minutes on 2 cores
+    avalanche-cts run --config benchmarks/configs/table2_imagenet_r.yaml --list
+    avalanche-cts run --config ... --cell 3 --root /data/imagenet-r --checkpoint vit.safetensors
+    avalanche-cts run --config ... --only method=core_tokenset,budget=0.5 --set epochs=1
+    torchrun --nproc_per_node 8 -m avalanche_cts.harness.cli run --config ...   # several GPUs
+
+User errors print one line and exit with status 2; ``--debug`` shows the traceback. Heavy
+modules (torch, Avalanche) load only when a command runs, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["main"]
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML experiment config (required)")
+    p.add_argument("--cell", type=int, nargs="+", metavar="I",
+                   help="run only these cells (indices from --list; default: all)")
+    p.add_argument(
+        "--only", metavar="KEY=VALUE[,...]",
+        help="run only cells whose settings match, e.g. method=coreset,budget=0.01,"
+             "benchmark.n_experiences=10 (default: all); matching no cell is an error",
+    )
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a setting, checked before any run: a RunConfig field (epochs=1), a "
+             "benchmark argument (benchmark.root=DIR) or out=DIR; repeatable",
+    )
+    p.add_argument("--root", metavar="DIR", help="dataset root (= --set benchmark.root=DIR)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="local backbone weights (.safetensors, .pth, .npz) used instead of "
+                        "fetching pretrained weights (default: none)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: the config's out, else results/<name>)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs in parallel, one process and one torch thread each (CPU; "
+                        "default: %(default)s)")
+    p.add_argument("--list", action="store_true", help="print the selected cells and exit")
+    p.add_argument("--force", action="store_true",
+                   help="rerun the selected cells from scratch, replacing stored results "
+                        "(also those made with other settings)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite the summary of the finished runs")
+
+
+def _run_command(args) -> None:
+    import torch
+
+    from .distributed import init_distributed, is_main_process
+    from .execute import execute_cells
+    from .grid import expand_cells, load_config, select_cells
+    from .report import write_summary
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    overrides = list(args.overrides)
+    for flag, key in ((args.root, "benchmark.root"), (args.checkpoint, "checkpoint"),
+                      (args.out, "out")):
+        if flag:
+            overrides.append(f"{key}={flag}")
+    config = load_config(args.config, overrides)
+    out = Path(config["out"])
+    all_cells = expand_cells(config)
+    cells = select_cells(all_cells, args.cell, args.only)
+    if not cells:
+        raise ValueError(
+            f"no cell of {args.config} matches --only {args.only!r}"
+            + (f" and --cell {args.cell}" if args.cell else "")
+            + f"; see the {len(all_cells)} cells with --list"
+        )
+    if args.list:
+        for c in cells:
+            print(f"{c.index:4d}  {c.key}")
+        print(f"{len(cells)} cells; results in {out}/<cell>/")
+        return
+    if not args.report_only:
+        init_distributed(seed=cells[0].cfg.seed)
+
+        def progress(i, n, cell, res, seconds):
+            print(f"[{i}/{n}] {cell.key}: final acc {res['final_acc']:.3f} "
+                  f"({seconds / 60:.1f} min)", flush=True)
+
+        execute_cells(cells, out, jobs=args.jobs, force=args.force,
+                      log=print if is_main_process() else None, progress=progress)
+    if is_main_process():
+        print(write_summary(out))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _pretrain_command(args) -> None:
+    from .pretrain import BACKBONES, backbone_meta, pretrain_backbone
+
+    path = pretrain_backbone(BACKBONES[args.benchmark], data_root=args.data_root)
+    print(f"checkpoint: {path}")
+    for split, accs in backbone_meta(args.benchmark, data_root=args.data_root)["accuracy"].items():
+        print(f"{split}: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in accs.items()))
+
+
+def _plain(doc: str) -> str:
+    """A docstring as help text: reST markup (``code``, :role:`x`) removed."""
+    import re
+
+    doc = re.sub(r":\w+:`~?\.?([^`]+)`", r"\1", doc)
+    return doc.replace("``", "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import demo
+
+    parser = argparse.ArgumentParser(
+        prog="avalanche-cts", description=_plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p_demo = sub.add_parser("demo", formatter_class=fmt, parents=[common],
+                            description=_plain(demo.__doc__),
+                            help="core tokensets vs coresets and replay at equal bytes (3 seeds)")
+    demo.add_arguments(p_demo)
+    p_demo.set_defaults(func=demo.main)
+    p_run = sub.add_parser("run", parents=[common], help="experiments from a YAML config (resumable grid)",
+                           description="Run the cells of a YAML experiment grid.")
+    _add_run_arguments(p_run)
+    p_run.set_defaults(func=_run_command)
+    p_pre = sub.add_parser("pretrain", formatter_class=fmt, parents=[common],
+                           help="pretrain (or find) an embedded benchmark's backbone",
+                           description="Pretrain the backbone of an embedded benchmark.")
+    p_pre.add_argument("benchmark", nargs="?", default="cluttered_fmnist",
+                       choices=("cluttered_fmnist", "fmnist"), help="whose backbone")
+    p_pre.add_argument("--data-root", default=None, metavar="DIR",
+                       help="Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist)")
+    p_pre.set_defaults(func=_pretrain_command)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, KeyError, FloatingPointError) as e:
+        if args.debug:
+            raise
+        msg = str(e).strip() or type(e).__name__
+        print(f"avalanche-cts {args.command}: error: {msg}\n(run with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

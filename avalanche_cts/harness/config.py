@@ -1,0 +1,233 @@
+"""``RunConfig``: the settings of one run, checked when it is made, and their fingerprint.
+
+Every field is validated in ``__post_init__`` (type and range), so a bad value in Python, a
+YAML config or a ``--set`` override fails before any run starts, with a message naming the
+field, the value and what is accepted. :meth:`RunConfig.shaping` lists the settings that
+shape a result; :func:`settings_diff` compares two of them, so a stored result is reused only
+when every such setting matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from ..recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES, TOKEN_CHOICES
+from .names import (
+    LOGGERS,
+    LR_SCHEDULES,
+    METHODS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCORERS,
+    SELECTORS,
+    is_known,
+)
+
+__all__ = [
+    "NO_MEMORY_METHODS",
+    "TOKEN_METHODS",
+    "RunConfig",
+    "fingerprint",
+    "settings_diff",
+]
+
+NO_MEMORY_METHODS = ("naive", "cumulative", "inflora", "coda_prompt")
+"""Methods whose results do not depend on ``budget``."""
+TOKEN_METHODS = ("coreset", "core_tokens", "core_tokenset")
+"""Methods that use :class:`~avalanche_cts.CoreTokensetBuffer` and its replay plugin."""
+
+_NOT_SHAPING = ("out_dir", "resume", "loggers", "num_workers", "pin_memory")
+"""Settings that do not change a run's numbers."""
+
+
+def _check(ok: bool, name: str, value: Any, wanted: str) -> None:
+    if not ok:
+        raise ValueError(f"RunConfig.{name} must be {wanted}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass
+class RunConfig:
+    """Settings of one run. ``budget`` is a fraction of the bytes of the data seen so far."""
+
+    method: str = "core_tokenset"
+    budget: float = 0.01
+    token_retention: Optional[float] = None
+    """Fraction t of the tokens kept per stored sample; ``None``: coreset 1, core tokens r,
+    core tokenset ``r ** retention_exponent``."""
+    retention_exponent: float = 0.5
+    """Core tokenset split of a budget r: t = r ** e tokens of r ** (1 - e) of the samples."""
+    selector: str = "random"
+    scorer: str = "random"
+    token_choice: str = DEFAULT_RECIPE.token_choice
+    """``topk`` (the highest scores) or ``gumbel`` (sampled from the scores)."""
+    replay_mode: str = DEFAULT_RECIPE.replay_mode
+    """``zero`` (0 in normalised space), ``sparse`` (kept tokens only) or ``mask`` (a learned
+    mask token in place of dropped tokens)."""
+    dropout: Optional[float] = DEFAULT_RECIPE.dropout
+    """Token keep rate on new data; ``None``: the memory's retention t; 1.0: off."""
+    dropout_schedule: str = DEFAULT_RECIPE.dropout_schedule
+    """``fixed`` keep rate, or ``uniform``: a keep rate drawn per sample in [rate, 1]."""
+    dropout_fraction: float = DEFAULT_RECIPE.dropout_fraction
+    """Share of each new-data batch that gets token dropout."""
+    model: str = "vit_fmnist_tiny"
+    model_kwargs: Dict = field(default_factory=dict)
+    epochs: int = 2
+    batch_size: int = 64
+    batch_size_mem: Optional[int] = None
+    eval_batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; under torchrun each rank uses its own GPU."""
+    options: Dict = field(default_factory=dict)
+    """Method-specific settings (e.g. InfLoRA's rank; ``buffer``/``plugin`` keywords)."""
+    pretrained: bool = False
+    """Fetch timm's pretrained weights for ``model`` (see :func:`~.checkpoint.load_backbone`)."""
+    checkpoint: Optional[str] = None
+    """Local backbone weights (.safetensors, .pth/.pt/.bin, .npz), loaded instead of fetching."""
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    """SGD momentum."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``cosine`` (per epoch, restarted every experience)."""
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` (autocast)."""
+    grad_accum: int = 1
+    """Micro-batches of ``batch_size`` per optimizer step (effective batch = product x ranks)."""
+    compile: bool = False
+    """``torch.compile`` the transformer blocks."""
+    num_workers: int = 0
+    """DataLoader workers (training, evaluation, memory passes)."""
+    pin_memory: Optional[bool] = None
+    """Pinned host memory for the loaders (default: on with CUDA)."""
+    loggers: List[str] = field(default_factory=list)
+    """Avalanche loggers: ``progress`` (tqdm bars), ``text``, ``csv``, ``tensorboard``
+    (files under ``out_dir``)."""
+    out_dir: Optional[str] = None
+    """Folder of this run's files: result.json, accuracy.png, state.pt, logs."""
+    resume: bool = True
+    """Continue from ``out_dir/state.pt`` when it exists."""
+
+    def __post_init__(self):
+        c = self
+        _check(is_known("method", c.method, METHODS), "method", c.method, f"one of {list(METHODS)}")
+        if c.method in NO_MEMORY_METHODS:
+            _check(_is_num(c.budget) and c.budget >= 0, "budget", c.budget, "a number >= 0")
+        else:
+            _check(_is_num(c.budget) and 0 < c.budget <= 1, "budget", c.budget,
+                   "a fraction in (0, 1] of the bytes of the data seen (0.01 = 1%)")
+        _check(c.token_retention is None or (_is_num(c.token_retention)
+                                             and 0 < c.token_retention <= 1),
+               "token_retention", c.token_retention, "None or a fraction in (0, 1]")
+        _check(_is_num(c.retention_exponent) and 0 < c.retention_exponent <= 1,
+               "retention_exponent", c.retention_exponent, "a number in (0, 1]")
+        _check(is_known("selector", c.selector, SELECTORS), "selector", c.selector, f"one of {list(SELECTORS)}")
+        _check(is_known("scorer", c.scorer, SCORERS), "scorer", c.scorer, f"one of {list(SCORERS)}")
+        _check(c.token_choice in TOKEN_CHOICES, "token_choice", c.token_choice,
+               f"one of {list(TOKEN_CHOICES)}")
+        _check(c.replay_mode in REPLAY_MODES, "replay_mode", c.replay_mode,
+               f"one of {list(REPLAY_MODES)}")
+        _check(c.dropout is None or (_is_num(c.dropout) and 0 < c.dropout <= 1), "dropout",
+               c.dropout, "None (the memory's retention) or a keep rate in (0, 1] (1 = off)")
+        _check(c.dropout_schedule in DROPOUT_SCHEDULES, "dropout_schedule", c.dropout_schedule,
+               f"one of {list(DROPOUT_SCHEDULES)}")
+        _check(_is_num(c.dropout_fraction) and 0 <= c.dropout_fraction <= 1,
+               "dropout_fraction", c.dropout_fraction, "a fraction in [0, 1]")
+        _check(isinstance(c.model, str) and bool(c.model), "model", c.model,
+               "a preset or timm model name")
+        for name in ("model_kwargs", "options"):
+            _check(isinstance(getattr(c, name), dict), name, getattr(c, name), "a mapping")
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
+            v = getattr(c, name)
+            _check(_is_int(v) and v >= 1, name, v, "an integer >= 1")
+        _check(c.batch_size_mem is None or (_is_int(c.batch_size_mem) and c.batch_size_mem >= 1),
+               "batch_size_mem", c.batch_size_mem, "None or an integer >= 1")
+        _check(_is_num(c.lr) and c.lr > 0, "lr", c.lr, "a positive number")
+        _check(_is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
+               "a number >= 0")
+        _check(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum,
+               "a number in [0, 1)")
+        _check(_is_int(c.seed) and c.seed >= 0, "seed", c.seed, "an integer >= 0")
+        _check(isinstance(c.device, str) and (c.device in ("cpu", "cuda", "auto", "mps")
+                                              or c.device.startswith("cuda:")),
+               "device", c.device, "cpu, cuda, cuda:N or auto")
+        _check(c.optimizer in OPTIMIZERS, "optimizer", c.optimizer, f"one of {list(OPTIMIZERS)}")
+        _check(c.lr_schedule in LR_SCHEDULES, "lr_schedule", c.lr_schedule,
+               f"one of {list(LR_SCHEDULES)}")
+        _check(c.precision in PRECISIONS, "precision", c.precision, f"one of {list(PRECISIONS)}")
+        _check(_is_int(c.num_workers) and c.num_workers >= 0, "num_workers", c.num_workers,
+               "an integer >= 0")
+        for name in ("pretrained", "compile", "resume"):
+            _check(isinstance(getattr(c, name), bool), name, getattr(c, name), "true or false")
+        _check(c.pin_memory is None or isinstance(c.pin_memory, bool), "pin_memory",
+               c.pin_memory, "None, true or false")
+        _check(c.checkpoint is None or isinstance(c.checkpoint, str), "checkpoint",
+               c.checkpoint, "None or a file path")
+        _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS), "loggers",
+               c.loggers, f"a list of {list(LOGGERS)}")
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown run settings {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**d)
+
+    def retention(self) -> Optional[float]:
+        """Token retention t the run uses (``None`` for methods without a token memory)."""
+        if self.method not in TOKEN_METHODS:
+            return None
+        if self.token_retention is not None:
+            return self.token_retention
+        return {"coreset": 1.0, "core_tokens": self.budget,
+                "core_tokenset": self.budget ** self.retention_exponent}[self.method]
+
+    def shaping(self) -> Dict[str, Any]:
+        """The settings that shape a result (everything but output and loader options)."""
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_SHAPING}
+
+    def key(self) -> str:
+        """A readable, file-name-safe name of the run (not unique: see :func:`fingerprint`)."""
+        parts = [self.method]
+        if self.method not in NO_MEMORY_METHODS:
+            parts.append(f"r{self.budget:g}")
+        if self.method in TOKEN_METHODS or self.method == "replay_herding":
+            parts.append(self.selector)
+        if self.method in ("core_tokens", "core_tokenset"):
+            parts += [self.scorer, self.replay_mode]
+            if self.token_retention is not None:
+                parts.append(f"t{self.token_retention:g}")
+        parts.append(f"s{self.seed}")
+        return "_".join(parts).replace("/", "-")
+
+
+def fingerprint(settings: Dict[str, Any]) -> str:
+    """Short stable hash of JSON-able settings."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def settings_diff(saved: Dict[str, Any], mine: Dict[str, Any], prefix: str = "") -> List[str]:
+    """``["epochs: 1 -> 3", ...]``: the settings that differ (nested mappings flattened)."""
+    out = []
+    for k in sorted(set(saved) | set(mine), key=str):
+        a, b = saved.get(k, "<unset>"), mine.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_diff(a, b, f"{prefix}{k}.")
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+                             and list(a) == list(b)):
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out

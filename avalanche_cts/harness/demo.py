@@ -1,0 +1,158 @@
+"""The main job: core tokensets against coresets and Avalanche replay at equal bytes.
+
+On the embedded paper-regime stream (Cluttered Fashion-MNIST, 5 experiences x 2 classes, the
+pretrained ``vit_clutter_tiny``) it trains naive fine-tuning and cumulative training (the
+floor and the ceiling), Avalanche's replay, a whole-sample coreset and a core tokenset at the
+same memory budgets in bytes, for several seeds, and reports what a continual-learning
+researcher expects: final and average incremental accuracy and forgetting (mean ± std over
+seeds), the accuracy matrix of every method (printed and drawn as heat maps) and accuracy
+against memory with error bars. Settings, data and library version are recorded.
+
+Every run is saved when it finishes (``<out>/<run>/result.json``, ``state.pt`` after each
+experience): an interrupted job resumes; a run is reused only when every setting that shaped
+it matches, otherwise the demo stops and names the differences (``--force`` reruns).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from ..recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES, TOKEN_CHOICES
+from .names import SCORERS, SELECTORS
+
+__all__ = ["DEMO_METHODS", "add_arguments", "main"]
+
+DEMO_METHODS = ("naive", "cumulative", "replay", "coreset", "core_tokens", "core_tokenset")
+_DEFAULT_METHODS = ("naive", "cumulative", "replay", "coreset", "core_tokenset")
+_LABELS = {
+    "naive": "naive",
+    "cumulative": "cumulative",
+    "replay": "Avalanche replay",
+    "coreset": "coreset (ours, t = 1)",
+    "core_tokens": "core tokens (t = r)",
+    "core_tokenset": "core tokenset",
+}
+_BENCHMARKS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's options (shown by ``avalanche-cts demo --help`` with their defaults)."""
+    p.add_argument("--benchmark", default="cluttered_fmnist", choices=sorted(_BENCHMARKS),
+                   help="embedded stream (its pretrained backbone comes with it)")
+    p.add_argument("--methods", nargs="+", default=list(_DEFAULT_METHODS), choices=DEMO_METHODS,
+                   metavar="METHOD", help=f"methods, from {', '.join(DEMO_METHODS)}")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.01, 0.02, 0.05],
+                   metavar="R", help="memory budgets, fractions in (0, 1] of the bytes seen")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
+                   help="seeds (the table shows mean ± std over them)")
+    p.add_argument("--selector", default="random", choices=SELECTORS, help="sample selector")
+    p.add_argument("--scorer", default="random", choices=SCORERS, help="token scorer")
+    p.add_argument("--token-choice", default=DEFAULT_RECIPE.token_choice, choices=TOKEN_CHOICES,
+                   help="how tokens follow the scores")
+    p.add_argument("--replay-mode", default=DEFAULT_RECIPE.replay_mode, choices=REPLAY_MODES,
+                   help="how stored tokens are fed back")
+    p.add_argument("--dropout", type=float, default=DEFAULT_RECIPE.dropout, metavar="KEEP",
+                   help="token keep rate on new data (None: the memory's retention; 1: off)")
+    p.add_argument("--dropout-schedule", default=DEFAULT_RECIPE.dropout_schedule,
+                   choices=DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
+    p.add_argument("--dropout-fraction", type=float, default=DEFAULT_RECIPE.dropout_fraction,
+                   metavar="F", help="share of each new-data batch with token dropout")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per experience")
+    p.add_argument("--batch-size", type=int, default=64, help="new-data (and memory) batch")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
+    p.add_argument("--train-per-class", type=int, default=300, help="training images per class")
+    p.add_argument("--test-per-class", type=int, default=200, help="test images per class")
+    p.add_argument("--from-scratch", dest="pretrained", action="store_false",
+                   help="start from a random initialisation instead of the pretrained backbone")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist)")
+    p.add_argument("--out", default="results/demo", metavar="DIR", help="output folder")
+    p.add_argument("--jobs", type=int, default=2, metavar="N",
+                   help="runs in parallel, one process and one torch thread each")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--force", action="store_true",
+                   help="rerun every run, replacing stored results")
+
+
+def demo_cells(args) -> List:
+    """The demo's runs as grid cells (one per method, budget and seed)."""
+    from .config import RunConfig
+    from .grid import Cell
+    from .pretrain import PRESET_BACKBONES
+
+    model = _BENCHMARKS[args.benchmark]
+    bench = dict(name=args.benchmark, n_experiences=5, train_per_class=args.train_per_class,
+                 test_per_class=args.test_per_class)
+    if args.pretrained:  # the stream leaves out exactly the backbone's pretraining images
+        bench["heldout_per_class"] = PRESET_BACKBONES[model].heldout_per_class
+    if args.data_root:
+        bench["data_root"] = args.data_root
+    cells = []
+    for seed in args.seeds:
+        for method in args.methods:
+            budgets = [0.0] if method in ("naive", "cumulative") else args.budgets
+            for r in budgets:
+                cfg = RunConfig(
+                    method=method, budget=r, model=model, pretrained=args.pretrained,
+                    selector=args.selector, scorer=args.scorer, token_choice=args.token_choice,
+                    replay_mode=args.replay_mode, dropout=args.dropout,
+                    dropout_schedule=args.dropout_schedule,
+                    dropout_fraction=args.dropout_fraction, epochs=args.epochs,
+                    batch_size=args.batch_size, lr=args.lr, seed=seed, device=args.device)
+                key = f"{method}" + (f"-budget={r:g}" if r else "") + f"-seed={seed}"
+                cells.append(Cell(len(cells), key, cfg, dict(bench, seed=seed), {}))
+    return cells
+
+
+def _label(result: Dict) -> str:
+    return _LABELS[result["config"]["method"]]
+
+
+def write_report(results: List[Dict], out: Path, title: str) -> str:
+    """Write ``results.json``, ``results.csv``, ``accuracy_vs_memory.png`` and
+    ``accuracy_matrices.png``; return the text report (table and matrices)."""
+    from .. import __version__
+    from .report import (aggregate, format_matrix, format_table, plot_accuracy_vs_memory,
+                         plot_matrices, write_csv)
+
+    rows = aggregate(results, _label)
+    (out / "results.json").write_text(json.dumps(dict(version=__version__, title=title,
+                                                      summary=rows, runs=results), indent=1))
+    write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "acc_matrix"}
+                                    for r in rows])
+    plot_accuracy_vs_memory(rows, out / "accuracy_vs_memory.png", title)
+    plot_matrices(rows, out / "accuracy_matrices.png", title + ": mean accuracy matrices")
+    text = format_table(rows) + "\n\n" + "\n\n".join(format_matrix(r) for r in rows)
+    (out / "results.txt").write_text(title + "\n\n" + text + "\n")
+    return text
+
+
+def main(args: argparse.Namespace) -> List[Dict]:
+    """Run the demo's runs (resumable, in parallel) and write the report into ``args.out``."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="No loggers specified")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from .execute import execute_cells
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = demo_cells(args)
+    start = time.perf_counter()
+
+    def progress(i, n, cell, res, seconds):
+        print(f"[{i}/{n}] {cell.key:<32} final acc {res['final_acc']:.3f}  "
+              f"({seconds:.0f} s)", flush=True)
+
+    results = execute_cells(cells, out, jobs=args.jobs, force=args.force, progress=progress)
+    title = (f"{args.benchmark}, 5 x 2 classes, {args.train_per_class} images per class, "
+             f"{args.epochs} epochs, {len(args.seeds)} seeds")
+    print(write_report(results, out, title))
+    print(f"\nresults in {out}/ (results.txt, results.json, results.csv, accuracy_vs_memory.png, "
+          f"accuracy_matrices.png); {time.perf_counter() - start:.0f} s")
+    return results

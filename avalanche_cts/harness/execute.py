@@ -1,0 +1,112 @@
+"""Running the cells of a grid: in parallel worker processes, resumable, never reusing a
+result made with other settings.
+
+Each cell writes ``<out>/<cell key>/result.json`` (and ``state.pt`` after every experience).
+A cell with a result is skipped only when every setting that shaped it matches (the run's,
+the data's and the backbone's, :func:`~.runner.run_settings`); otherwise it is refused with
+the differences (:class:`~.runner.StaleResultError`) unless ``force`` reruns it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from ..benchmarks import make_benchmark
+from ..models import model_normalization
+from .grid import Cell
+from .pretrain import PRESET_BACKBONES, pretrain_backbone
+from .runner import load_result, run, run_settings
+
+__all__ = ["cell_data", "execute_cells"]
+
+_BENCHMARKS: Dict[str, object] = {}
+"""Benchmarks built in this process, by their settings."""
+
+
+def cell_data(cell: Cell) -> Dict:
+    """The data settings of a cell: its benchmark arguments and the model's normalisation."""
+    in_chans = cell.cfg.model_kwargs.get("in_chans")
+    norm = model_normalization(cell.cfg.model, in_chans)
+    return dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
+
+
+def _benchmark(data: Dict):
+    key = repr(sorted(data.items()))
+    if key not in _BENCHMARKS:
+        kwargs = dict(data)
+        name = kwargs.pop("name")
+        n = kwargs.pop("normalization")
+        _BENCHMARKS.clear()  # one at a time: streams can be large
+        _BENCHMARKS[key] = make_benchmark(name, normalization=(n["mean"], n["std"]), **kwargs)
+    return _BENCHMARKS[key]
+
+
+def run_cell(cell: Cell, out: Path, threads: Optional[int] = None,
+             log: Optional[Callable[[str], None]] = None) -> Dict:
+    """Run one cell into ``out/<cell.key>/`` (resuming its ``state.pt``); returns the result."""
+    if threads:
+        torch.set_num_threads(threads)
+    data = cell_data(cell)
+    cfg = replace(cell.cfg, out_dir=str(out / cell.key))
+    return run(cfg, _benchmark(data), log=log, data=data)
+
+
+def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: bool = False,
+                  threads: Optional[int] = None, log: Optional[Callable[[str], None]] = print,
+                  progress: Optional[Callable[[int, int, Cell, Dict, float], None]] = None
+                  ) -> List[Dict]:
+    """Run the cells without a matching result, ``jobs`` at a time; return all results in
+    cell order.
+
+    :param jobs: worker processes (spawned; one torch thread each unless ``threads``).
+    :param force: rerun cells whose stored result was made with other settings (or any).
+    :param progress: called as ``progress(done, total, cell, result, seconds)``.
+    :raises StaleResultError: a stored result differs in its settings and ``force`` is off
+        (checked for every cell before any run starts).
+    """
+    out = Path(out)
+    results: Dict[int, Dict] = {}
+    todo: List[Cell] = []
+    for cell in cells:
+        path = out / cell.key / "result.json"
+        settings = run_settings(cell.cfg, cell_data(cell))
+        if force:
+            for name in ("result.json", "state.pt"):
+                (out / cell.key / name).unlink(missing_ok=True)
+            todo.append(cell)
+            continue
+        stored = load_result(path, settings, "--force replaces it")
+        if stored is None:
+            todo.append(cell)
+        else:
+            results[cell.index] = stored
+    if log and len(cells):
+        log(f"{len(cells)} runs: {len(cells) - len(todo)} finished, {len(todo)} to run"
+            + (f" in {jobs} processes" if jobs > 1 and len(todo) > 1 else ""))
+    start = time.perf_counter()
+
+    def finished(i: int, cell: Cell, res: Dict) -> None:
+        results[cell.index] = res
+        if progress:
+            progress(i, len(todo), cell, res, time.perf_counter() - start)
+
+    for spec in {PRESET_BACKBONES[c.cfg.model] for c in todo
+                 if c.cfg.pretrained and c.cfg.checkpoint is None and c.cfg.model in PRESET_BACKBONES}:
+        pretrain_backbone(spec, log=log)  # once, before workers start reading the cache
+    if jobs <= 1 or len(todo) <= 1:
+        for i, cell in enumerate(todo, 1):
+            finished(i, cell, run_cell(cell, out, threads, log))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(run_cell, c, out, threads or 1): c for c in todo}
+            for i, fut in enumerate(as_completed(futures), 1):
+                finished(i, futures[fut], fut.result())
+    return [results[c.index] for c in cells]

@@ -1,0 +1,312 @@
+"""Continual-learning methods by name: each builds an Avalanche strategy from a ``RunConfig``.
+
+Built in (``list_methods()``):
+
+* ``naive`` (no memory, the floor) and ``cumulative`` (retrains on all data seen so far, the
+  ceiling);
+* ``coreset``, ``core_tokens``, ``core_tokenset``: :class:`~avalanche_cts.CoreTokensetBuffer`
+  with :class:`~avalanche_cts.CoreTokensetReplayPlugin` (t = 1, t = r, t = r ** e);
+* ``replay`` (= ``replay_class_balanced``), ``replay_reservoir``, ``replay_herding``:
+  Avalanche's ``ReplayPlugin`` with a ``ClassBalancedBuffer``, ``ReservoirSamplingBuffer`` or
+  class-grouped herding ``ParametricBuffer``, resized after each experience to hold the same
+  bytes as a core tokenset at ``cfg.budget`` (uint8 pixels);
+* ``inflora`` (:class:`~avalanche_cts.strategies.InfLoRA`) and ``coda_prompt``
+  (:class:`~avalanche_cts.strategies.CODAPrompt`): rehearsal-free, 0 bytes of memory;
+  ``cfg.lr`` is their Adam learning rate and ``cfg.options`` their keywords.
+
+Register more with ``@register_method("name")`` on ``fn(cfg, model, evaluator) -> strategy``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin
+
+from ..buffer import CoreTokensetBuffer
+from ..memory import PixelCodec
+from ..plugin import CoreTokensetReplayPlugin
+from ..strategies.inflora import InfLoRA
+from ..strategies.prompt import CODAPrompt
+from .config import RunConfig
+from .distributed import DistributedCoreTokensetBuffer, rank, world_size
+
+__all__ = [
+    "BUFFER_METHODS",
+    "PEFT_METHODS",
+    "RANK_SEED_STRIDE",
+    "ByteBudgetResize",
+    "build_strategy",
+    "list_methods",
+    "make_optimizer",
+    "register_method",
+    "strategy_kwargs",
+]
+
+RANK_SEED_STRIDE = 1_000_003
+"""Seed offset per rank for what should differ between ranks (dropout masks, memory batches)."""
+
+MethodBuilder = Callable[[RunConfig, nn.Module, EvaluationPlugin], "object"]
+_METHODS: Dict[str, MethodBuilder] = {}
+
+
+def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
+    """Register a strategy builder ``fn(cfg, model, evaluator) -> SupervisedTemplate``."""
+
+    def deco(fn: MethodBuilder) -> MethodBuilder:
+        _METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_methods() -> List[str]:
+    return sorted(_METHODS)
+
+
+def build_strategy(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin):
+    """The Avalanche strategy of ``cfg.method`` around ``model``."""
+    if cfg.method not in _METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; registered: {list_methods()}")
+    return _METHODS[cfg.method](cfg, model, evaluator)
+
+
+def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` (adam, adamw, sgd with ``cfg.momentum``) over ``params``."""
+    params = list(params)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def strategy_kwargs(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin) -> Dict:
+    """Keyword arguments shared by Avalanche strategies (optimiser from ``cfg.optimizer``)."""
+    return dict(
+        model=model,
+        optimizer=make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad)),
+        criterion=nn.CrossEntropyLoss(),
+        train_mb_size=cfg.batch_size,
+        train_epochs=cfg.epochs,
+        eval_mb_size=cfg.eval_batch_size,
+        device=cfg.device,
+        evaluator=evaluator,
+    )
+
+
+@register_method("naive")
+def _naive(cfg, model, evaluator):
+    from avalanche.training import Naive
+
+    return Naive(**strategy_kwargs(cfg, model, evaluator))
+
+
+@register_method("cumulative")
+def _cumulative(cfg, model, evaluator):
+    from avalanche.training import Cumulative
+
+    return Cumulative(**strategy_kwargs(cfg, model, evaluator))
+
+
+# ------------------------------------------------------------- token memories
+def _token_method(cfg: RunConfig, model, evaluator):
+    from avalanche.training import Naive
+
+    buffer_cls = DistributedCoreTokensetBuffer if world_size() > 1 else CoreTokensetBuffer
+    buffer = buffer_cls(budget_fraction=cfg.budget, token_retention=cfg.retention(),
+                        selector=cfg.selector, scorer=cfg.scorer, token_choice=cfg.token_choice,
+                        seed=cfg.seed,
+                        **{"num_workers": cfg.num_workers, **cfg.options.get("buffer", {})})
+    plugin = CoreTokensetReplayPlugin(
+        buffer, batch_size_mem=cfg.batch_size_mem, replay_mode=cfg.replay_mode,
+        dropout=cfg.dropout, dropout_schedule=cfg.dropout_schedule,
+        dropout_fraction=cfg.dropout_fraction, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
+        **cfg.options.get("plugin", {}))
+    plugin.prepare_model(model)
+    return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[plugin])
+
+
+for _name in ("coreset", "core_tokens", "core_tokenset"):
+    register_method(_name)(_token_method)
+
+
+# ------------------------------------------------------ Avalanche's sample buffers
+class ByteBudgetResize(SupervisedPlugin):
+    """Resizes an Avalanche sample buffer to ``budget * seen bytes / sample_bytes`` samples
+    before it is updated, so it holds the same bytes as a core tokenset at that budget.
+
+    Must come before the ``ReplayPlugin`` in the plugin list. ``state_dict`` holds the
+    buffer's samples as 8-bit pixels (exact for 8-bit images, as our memory stores them), so
+    a run with an Avalanche buffer resumes like the others.
+
+    :param normalization: the stream's input normalisation, to store exact pixels.
+    """
+
+    def __init__(self, storage_policy, budget: float, normalization=None):
+        super().__init__()
+        if not 0 < budget <= 1:
+            raise ValueError(
+                f"replay budget must be a fraction in (0, 1] of the bytes of the data seen, "
+                f"got {budget!r}"
+            )
+        self.storage_policy = storage_policy
+        self.budget = budget
+        self.normalization = normalization
+        self.sample_bytes: Optional[int] = None
+        self.seen_bytes = 0
+
+    def after_training_exp(self, strategy, **kwargs):
+        data = strategy.experience.dataset
+        if self.sample_bytes is None:
+            self.sample_bytes = data[0][0].numel()  # uint8 pixels of one sample
+        self.seen_bytes += len(data) * self.sample_bytes
+        self.storage_policy.max_size = int(self.budget * self.seen_bytes // self.sample_bytes)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.storage_policy.buffer) * (self.sample_bytes or 0)
+
+    def state_dict(self) -> Dict:
+        """Counters, the policy's own counters and every group's samples (8-bit pixels)."""
+        return dict(sample_bytes=self.sample_bytes, seen_bytes=self.seen_bytes,
+                    policy=_policy_state(self.storage_policy, self.normalization))
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore what :meth:`state_dict` saved into a freshly built policy."""
+        self.sample_bytes, self.seen_bytes = state["sample_bytes"], state["seen_bytes"]
+        _restore_policy(self.storage_policy, state["policy"], self.normalization)
+
+
+def _samples_state(buffer, normalization) -> Optional[Dict]:
+    """A sample buffer's items as uint8 pixels, labels and task labels (``None`` if empty)."""
+    data = buffer.buffer
+    if len(data) == 0:
+        return None
+    xs, ys, ts = zip(*[data[i][:3] for i in range(len(data))])
+    x = torch.stack(xs)
+    codec = PixelCodec(torch.uint8, normalization and normalization.for_channels(x.shape[-3]))
+    return dict(pixels=codec.encode(x.movedim(-3, -1)),
+                labels=torch.tensor([int(y) for y in ys]),
+                tasks=torch.tensor([int(t) for t in ts]))
+
+
+def _samples_dataset(state: Dict, normalization):
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+    pixels = state["pixels"]
+    codec = PixelCodec(torch.uint8, normalization and normalization.for_channels(pixels.shape[-1]))
+    x = codec.decode(pixels).movedim(-1, -3)
+    return _make_taskaware_tensor_classification_dataset(
+        x, state["labels"], task_labels=state["tasks"].tolist())
+
+
+def _buffer_state(buffer, normalization) -> Dict:
+    weights = getattr(buffer, "_buffer_weights", None)
+    return dict(max_size=buffer.max_size, samples=_samples_state(buffer, normalization),
+                weights=weights)
+
+
+def _restore_buffer(buffer, state: Dict, normalization) -> None:
+    buffer.max_size = state["max_size"]
+    if state["samples"] is not None:
+        buffer.buffer = _samples_dataset(state["samples"], normalization)
+    if state["weights"] is not None:
+        buffer._buffer_weights = state["weights"]
+
+
+_POLICY_COUNTERS = ("seen_classes", "seen_groups", "_num_exps", "total_num_classes")
+
+
+def _policy_state(policy, normalization) -> Dict:
+    """State of an Avalanche storage policy: its counters and each group's samples."""
+    counters = {k: getattr(policy, k) for k in _POLICY_COUNTERS if hasattr(policy, k)}
+    groups = getattr(policy, "buffer_groups", None)
+    if groups is None:
+        return dict(counters=counters, main=_buffer_state(policy, normalization))
+    return dict(counters=counters, max_size=policy.max_size,
+                groups={k: _buffer_state(g, normalization) for k, g in groups.items()})
+
+
+def _restore_policy(policy, state: Dict, normalization) -> None:
+    from avalanche.training.storage_policy import (
+        ParametricBuffer,
+        ReservoirSamplingBuffer,
+        _ParametricSingleBuffer,
+    )
+
+    for k, v in state["counters"].items():
+        setattr(policy, k, v)
+    if "main" in state:
+        _restore_buffer(policy, state["main"], normalization)
+        return
+    policy.max_size = state["max_size"]
+    for key, g in state["groups"].items():
+        if key not in policy.buffer_groups:
+            policy.buffer_groups[key] = (
+                _ParametricSingleBuffer(g["max_size"], policy.selection_strategy)
+                if isinstance(policy, ParametricBuffer) else ReservoirSamplingBuffer(g["max_size"]))
+        _restore_buffer(policy.buffer_groups[key], g, normalization)
+
+
+def _reservoir(cfg, model):
+    from avalanche.training.storage_policy import ReservoirSamplingBuffer
+
+    return ReservoirSamplingBuffer(max_size=1)
+
+
+def _class_balanced(cfg, model):
+    from avalanche.training.storage_policy import ClassBalancedBuffer
+
+    return ClassBalancedBuffer(max_size=1, adaptive_size=True)
+
+
+def _herding(cfg, model):
+    from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
+
+    return ParametricBuffer(max_size=1, groupby="class",
+                            selection_strategy=HerdingSelectionStrategy(model, "head_drop"))
+
+
+BUFFER_METHODS = {"replay": _class_balanced, "replay_reservoir": _reservoir,
+                  "replay_class_balanced": _class_balanced, "replay_herding": _herding}
+"""Method name -> storage-policy factory ``(cfg, model) -> ExemplarsBuffer``."""
+
+
+def _buffer_method(make_policy: Callable) -> Callable:
+    def build(cfg, model, evaluator):
+        from avalanche.training import Naive
+        from avalanche.training.plugins import ReplayPlugin
+
+        from ..normalization import resolve_normalization
+
+        policy = make_policy(cfg, model)
+        replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,
+                              batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
+                              storage_policy=policy)
+        resize = ByteBudgetResize(policy, cfg.budget, resolve_normalization(model))
+        return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[resize, replay])
+
+    return build
+
+
+PEFT_METHODS = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+"""Method name -> rehearsal-free strategy class."""
+
+
+def _peft_method(cls: type) -> Callable:
+    def build(cfg, model, evaluator):
+        return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, **cfg.options)
+
+    return build
+
+
+for _name, _factory in BUFFER_METHODS.items():
+    register_method(_name)(_buffer_method(_factory))
+for _name, _cls in PEFT_METHODS.items():
+    register_method(_name)(_peft_method(_cls))

@@ -1,0 +1,288 @@
+"""Pretrained backbones for the embedded benchmarks, as large pretrained ViTs are for the paper's.
+
+The paper adapts an ImageNet-21k ViT-B/16 to ImageNet-scale streams: a backbone strong on its
+pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
+
+1. **Disjoint images.** The last ``heldout_per_class`` training images of every class
+   (:data:`~avalanche_cts.benchmarks.fmnist.DEFAULT_HELDOUT` = 5,000 of 6,000) are the
+   pretraining pool; streams built with the same number never show them. Of the pool, the
+   last ``val_per_class`` images per class are kept out of training to measure the backbone.
+   Like ImageNet-21k for ImageNet-R, the pretraining labels cover the stream's classes.
+2. **Training.** Supervised on the pool (``cluttered_fmnist``: a new scene per item every
+   epoch, so positions and clutter never repeat; ``fmnist``: flips and +-2 px shifts), AdamW
+   with a one-cycle schedule, label smoothing 0.1. **Partial inputs, MAE-style:** half of each
+   batch keeps a random share of its tokens drawn in [0.1, 1], fed in turn as zero-filled
+   (mean colour), sparse and mask-token inputs, so the backbone is robust to what replay
+   and token dropout feed it.
+3. **Checkpoint.** ``{"state_dict": backbone (with the learned mask token), "meta": settings
+   and accuracies}`` under ``$AVALANCHE_CTS_CACHE/pretrained/`` (default
+   ``~/.cache/avalanche_cts/pretrained/``), named after the settings; training resumes from a
+   per-epoch ``.partial.pt``. The classifier is not saved, and a loaded backbone gets a fresh
+   head from its own random stream (:func:`~.checkpoint.fresh_head`): the pretraining head
+   would leak the stream's labels, and a head drawn from the pretraining run's seed would be
+   the very head the backbone co-adapted with.
+4. ``meta`` reports accuracy on the held-out pool images and the test set with 100/50/25/10%
+   of the tokens kept, zero-filled and sparse (:func:`partial_input_accuracy`).
+
+``python -m avalanche_cts.harness.pretrain [fmnist|cluttered_fmnist]`` pretrains (or finds)
+the default backbone and prints its path and accuracies.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..benchmarks.cluttered import compose_scenes
+from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
+from ..models import create_model, get_adapter
+from ..normalization import resolve_normalization
+from ..tokens import random_keep_mask
+from .checkpoint import fresh_head, read_checkpoint
+
+__all__ = [
+    "BACKBONES",
+    "PRESET_BACKBONES",
+    "PretrainSpec",
+    "cache_root",
+    "load_pretrained",
+    "partial_input_accuracy",
+    "pretrain_backbone",
+]
+
+PathLike = Union[str, Path]
+_MODES = ("zero", "sparse", "mask")
+_INIT_STREAM = 0x9E37_79B9
+"""Offset of the pretraining initialisation stream (never a run's head stream)."""
+
+
+def cache_root() -> Path:
+    """``$AVALANCHE_CTS_CACHE`` or ``~/.cache/avalanche_cts``."""
+    return Path(os.environ.get("AVALANCHE_CTS_CACHE", Path.home() / ".cache" / "avalanche_cts"))
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Settings of one pretraining run (they name its checkpoint)."""
+
+    benchmark: str = "cluttered_fmnist"
+    model: str = "vit_clutter_tiny"
+    heldout_per_class: int = DEFAULT_HELDOUT
+    val_per_class: int = 200
+    epochs: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    drop_share: float = 0.5
+    """Share of each batch trained on a partial input."""
+    min_keep: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.benchmark not in ("fmnist", "cluttered_fmnist"):
+            raise ValueError(f"pretraining knows fmnist and cluttered_fmnist, got {self.benchmark!r}")
+        for name in ("heldout_per_class", "val_per_class", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.val_per_class >= self.heldout_per_class:
+            raise ValueError("val_per_class must be smaller than heldout_per_class")
+        if not 0 < self.lr < 1 or not 0 <= self.drop_share <= 1 or not 0 < self.min_keep <= 1:
+            raise ValueError(f"need 0 < lr < 1, drop_share in [0, 1], min_keep in (0, 1]: {self}")
+
+    def file_name(self) -> str:
+        return (f"{self.model}_{self.benchmark}-held{self.heldout_per_class}-val{self.val_per_class}"
+                f"_e{self.epochs}_lr{self.lr:g}_wd{self.weight_decay:g}_b{self.batch_size}"
+                f"_drop{self.drop_share:g}-{self.min_keep:g}_s{self.seed}.pt")
+
+
+BACKBONES: Dict[str, PretrainSpec] = {
+    "fmnist": PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny"),
+    "cluttered_fmnist": PretrainSpec(),
+}
+"""Default pretraining of each embedded benchmark's backbone."""
+PRESET_BACKBONES: Dict[str, PretrainSpec] = {s.model: s for s in BACKBONES.values()}
+"""The embedded pretraining a preset gets with ``RunConfig(pretrained=True)``."""
+
+
+def _pool(spec: PretrainSpec, data_root) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(train items, labels, val items, labels, test items, labels)``, uint8 28 x 28."""
+    xtr, ytr, xte, yte = load_fashion_mnist(data_root)
+    held = heldout_indices(ytr, spec.heldout_per_class)
+    val = heldout_indices(ytr, spec.val_per_class)
+    train = held[~torch.isin(held, val)]
+    return xtr[train], ytr[train], xtr[val], ytr[val], xte, yte
+
+
+def _scenes(spec: PretrainSpec, items: Tensor, clutter: Tensor, g: torch.Generator) -> Tensor:
+    """uint8 model images of ``items``: cluttered scenes, or the items themselves."""
+    if spec.benchmark == "cluttered_fmnist":
+        return compose_scenes(items, clutter, g)[0]
+    return items[:, None]
+
+
+def _augment(x: Tensor, g: torch.Generator, shift: int) -> Tensor:
+    """Random horizontal flips and integer shifts up to ``shift`` px of ``(B, C, H, W)``."""
+    b, c, h, w = x.shape
+    flip = torch.rand(b, generator=g) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if shift == 0:
+        return x
+    pad = F.pad(x, (shift,) * 4)
+    oy, ox = torch.randint(0, 2 * shift + 1, (2, b), generator=g)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    return pad[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+               rows, cols]
+
+
+@torch.no_grad()
+def partial_input_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
+                           keeps: Sequence[float] = (1.0, 0.5, 0.25, 0.1),
+                           modes: Sequence[str] = ("zero", "sparse"), batch_size: int = 500,
+                           seed: int = 0) -> Dict[str, float]:
+    """Accuracy of ``model`` on normalised ``images`` keeping a random share of the tokens.
+
+    :return: ``{"keep1": acc, "zero0.5": acc, "sparse0.5": acc, ...}`` (same random tokens
+        for every mode).
+    """
+    adapter = get_adapter(model)
+    was = model.training
+    model.eval()
+    out: Dict[str, float] = {}
+    try:
+        for keep in keeps:
+            g = torch.Generator().manual_seed(seed)
+            counts = torch.full((len(labels),), max(1, round(keep * adapter.num_tokens)))
+            mask = random_keep_mask(counts, adapter.num_tokens, generator=g)
+            for mode in (("full",) if keep >= 1 else modes):
+                hits = 0
+                for i in range(0, len(labels), batch_size):
+                    x = images[i:i + batch_size]
+                    logits = model(x) if mode == "full" else adapter.forward_partial(
+                        x, mask[i:i + batch_size], mode)
+                    hits += int((logits.argmax(1) == labels[i:i + batch_size]).sum())
+                out["keep1" if mode == "full" else f"{mode}{keep:g}"] = hits / len(labels)
+    finally:
+        model.train(was)
+    return out
+
+
+def _checkpoint_path(spec: PretrainSpec, cache_dir: Optional[PathLike]) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "pretrained"
+    return root / spec.file_name()
+
+
+def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
+                      data_root: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
+                      log=print) -> Path:
+    """Pretrain a backbone (protocol in the module docstring); ``spec`` is a
+    :class:`PretrainSpec` or the name of a default in :data:`BACKBONES`.
+
+    Returns the checkpoint path; an existing checkpoint is returned at once and an
+    interrupted run resumes from its last finished epoch.
+    """
+    spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    path = _checkpoint_path(spec, cache_dir)
+    if path.is_file():
+        return path
+    x, y, xv, yv, xte, yte = _pool(spec, data_root)
+    gen = torch.Generator().manual_seed(_INIT_STREAM + spec.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(_INIT_STREAM + spec.seed)
+        model = create_model(spec.model, num_classes=10)
+    adapter = get_adapter(model)
+    adapter.add_mask_token(gen)
+    norm = resolve_normalization(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    per_epoch = math.ceil(len(y) / spec.batch_size)
+    steps = spec.epochs * per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=steps,
+                                                pct_start=0.1)
+    partial, start = path.with_suffix(".partial.pt"), 0
+    if partial.is_file():
+        state = read_checkpoint(partial, lambda p: torch.load(p, weights_only=False),
+                                "delete it to restart pretraining")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        start = state["epoch"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shift = 2 if spec.benchmark == "fmnist" else 0
+    step = start * per_epoch
+    for epoch in range(start, spec.epochs):
+        model.train()
+        images = _augment(_scenes(spec, x, x, gen), gen, shift)
+        order = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(y), spec.batch_size):
+            b = order[i:i + spec.batch_size]
+            xb = norm.normalize(images[b].float() / 255)
+            rates = spec.min_keep + (1 - spec.min_keep) * torch.rand(len(b), generator=gen)
+            counts = (rates * adapter.num_tokens).round().clamp(1, adapter.num_tokens).long()
+            whole = torch.rand(len(b), generator=gen) >= spec.drop_share
+            counts[whole] = adapter.num_tokens
+            keep = random_keep_mask(counts, adapter.num_tokens, generator=gen)
+            logits = adapter.forward_partial(xb, keep, _MODES[step % len(_MODES)])
+            loss = F.cross_entropy(logits, y[b], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                        gen=gen.get_state(), epoch=epoch + 1), partial)
+        if log:
+            log(f"pretrain {spec.model} on {spec.benchmark}: epoch {epoch + 1}/{spec.epochs}, "
+                f"last loss {loss.item():.3f}")
+    evals = {}
+    for name, (items, labels) in (("val", (xv, yv)), ("test", (xte, yte))):
+        scenes = _scenes(spec, items, x, torch.Generator().manual_seed(spec.seed + 1))
+        evals[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels)
+    meta = dict(asdict(spec), n_images=len(y), accuracy=evals)
+    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    torch.save(dict(state_dict=backbone, meta=meta), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    partial.unlink()
+    if log:
+        log(f"pretrained {spec.model}: held-out accuracy {evals['val']['keep1']:.4f}, test "
+            f"{evals['test']['keep1']:.4f} -> {path}")
+    return path
+
+
+def backbone_meta(spec: Union[PretrainSpec, str] = "cluttered_fmnist", **kwargs) -> Dict:
+    """The ``meta`` of a pretrained backbone (pretraining it first if needed)."""
+    path = pretrain_backbone(spec, **kwargs)
+    return read_checkpoint(path, lambda p: torch.load(p, weights_only=False),
+                           "delete it to pretrain again")["meta"]
+
+
+def load_pretrained(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *, num_classes: int = 10,
+                    seed: int = 0, **pretrain_kwargs) -> nn.Module:
+    """The pretrained backbone (pretraining it first if needed) with a fresh classifier of
+    ``num_classes`` outputs drawn from the head stream of ``seed`` (:func:`fresh_head`).
+
+    :param pretrain_kwargs: :func:`pretrain_backbone` keywords (``data_root``, ``cache_dir``).
+    """
+    spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    path = pretrain_backbone(spec, **pretrain_kwargs)
+    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=True),
+                            "delete it to pretrain again")["state_dict"]
+    model = create_model(spec.model, num_classes=num_classes)
+    get_adapter(model).add_mask_token(torch.Generator())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise RuntimeError(f"checkpoint {path} does not fit {spec.model}: {missing} {unexpected}")
+    return fresh_head(model, seed)
+
+
+if __name__ == "__main__":
+    name = sys.argv[1] if len(sys.argv) > 1 else "cluttered_fmnist"
+    print(f"checkpoint: {pretrain_backbone(name)}\naccuracy: {backbone_meta(name)['accuracy']}")

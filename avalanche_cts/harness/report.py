@@ -1,0 +1,351 @@
+"""Figures and tables of run results (the dicts :func:`avalanche_cts.experiment.run` returns).
+
+* :func:`plot_run`: one run's accuracy matrix (heat map) and its accuracy on the seen
+  experiences after each one.
+* :func:`write_csv`: rows (dicts) as a CSV file.
+* :func:`write_summary`: every ``<out>/<cell>/result.json`` of a grid as ``summary.csv``
+  (one row per run), ``summary.md`` (mean ± std over seeds) and ``summary.png`` (final accuracy
+  against the memory budget, one line per method/selector/scorer, one panel per task count).
+* :func:`aggregate` (mean and std over seeds), :func:`format_table`, :func:`format_matrix`,
+  :func:`plot_accuracy_vs_memory` (error bars, references, y from 0) and
+  :func:`plot_matrices` (heat maps): what the demo and the benchmark scripts report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "aggregate",
+    "format_matrix",
+    "format_table",
+    "mean_std",
+    "plot_accuracy_vs_memory",
+    "plot_matrices",
+    "plot_run",
+    "summary_rows",
+    "write_csv",
+    "write_summary",
+]
+
+_TOKEN_METHODS = ("coreset", "core_tokens", "core_tokenset")
+
+
+def write_csv(path: Path, rows: Sequence[Dict], fieldnames: Optional[Sequence[str]] = None) -> None:
+    """Write ``rows`` to ``path`` with a header (default columns: the first row's keys)."""
+    if not rows and fieldnames is None:
+        raise ValueError(f"nothing to write to {path}: no rows and no fieldnames")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_run(result: Dict, path: Path) -> None:
+    """Save the accuracy matrix and the seen-experience accuracy curve of one run."""
+    plt = _pyplot()
+    m = result["acc_matrix"]
+    n = len(m)
+    seen = [sum(m[i][: i + 1]) / (i + 1) for i in range(n)]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    im = ax1.imshow(m, vmin=0, vmax=1, cmap="viridis")
+    if n <= 10:
+        for i in range(n):
+            for j in range(len(m[i])):
+                color = "k" if m[i][j] > 0.6 else "w"
+                ax1.text(j, i, f"{m[i][j]:.2f}", ha="center", va="center", fontsize=7, color=color)
+    ticks = list(range(0, n, max(1, n // 10)))
+    for set_ticks, set_labels in (
+        (ax1.set_xticks, ax1.set_xticklabels),
+        (ax1.set_yticks, ax1.set_yticklabels),
+    ):
+        set_ticks(ticks)
+        set_labels([str(t + 1) for t in ticks])
+    ax1.set_xlabel("test experience")
+    ax1.set_ylabel("after training experience")
+    fig.colorbar(im, ax=ax1, fraction=0.046)
+    ax2.plot(range(1, n + 1), seen, marker="o")
+    ax2.set_xticks([t + 1 for t in ticks])
+    ax2.set_xlabel("experiences trained")
+    ax2.set_ylabel("accuracy on seen experiences")
+    ax2.set_ylim(0, 1)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(
+        f"{result['key']}: final {result['final_acc']:.3f}, avg inc {result['avg_inc_acc']:.3f}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _label(cfg: Dict) -> str:
+    if cfg["method"] == "coreset":
+        return f"coreset {cfg['selector']}"
+    if cfg["method"] in _TOKEN_METHODS:
+        return f"{cfg['method']} {cfg['selector']}+{cfg['scorer']}"
+    return cfg["method"]
+
+
+def _uses_memory(cfg: Dict, result: Dict) -> bool:
+    return (
+        result["memory_bytes"] > 0 or cfg["method"] in _TOKEN_METHODS or "replay" in cfg["method"]
+    )
+
+
+def summary_rows(out: Path) -> List[Dict]:
+    """One row per finished run under ``out`` (``<cell>/result.json``), sorted by cell;
+    ``budget`` is None for methods without a memory (naive, cumulative, PEFT baselines)."""
+    rows = []
+    for f in sorted(Path(out).glob("*/result.json")):
+        r = json.loads(f.read_text())
+        cfg, info = r["config"], r.get("benchmark") or {}
+        rows.append(
+            dict(
+                cell=f.parent.name,
+                label=_label(cfg),
+                method=cfg["method"],
+                selector=cfg["selector"],
+                scorer=cfg["scorer"],
+                budget=cfg["budget"] if _uses_memory(cfg, r) else None,
+                token_retention=cfg["token_retention"],
+                benchmark=info.get("name", ""),
+                n_experiences=info.get("n_experiences", len(r["acc_matrix"])),
+                seed=cfg["seed"],
+                final_acc=r["final_acc"],
+                avg_inc_acc=r["avg_inc_acc"],
+                forgetting=r["forgetting"],
+                final_acc_weighted=r.get("final_acc_weighted", ""),
+                avg_inc_acc_weighted=r.get("avg_inc_acc_weighted", ""),
+                memory_bytes=r["memory_bytes"],
+                wall_time_s=round(r["wall_time_s"], 1),
+            )
+        )
+    return rows
+
+
+def _pct(values: List[float]) -> str:
+    """``"mean ± std"`` in % (sample std over seeds), or the value of a single run."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    m, s = mean_std(values)
+    return f"{100 * m:.2f} ± {100 * s:.2f}"
+
+
+def write_summary(out: Path) -> str:
+    """Write ``summary.{csv,md,png}`` under ``out`` from its finished runs; return the table."""
+    out = Path(out)
+    rows = summary_rows(out)
+    if not rows:
+        return "no finished runs"
+    write_csv(out / "summary.csv", rows)
+    groups: Dict[Tuple, List[Dict]] = {}
+    for r in rows:
+        groups.setdefault((r["benchmark"], r["n_experiences"], r["label"], r["budget"]), []).append(
+            r
+        )
+    lines = [
+        "| benchmark | tasks | method | budget | final acc (%) | avg inc acc (%) | "
+        "forgetting (%) | memory (MB) | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (bm, tasks, label, budget), rs in sorted(
+        groups.items(), key=lambda kv: (*map(str, kv[0][:3]), kv[0][3] or 0.0)
+    ):
+        accs = [_pct([r[k] for r in rs]) for k in ("final_acc", "avg_inc_acc", "forgetting")]
+        mb = statistics.mean(r["memory_bytes"] for r in rs) / 1e6
+        shown = "-" if budget is None else f"{budget:g}"
+        cells = [bm, tasks, label, shown, *accs, f"{mb:.2f}", len(rs)]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    table = "\n".join(lines)
+    (out / "summary.md").write_text(table + "\n")
+    _plot_summary(groups, out / "summary.png")
+    return table
+
+
+def _plot_summary(groups: Dict[Tuple, List[Dict]], path: Path) -> None:
+    plt = _pyplot()
+    panels = sorted({(bm, tasks) for bm, tasks, _, _ in groups}, key=str)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (bm, tasks) in zip(axes[0], panels):
+        labels = sorted({lab for b, t, lab, _ in groups if (b, t) == (bm, tasks)})
+        for i, lab in enumerate(labels):
+            pts = sorted(
+                (budget, statistics.mean(r["final_acc"] for r in rs))
+                for (b, t, la, budget), rs in groups.items()
+                if (b, t, la) == (bm, tasks, lab)
+            )
+            if pts[0][0] is None:  # no memory: a reference line
+                ax.axhline(pts[0][1], ls="--", color=f"C{i}", label=lab)
+            else:
+                ax.plot(
+                    [p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}", label=lab
+                )
+        budgets = {budget for b, t, _, budget in groups if (b, t) == (bm, tasks)} - {None}
+        if len(budgets) > 1 and min(budgets) > 0:
+            ax.set_xscale("log")
+        ax.set_title(f"{bm}, {tasks} tasks", fontsize=9)
+        ax.set_xlabel("memory budget (fraction of the data seen)")
+        ax.set_ylabel("final accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------ seeds aggregated
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    values = list(values)
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+_METRICS = ("final_acc", "avg_inc_acc", "forgetting")
+
+
+def aggregate(results: Sequence[Dict], label: Callable[[Dict], str]) -> List[Dict]:
+    """Rows of mean and std over seeds, one per ``(label(result), budget)`` in first-seen
+    order: ``label, budget, n, <metric>_mean, <metric>_std`` for final accuracy, average
+    incremental accuracy and forgetting, mean memory bytes and records, the token retention
+    and the mean accuracy matrix. ``budget`` is None for methods without a memory."""
+    groups: Dict[Tuple[str, Optional[float]], List[Dict]] = {}
+    for r in results:
+        cfg = r["config"]
+        budget = cfg["budget"] if _uses_memory(cfg, r) else None
+        groups.setdefault((label(r), budget), []).append(r)
+    rows = []
+    for (lab, budget), rs in groups.items():
+        row = dict(label=lab, budget=budget, n=len(rs),
+                   retention=_retention(rs[0]["config"]),
+                   memory_bytes=statistics.fmean(r["memory_bytes"] for r in rs),
+                   memory_records=statistics.fmean(r["memory_records"] for r in rs),
+                   wall_time_s=statistics.fmean(r["wall_time_s"] for r in rs))
+        for m in _METRICS:
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in rs])
+        mats = [r["acc_matrix"] for r in rs]
+        row["acc_matrix"] = [[statistics.fmean(m[i][j] for m in mats) for j in range(len(mats[0][i]))]
+                             for i in range(len(mats[0]))]
+        rows.append(row)
+    return rows
+
+
+def _retention(cfg: Dict) -> Optional[float]:
+    from .config import RunConfig
+
+    return RunConfig.from_dict({k: v for k, v in cfg.items()}).retention()
+
+
+def format_table(rows: Sequence[Dict]) -> str:
+    """A plain-text table of :func:`aggregate` rows (accuracies in %, mean ± std)."""
+    head = (f"{'method':<22}{'budget':>7}{'t':>7}{'records':>9}{'bytes':>10}"
+            f"{'final acc':>15}{'avg inc acc':>15}{'forgetting':>15}{'runs':>5}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        budget = "" if r["budget"] is None else f"{100 * r['budget']:g}%"
+        t = "" if r["retention"] is None else f"{r['retention']:.3g}"
+        cells = [f"{100 * r[m + '_mean']:6.1f} ± {100 * r[m + '_std']:4.1f}" for m in _METRICS]
+        lines.append(f"{r['label']:<22}{budget:>7}{t:>7}{r['memory_records']:>9.0f}"
+                     f"{r['memory_bytes']:>10.0f}{cells[0]:>15}{cells[1]:>15}{cells[2]:>15}"
+                     f"{r['n']:>5}")
+    return "\n".join(lines)
+
+
+def format_matrix(row: Dict) -> str:
+    """The mean accuracy matrix of an :func:`aggregate` row as text (rows: after training
+    experience i; columns: test experience j; %)."""
+    m = row["acc_matrix"]
+    budget = "" if row["budget"] is None else f" at {100 * row['budget']:g}%"
+    lines = [f"{row['label']}{budget} (mean of {row['n']} seeds, %):",
+             "          " + "".join(f"{'exp ' + str(j + 1):>8}" for j in range(len(m[0])))]
+    for i, r in enumerate(m):
+        lines.append(f"after {i + 1:<4}" + "".join(f"{100 * v:>8.1f}" for v in r))
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_memory(rows: Sequence[Dict], path: Path, title: str,
+                            metric: str = "final_acc") -> None:
+    """Accuracy (mean ± std over seeds, error bars) against the memory budget for every
+    label with a memory; labels without one (naive, cumulative, ...) are horizontal lines
+    with a band of ± std. The y-axis starts at 0; series are shifted sideways and drawn
+    with distinct markers, so equal values stay visible."""
+    plt = _pyplot()
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    series = [lab for lab in dict.fromkeys(r["label"] for r in rows)
+              if any(r["budget"] is not None for r in rows if r["label"] == lab)]
+    markers = "osD^vP*Xh<>"
+    for i, lab in enumerate(series):
+        pts = sorted((r["budget"], r[f"{metric}_mean"], r[f"{metric}_std"]) for r in rows
+                     if r["label"] == lab and r["budget"] is not None)
+        shift = 1.0 + 0.035 * (i - (len(series) - 1) / 2)
+        ax.errorbar([100 * b * shift for b, _, _ in pts], [100 * m for _, m, _ in pts],
+                    yerr=[100 * s for _, _, s in pts], marker=markers[i % len(markers)],
+                    capsize=3, lw=1.4, ms=5, color=f"C{i}", label=lab)
+    refs = [r for r in rows if r["budget"] is None]
+    for k, r in enumerate(refs):
+        m, s = 100 * r[f"{metric}_mean"], 100 * r[f"{metric}_std"]
+        color = ("0.35", "0.6", "0.8")[k % 3]
+        ax.axhline(m, color=color, ls=("--", ":", "-.")[k % 3], lw=1.2,
+                   label=f"{r['label']} ({m:.1f})")
+        ax.axhspan(m - s, m + s, color=color, alpha=0.15, lw=0)
+    budgets = sorted({r["budget"] for r in rows if r["budget"] is not None})
+    if budgets:
+        ax.set_xscale("log")
+        ax.set_xticks([100 * b for b in budgets])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("memory budget (% of the bytes of the data seen)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%), mean ± std")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_matrices(rows: Sequence[Dict], path: Path, title: str) -> None:
+    """Heat maps of the mean accuracy matrices of :func:`aggregate` rows (one panel each)."""
+    plt = _pyplot()
+    n = len(rows)
+    cols = min(4, n)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, rows):
+        m = r["acc_matrix"]
+        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(m)):
+            for j in range(len(m[i])):
+                ax.text(j, i, f"{100 * m[i][j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="k" if m[i][j] > 0.6 else "w")
+        budget = "" if r["budget"] is None else f" {100 * r['budget']:g}%"
+        ax.set_title(f"{r['label']}{budget}", fontsize=8)
+        ax.set_xticks(range(len(m[0])), [str(j + 1) for j in range(len(m[0]))], fontsize=6)
+        ax.set_yticks(range(len(m)), [str(i + 1) for i in range(len(m))], fontsize=6)
+        ax.set_xlabel("test experience", fontsize=7)
+        ax.set_ylabel("after training", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,304 @@
+"""Run one continual-learning method on a benchmark and collect its metrics.
+
+:func:`run` builds the method's strategy (:mod:`.methods`), gives it the GPU training path
+(:mod:`.training_path`: bf16 autocast, gradient accumulation, cosine schedule, DDP under
+``torchrun``), loads the backbone (:mod:`.checkpoint`, fresh heads from their own random
+stream), attaches Avalanche loggers, and with ``out_dir`` writes ``result.json``,
+``accuracy.png`` and a run checkpoint after every experience (``state.pt``), from which an
+interrupted run resumes. A result records every setting that shaped it (``settings``: the
+run's and the data's) and is reused only when all of them match (:func:`check_reuse`).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.training.plugins import EvaluationPlugin
+
+from ..buffer import CoreTokensetBuffer
+from ..plugin import CoreTokensetReplayPlugin
+from .checkpoint import (
+    load_backbone,
+    load_run_state,
+    restore_run_state,
+    run_state_parts,
+    save_run_state,
+)
+from .config import RunConfig, fingerprint, settings_diff
+from .distributed import is_main_process, rank, world_size
+from .methods import RANK_SEED_STRIDE, ByteBudgetResize, build_strategy
+from .pretrain import PRESET_BACKBONES, load_pretrained
+from .training_path import compile_blocks, enable_training_path, set_fused_attention
+
+__all__ = [
+    "StaleResultError",
+    "accuracy_summary",
+    "check_reuse",
+    "load_result",
+    "make_model",
+    "resolve_device",
+    "run",
+    "run_settings",
+    "save_result",
+]
+
+_ACC_KEY = re.compile(r"Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+
+
+class StaleResultError(ValueError):
+    """A stored result or run state was made with other settings than the ones asked for."""
+
+
+def run_settings(cfg: RunConfig, data: Dict) -> Dict:
+    """Everything that shapes a run's numbers: the run's settings, the data's and, for a
+    preset's embedded pretraining, the backbone's."""
+    out = dict(run=cfg.shaping(), data=data)
+    if cfg.pretrained and cfg.model in PRESET_BACKBONES and cfg.checkpoint is None:
+        out["backbone"] = PRESET_BACKBONES[cfg.model].file_name()
+    return out
+
+
+def make_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """The run's network: a preset with ``pretrained=True`` gets its embedded pretraining
+    (:func:`~.pretrain.load_pretrained`), anything else :func:`~.checkpoint.load_backbone`;
+    the classifier is drawn from the head stream of ``cfg.seed``."""
+    if cfg.pretrained and cfg.checkpoint is None and cfg.model in PRESET_BACKBONES:
+        if cfg.model_kwargs:
+            raise ValueError(f"model_kwargs {cfg.model_kwargs} cannot change the pretrained "
+                             f"preset {cfg.model!r}: drop them or set pretrained=False")
+        return load_pretrained(PRESET_BACKBONES[cfg.model], num_classes=num_classes, seed=cfg.seed)
+    return load_backbone(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                         head_seed=cfg.seed, **{"num_classes": num_classes, **cfg.model_kwargs})
+
+
+def check_reuse(saved: Dict, settings: Dict, path: Path, force_hint: str) -> None:
+    """Raise :class:`StaleResultError` when ``saved`` settings (of a stored result or run
+    state at ``path``) differ from ``settings``, naming the differences and both ways out."""
+    diff = settings_diff(saved, settings)
+    if diff:
+        shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+        raise StaleResultError(
+            f"{path} was made with other settings ({shown}). Rerun it with these settings "
+            f"({force_hint}), or keep it and write to another output folder (--out DIR)"
+        )
+
+
+def accuracy_summary(matrix: List[List[float]],
+                     sizes: Optional[List[int]] = None) -> Dict[str, float]:
+    """Metrics of an accuracy matrix ``acc[i][j]`` (test experience j after training i).
+
+    final accuracy = mean_j acc[T-1][j]; average incremental accuracy = mean_i of
+    mean_{j<=i} acc[i][j]; forgetting = mean_{j<T-1} (max_{i<T-1} acc[i][j] - acc[T-1][j]).
+    With the test set ``sizes`` of the experiences, also the sample-weighted versions
+    (accuracy on all seen-class test images, as InfLoRA reports): ``final_acc_weighted``,
+    ``avg_inc_acc_weighted``.
+    """
+    n = len(matrix)
+    final = sum(matrix[-1][: n]) / n
+    avg_inc = sum(sum(matrix[i][: i + 1]) / (i + 1) for i in range(n)) / n
+    forg = [max(matrix[i][j] for i in range(j, n - 1)) - matrix[-1][j] for j in range(n - 1)]
+    out = dict(final_acc=final, avg_inc_acc=avg_inc,
+               forgetting=sum(forg) / len(forg) if forg else 0.0)
+    if sizes is not None:
+        seen = [sum(matrix[i][j] * sizes[j] for j in range(i + 1)) / sum(sizes[: i + 1])
+                for i in range(n)]
+        out.update(final_acc_weighted=seen[-1], avg_inc_acc_weighted=sum(seen) / n)
+    return out
+
+
+def _memory_stats(strategy) -> Dict[str, int]:
+    for p in strategy.plugins:
+        if isinstance(p, CoreTokensetReplayPlugin):
+            b: CoreTokensetBuffer = p.storage_policy
+            return dict(memory_bytes=b.nbytes, memory_records=b.num_records,
+                        memory_tokens=b.num_tokens)
+        if isinstance(p, ByteBudgetResize):
+            return dict(memory_bytes=p.nbytes, memory_records=len(p.storage_policy.buffer),
+                        memory_tokens=-1)
+    return dict(memory_bytes=0, memory_records=0, memory_tokens=0)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available; under torchrun a bare ``cuda`` means ``cuda:LOCAL_RANK``."""
+    import os
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but no CUDA GPU is available: use cpu")
+    if device == "cuda" and world_size() > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank()))}"
+    return torch.device(device)
+
+
+def _loggers(cfg: RunConfig, out: Optional[Path], stack: ExitStack) -> List:
+    from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger, TextLogger
+
+    if out is None and set(cfg.loggers) - {"progress"}:
+        raise ValueError("the text, csv and tensorboard loggers write under out_dir: set it")
+    if not is_main_process():
+        return []
+    made = []
+    for name in cfg.loggers:
+        if name == "progress":
+            made.append(InteractiveLogger())
+        elif name == "text":
+            out.mkdir(parents=True, exist_ok=True)
+            made.append(TextLogger(stack.enter_context(open(out / "log.txt", "a"))))
+        elif name == "csv":
+            made.append(CSVLogger(log_folder=str(out / "csv")))
+            stack.callback(made[-1].close)
+        else:
+            made.append(TensorboardLogger(tb_log_dir=str(out / "tb")))
+            stack.callback(made[-1].writer.close)
+    return made
+
+
+def _evaluator(loggers: List) -> EvaluationPlugin:
+    metrics = [accuracy_metrics(experience=True)]
+    if loggers:
+        metrics += [accuracy_metrics(epoch=True, stream=True), loss_metrics(epoch=True)]
+    return EvaluationPlugin(*metrics, loggers=loggers)
+
+
+def _resume(settings: Dict, path: Path, strategy,
+            benchmark) -> Tuple[int, List[List[float]], float]:
+    """Restore ``strategy`` from a run checkpoint; return (next experience, rows, seconds)."""
+    state = load_run_state(path)
+    check_reuse(state["config"], settings, path, "delete it, set resume=False or pass --force")
+    restore_run_state(state, strategy)
+    start = state["next_experience"]
+    from avalanche.training import Cumulative
+
+    if isinstance(strategy, Cumulative) and start:
+        from avalanche.benchmarks.utils import concat_datasets
+
+        strategy.dataset = concat_datasets([e.dataset for e in benchmark.train_stream[:start]])
+    return start, state["acc_matrix"], state["elapsed_s"]
+
+
+def _check_data(model: nn.Module, benchmark) -> None:
+    """Labels outside the head and image sizes the model cannot take fail before any work."""
+    from ..models import get_adapter
+
+    adapter = get_adapter(model)
+    data = benchmark.train_stream[0].dataset
+    x = data[0][0]
+    adapter.check_images(x[None])
+    targets = [y for exp in benchmark.train_stream for y in exp.dataset.targets]
+    adapter.check_targets(torch.as_tensor(targets))
+
+
+def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = print,
+        model: Optional[nn.Module] = None, data: Optional[Dict] = None) -> Dict:
+    """Train ``cfg.method`` on ``benchmark.train_stream``, evaluating on the whole test
+    stream after each experience. Returns a JSON-ready dict of settings and metrics.
+
+    With ``cfg.out_dir`` (main process only): ``result.json`` and ``accuracy.png`` at the end,
+    ``state.pt`` after every experience; with ``cfg.resume`` a run restarts from ``state.pt``
+    (refused, naming the differences, when it was written with other settings).
+    Under torch.distributed every rank calls ``run`` and gets the same result.
+
+    :param model: the network to train (default: :func:`make_model` with
+        ``benchmark.n_classes`` outputs).
+    :param data: the data settings recorded with the result (default ``benchmark.info``).
+    """
+    from avalanche.training.determinism.rng_manager import RNGManager
+
+    RNGManager.set_random_seeds(cfg.seed)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if model is None:
+        model = make_model(cfg, benchmark.n_classes)
+    _check_data(model, benchmark)
+    set_fused_attention(model, True)
+    if cfg.compile:
+        compile_blocks(model)
+    settings = run_settings(cfg, getattr(benchmark, "info", None) or {} if data is None else data)
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    with ExitStack() as stack:
+        strategy = build_strategy(replace(cfg, device=str(device)), model,
+                                  _evaluator(_loggers(cfg, out, stack)))
+        enable_training_path(strategy, precision=cfg.precision, grad_accum=cfg.grad_accum,
+                             lr_schedule=cfg.lr_schedule, sampler_seed=cfg.seed)
+        _, unsupported = run_state_parts(strategy)
+        state_path = out / "state.pt" if out is not None and not unsupported else None
+        start, matrix, elapsed = 0, [], 0.0
+        if state_path is not None and cfg.resume and state_path.is_file():
+            start, matrix, elapsed = _resume(settings, state_path, strategy, benchmark)
+            if log:
+                log(f"[{cfg.key()}] resumed from {state_path} after {start} experiences")
+        if world_size() > 1:
+            torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * rank() + start)
+        loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
+        sizes = [len(e.dataset) for e in benchmark.test_stream]
+        n = len(benchmark.train_stream)
+        t0 = time.perf_counter()
+        for i, exp in enumerate(benchmark.train_stream):
+            if i < start:
+                continue
+            strategy.train(exp, persistent_workers=cfg.num_workers > 0, **loader_kw)
+            metrics = strategy.eval(benchmark.test_stream, **loader_kw)
+            row = [0.0] * n
+            for name, value in metrics.items():
+                m = _ACC_KEY.search(name)
+                if m:
+                    row[int(m.group(1))] = float(value)
+            matrix.append(row)
+            seconds = elapsed + time.perf_counter() - t0
+            if state_path is not None and is_main_process():
+                save_run_state(state_path, strategy, next_experience=i + 1, acc_matrix=matrix,
+                               elapsed_s=seconds, config=settings)
+            if log:
+                seen = sum(row[: i + 1]) / (i + 1)
+                mem = _memory_stats(strategy)["memory_bytes"]
+                log(f"[{cfg.key()}] exp {i + 1}/{n}: acc on seen {seen:.3f}, memory {mem} B, "
+                    f"{seconds:.1f} s")
+    from .. import __version__
+
+    result = dict(config=asdict(cfg), key=cfg.key(), settings=settings,
+                  fingerprint=fingerprint(settings), version=__version__, acc_matrix=matrix,
+                  wall_time_s=elapsed + time.perf_counter() - t0, test_sizes=sizes,
+                  benchmark=getattr(benchmark, "info", None), world_size=world_size(),
+                  device=str(device), **accuracy_summary(matrix, sizes), **_memory_stats(strategy))
+    if device.type == "cuda":
+        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    if out is not None and is_main_process():
+        from .report import plot_run
+
+        save_result(result, out / "result.json")
+        plot_run(result, out / "accuracy.png")
+    return result
+
+
+def load_result(path: Path, settings: Dict, force_hint: str = "--force") -> Optional[Dict]:
+    """A stored result at ``path`` if it exists and was made with ``settings``; ``None`` if
+    there is none; :class:`StaleResultError` if it was made with other settings. An
+    unreadable file raises naming it."""
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}): delete it to rerun that run") from None
+    check_reuse(result.get("settings", {}), settings, path, force_hint)
+    return result
+
+
+def save_result(result: Dict, path: Path) -> None:
+    """Write a run's result JSON atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)

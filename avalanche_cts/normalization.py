@@ -1,0 +1,124 @@
+"""Input normalisation: the per-channel mean and std a backbone was trained with.
+
+Streams feed a model ``(x - mean) / std`` of pixels ``x`` in [0, 1], as its own pre-processing
+does (timm: ``pretrained_cfg`` mean/std, as ``timm.data.resolve_data_config`` gives them;
+Hugging Face: the image processor's constants). In that space 0 is the mean colour, an empty
+token: zero fill, token dropout and replay put 0 there. The memory stores exact 8-bit pixels
+and inverts the normalisation when encoding (:class:`~avalanche_cts.memory.PixelCodec`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Normalization",
+    "resolve_normalization",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``mean`` and ``std`` (pixel units, [0, 1] scale) of a model's inputs.
+
+    ``Normalization((0.5,) * 3, (0.5,) * 3)`` maps [0, 1] to [-1, 1].
+    """
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def __post_init__(self):
+        mean = tuple(float(m) for m in self.mean)
+        std = tuple(float(s) for s in self.std)
+        if not mean or len(mean) != len(std):
+            raise ValueError(
+                f"normalisation needs one mean and one std per channel, got mean {self.mean} and "
+                f"std {self.std}"
+            )
+        if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+            raise ValueError(
+                f"normalisation mean must be finite and std positive, got mean {mean}, std {std}"
+            )
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    @classmethod
+    def identity(cls, channels: int) -> "Normalization":
+        """No normalisation: inputs stay in [0, 1] (mean 0, std 1)."""
+        return cls((0.0,) * channels, (1.0,) * channels)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def for_channels(self, channels: int) -> "Normalization":
+        """The same constants for ``channels`` channels: a single value is repeated; three
+        values average to one for grey inputs (what timm does for ``in_chans=1``)."""
+        if channels == self.channels:
+            return self
+        if self.channels == 1:
+            return Normalization(self.mean * channels, self.std * channels)
+        if channels == 1:
+            return Normalization((sum(self.mean) / self.channels,),
+                                 (sum(self.std) / self.channels,))
+        raise ValueError(
+            f"normalisation has {self.channels} channels, the model {channels}: pass "
+            f"Normalization(mean, std) with {channels} values"
+        )
+
+    def _shape(self, x: Tensor, channel_dim: int) -> Tuple[Tensor, Tensor]:
+        shape = [1] * x.dim()
+        shape[channel_dim] = self.channels
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
+        return mean, std
+
+    def normalize(self, x: Tensor, channel_dim: int = -3) -> Tensor:
+        """``(x - mean) / std`` of float pixels in [0, 1] (channels at ``channel_dim``)."""
+        mean, std = self._shape(x, channel_dim)
+        return (x.float() - mean) / std
+
+    def denormalize(self, x: Tensor, channel_dim: int = -3) -> Tensor:
+        """Back to pixels in [0, 1]: ``x * std + mean`` (float32)."""
+        mean, std = self._shape(x, channel_dim)
+        return x.float() * std + mean
+
+
+NormalizationLike = Union[Normalization, Tuple[Sequence[float], Sequence[float]], nn.Module, None]
+
+
+def resolve_normalization(spec: NormalizationLike, channels: int = None) -> Normalization:
+    """A :class:`Normalization` from an object, a ``(mean, std)`` pair, a model (its own
+    constants: timm ``pretrained_cfg``, the Hugging Face processor defaults), or ``None``
+    (identity: inputs in [0, 1]); adapted to ``channels`` when given."""
+    if isinstance(spec, nn.Module):
+        from .models import get_adapter
+
+        adapter = get_adapter(spec)
+        norm = adapter.normalization
+        channels = adapter.in_chans if channels is None else channels
+    elif spec is None:
+        norm = Normalization.identity(channels or 1)
+    elif isinstance(spec, Normalization):
+        norm = spec
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+        norm = Normalization(tuple(spec[0]), tuple(spec[1]))
+    else:
+        raise TypeError(
+            f"normalization must be a Normalization, a (mean, std) pair, a model or None, got "
+            f"{type(spec).__name__}"
+        )
+    return norm if channels is None else norm.for_channels(channels)

@@ -1,0 +1,44 @@
+"""The partial-input training recipe: how memory records are replayed and new data is dropped.
+
+One default (:data:`DEFAULT_RECIPE`) shared by :class:`~avalanche_cts.CoreTokensetReplayPlugin`,
+:class:`~avalanche_cts.CoreTokensetBuffer`, the harness's ``RunConfig``, the demo and the
+configs; chosen by measurement (``benchmarks/recipe_ablation.py``, README "The recipe").
+This module imports nothing heavy, so command-line help can read it.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["DEFAULT_RECIPE", "DROPOUT_SCHEDULES", "REPLAY_MODES", "TOKEN_CHOICES", "Recipe"]
+
+REPLAY_MODES = ("zero", "sparse", "mask")
+"""``zero``: dropped tokens are 0 in normalised space (the mean colour), sequence length T
+(paper); ``sparse``: only kept tokens with their own position embeddings (MAE encoder);
+``mask``: a learned mask token in place of each dropped token (MAE-style), length T."""
+DROPOUT_SCHEDULES = ("fixed", "uniform")
+"""``fixed``: every sample keeps ``round(rate * T)`` tokens; ``uniform``: a keep rate drawn per
+sample in [rate, 1] (per batch under sparse replay, whose sequences share one length)."""
+TOKEN_CHOICES = ("topk", "gumbel")
+"""``topk``: the highest-scoring tokens; ``gumbel``: tokens sampled without replacement with
+probabilities softmax(standardised score / temperature) (Gumbel top-k)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One partial-input recipe (see the module constants for the choices).
+
+    :ivar replay_mode: how a memory record (and a dropped new sample) is fed to the model.
+    :ivar dropout: token keep rate on new data; ``None`` follows the memory's retention t,
+        ``1.0`` is no dropout.
+    :ivar dropout_schedule: ``fixed`` or ``uniform``.
+    :ivar dropout_fraction: share of each new-data batch that gets dropout.
+    :ivar token_choice: ``topk`` or ``gumbel``.
+    """
+
+    replay_mode: str = "zero"
+    dropout: Optional[float] = None
+    dropout_schedule: str = "fixed"
+    dropout_fraction: float = 1.0
+    token_choice: str = "topk"
+
+
+DEFAULT_RECIPE = Recipe()

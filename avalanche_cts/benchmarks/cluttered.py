@@ -176,4 +176,7 @@ def cluttered_fashion_mnist(
     info = dict(name="cluttered_fmnist", n_experiences=n_experiences, seed=seed,
                 train_per_class=train_per_class, test_per_class=test_per_class,
                 validation=validation, heldout_per_class=heldout_per_class)
-    return class_incremental_stream(sets[0], sets[1], n_experiences, seed, fixed_class_order, info)
+    bm = class_incremental_stream(sets[0], sets[1], n_experiences, seed, fixed_class_order, info)
+    bm.scenes = dict(train=sets[0], test=sets[1])
+    """The scene datasets with their object masks (diagnostics: where stored tokens fall)."""
+    return bm

@@ -34,6 +34,7 @@ from .checkpoint import (
     save_run_state,
 )
 from .config import RunConfig, fingerprint, settings_diff
+from .diagnostics import memory_diagnostics
 from .distributed import is_main_process, rank, world_size
 from .methods import RANK_SEED_STRIDE, ByteBudgetResize, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
@@ -272,6 +273,11 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
                   wall_time_s=elapsed + time.perf_counter() - t0, test_sizes=sizes,
                   benchmark=getattr(benchmark, "info", None), world_size=world_size(),
                   device=str(device), **accuracy_summary(matrix, sizes), **_memory_stats(strategy))
+    for p in strategy.plugins:
+        diag = (memory_diagnostics(p.storage_policy, benchmark)
+                if isinstance(p, CoreTokensetReplayPlugin) else None)
+        if diag is not None:
+            result["memory_diagnostics"] = diag
     if device.type == "cuda":
         result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     if out is not None and is_main_process():

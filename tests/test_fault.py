@@ -54,3 +54,31 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, method):
     a, b = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (whole, resumed))
     assert a == b  # same accuracy matrix, memory bytes and records
     assert a["records"] > 0
+
+
+@pytest.mark.parametrize("method, options", [("inflora", {"rank": 2}),
+                                             ("coda_prompt", {"pool_size": 6, "prompt_length": 2})])
+def test_rehearsal_free_baselines_resume_identically(tmp_path, method, options):
+    from dataclasses import replace
+
+    import torch
+
+    from avalanche_cts.benchmarks import synthetic_benchmark
+    from avalanche_cts.harness import RunConfig, run
+
+    torch.set_num_threads(1)
+    bm = synthetic_benchmark(3, n_classes=6, train_per_class=24, test_per_class=6, image_size=8,
+                             channels=1)
+    cfg = RunConfig(method=method, model="vit_digits_micro", epochs=2, batch_size=16, lr=0.01,
+                    seed=1, options=options)
+    whole = run(replace(cfg, out_dir=str(tmp_path / "a")), bm, log=None)
+
+    def crash(line):
+        if "exp 2/3" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(cfg, out_dir=str(tmp_path / "b")), bm, log=crash)
+    lines = []
+    resumed = run(replace(cfg, out_dir=str(tmp_path / "b")), bm, log=lines.append)
+    assert "resumed" in lines[0] and resumed["acc_matrix"] == whole["acc_matrix"]

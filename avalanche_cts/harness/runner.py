@@ -36,8 +36,9 @@ from .checkpoint import (
 from .config import RunConfig, fingerprint, settings_diff
 from .diagnostics import memory_diagnostics
 from .distributed import is_main_process, rank, world_size
-from .methods import RANK_SEED_STRIDE, ByteBudgetResize, build_strategy
+from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
+from .sample_buffers import ByteBudgetResize
 from .training_path import compile_blocks, enable_training_path, set_fused_attention
 
 __all__ = [

@@ -81,9 +81,9 @@ def _cells(args, label: str, base: RunConfig, budgets: Sequence[float]) -> List[
     for seed in args.seeds:
         for r in budgets:
             cfg = replace(base, budget=r, seed=seed)
-            key = f"{label.replace(' ', '_')}-r{r:g}-s{seed}-{fingerprint(cfg.shaping())[:8]}"
-            cells.append(Cell(len(cells), key.replace("/", "_"), cfg, _bench(args, seed),
-                              dict(label=label)))
+            # named by the settings: a setting shared by two stages runs once
+            key = f"{cfg.method}-r{r:g}-s{seed}-{fingerprint(cfg.shaping())[:10]}"
+            cells.append(Cell(len(cells), key, cfg, _bench(args, seed), dict(label=label)))
     return cells
 
 

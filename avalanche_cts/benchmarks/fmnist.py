@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..normalization import NormalizationLike, resolve_normalization
+from ..models import resolve_normalization
+from ..normalization import NormalizationLike
 
 __all__ = [
     "DEBIAN_FMNIST_DIR",

@@ -26,6 +26,7 @@ from torch import nn
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..buffer import CoreTokensetBuffer
+from ..models import resolve_normalization
 from ..plugin import CoreTokensetReplayPlugin
 from ..strategies.inflora import InfLoRA
 from ..strategies.prompt import CODAPrompt
@@ -162,8 +163,6 @@ def _buffer_method(make_policy: Callable) -> Callable:
     def build(cfg, model, evaluator):
         from avalanche.training import Naive
         from avalanche.training.plugins import ReplayPlugin
-
-        from ..normalization import resolve_normalization
 
         policy = make_policy(cfg, model)
         replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,

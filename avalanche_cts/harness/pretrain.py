@@ -44,8 +44,7 @@ from torch import Tensor, nn
 
 from ..benchmarks.cluttered import compose_scenes
 from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
-from ..models import create_model, get_adapter
-from ..normalization import resolve_normalization
+from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens import random_keep_mask
 from .checkpoint import fresh_head, read_checkpoint
 

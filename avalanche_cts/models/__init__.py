@@ -6,10 +6,11 @@ maps, key scaling). Families register with :func:`register_adapter`, most specif
 timm ``VisionTransformer`` (:mod:`.timm_vit`), Hugging Face ``ViTForImageClassification``
 (:mod:`.hf_vit`) and the BLIP vision tower (:mod:`.hf_blip`).
 """
-from typing import Callable, List, Tuple, Type
+from typing import Callable, List, Optional, Tuple, Type
 
 from torch import nn
 
+from ..normalization import Normalization, NormalizationLike
 from .attention import AttentionAccess
 from .hf_blip import HFBlipVisionAdapter, is_hf_blip
 from .hf_vit import HFViTAdapter, is_hf_vit
@@ -29,6 +30,7 @@ __all__ = [
     "list_presets",
     "model_normalization",
     "register_adapter",
+    "resolve_normalization",
 ]
 
 _ADAPTERS: List[Tuple[Callable[[nn.Module], bool], Type]] = []
@@ -76,3 +78,25 @@ def attention_access(model) -> AttentionAccess:
     raise TypeError(
         f"no attention access for {type(adapter).__name__}: token scorers cannot read its attention"
     )
+
+
+def resolve_normalization(spec: NormalizationLike, channels: Optional[int] = None) -> Normalization:
+    """A :class:`~avalanche_cts.normalization.Normalization` from an object, a ``(mean, std)``
+    pair, a model (its own constants: timm ``pretrained_cfg``, the Hugging Face processor
+    defaults), or ``None`` (identity: inputs in [0, 1]); adapted to ``channels`` when given."""
+    if isinstance(spec, nn.Module):
+        adapter = get_adapter(spec)
+        norm = adapter.normalization
+        channels = adapter.in_chans if channels is None else channels
+    elif spec is None:
+        norm = Normalization.identity(channels or 1)
+    elif isinstance(spec, Normalization):
+        norm = spec
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+        norm = Normalization(tuple(spec[0]), tuple(spec[1]))
+    else:
+        raise TypeError(
+            f"normalization must be a Normalization, a (mean, std) pair, a model or None, got "
+            f"{type(spec).__name__}"
+        )
+    return norm if channels is None else norm.for_channels(channels)

@@ -51,3 +51,41 @@ def test_stream_pools_and_validation_are_disjoint(fake_fmnist):
     assert [len(e.dataset) for e in test.train_stream] == [16] * 5
     assert len(val.scenes["test"]) == 50 and len(test.scenes["test"]) == 50
     assert test.info["validation"] is False and val.info["validation"] is True
+
+
+def test_memory_diagnostics_check_provenance_and_object_hits(fake_fmnist):
+    from types import SimpleNamespace
+
+    from avalanche_cts import CoreTokensetBuffer, create_model
+    from avalanche_cts.harness.diagnostics import memory_diagnostics
+    from avalanche_cts.scorers import TokenScorer
+
+    bm = cluttered_fashion_mnist(5, data_root=fake_fmnist, heldout_per_class=20,
+                                 train_per_class=10, test_per_class=2)
+    scenes = bm.scenes["train"]
+    lookup = {bytes(img.numpy()): i for i, img in enumerate(scenes.images)}
+    truth = object_token_mask(scenes.object_masks, 8)
+
+    class ObjectFirst(TokenScorer):
+        """Scores the object's tokens 1, the rest 0 (looked up from the scene itself)."""
+
+        def score(self, model, images, targets=None):
+            pixels = (images * 255).round().to(torch.uint8)
+            return torch.stack([truth[lookup[bytes(p.numpy())]].float() for p in pixels])
+
+    model = create_model("vit_tiny_patch16_224", img_size=64, patch_size=8, in_chans=1,
+                         embed_dim=32, depth=1, num_heads=2, num_classes=10)
+    rates = {}
+    for name, scorer in (("object", ObjectFirst()), ("random", "random")):
+        buf = CoreTokensetBuffer(budget_fraction=0.2, token_retention=1 / 64, scorer=scorer,
+                                 keep_sources=True, normalization=((0.0,), (1.0,)))
+        for exp in bm.train_stream:
+            buf.post_adapt(SimpleNamespace(model=model, device="cpu"), exp)
+        diag = memory_diagnostics(buf, bm)
+        assert diag["records"] == buf.num_records > 0 and diag["provenance_mismatches"] == 0
+        rates[name] = diag["object_hit_rate"]
+    assert rates["object"] == 1.0  # one kept token per scene, always on the object
+    assert abs(rates["random"] - diag["object_share"]) < 0.1
+    group = next(iter(buf.groups.values()))
+    group.values[0, 0] ^= 1  # one stored pixel no longer matches its source image
+    assert memory_diagnostics(buf, bm)["provenance_mismatches"] == 1

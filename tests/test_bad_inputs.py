@@ -192,7 +192,7 @@ CASES = [
     ("scorer wrong image size", lambda t: get_scorer("atman").score(_micro(), _images(size=12)),
      ValueError, "do not fit the model"),
     ("scorer atman factor", lambda t: get_scorer("atman", factor=1.5), ValueError,
-     "factor (suppression strength) must be in (0, 1]"),
+     "factor (suppression strength) must be in [0, 1]"),
     ("scorer unknown", lambda t: get_scorer("lime"), ValueError, "unknown token scorer 'lime'"),
     ("selector negative k", lambda t: get_selector("herding").select(-1, 4, _features()),
      ValueError, "k must be an integer >= 0"),

@@ -68,8 +68,11 @@ class AtManScorer(AttributionScorer):
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-        if not 0.0 < factor <= 1.0:
-            raise ValueError(f"factor (suppression strength) must be in (0, 1], got {factor!r}")
+        if not 0.0 <= factor <= 1.0:
+            raise ValueError(
+                f"factor (suppression strength) must be in [0, 1] (0 suppresses nothing), "
+                f"got {factor!r}"
+            )
         if not -1.0 <= threshold:
             raise ValueError(f"threshold (cosine similarity) must be >= -1, got {threshold!r}")
         if max_memory_mb is not None and not max_memory_mb > 0:

@@ -34,12 +34,10 @@ from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import (aggregate, format_table, plot_accuracy_vs_memory,
                                           plot_matrices, write_csv)
 
+from common import MODELS, PEFT, add_common_args, finish_args
+
 HERE = Path(__file__).resolve().parent / "results"
-MODELS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
-PEFT = {"InfLoRA": dict(method="inflora", lr=0.005, lr_schedule="cosine", options={"rank": 8}),
-        "CODA-Prompt": dict(method="coda_prompt", lr=0.005, lr_schedule="cosine",
-                            options={"pool_size": 100, "prompt_length": 8})}
 
 
 def rows(recipe: Dict) -> List[tuple]:
@@ -119,21 +117,12 @@ def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", default="cluttered_fmnist", choices=sorted(MODELS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train-per-class", type=int, default=None,
-                   help="training images per class (default: as the recipe ablation, 200 on "
-                        "cluttered_fmnist, 300 on fmnist_pretrained)")
+    add_common_args(p)
     p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of the recipe ablation (default: its results folder)")
     p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
-    args.out = args.out or HERE / "accuracy_vs_bytes" / args.benchmark
-    if args.train_per_class is None:
-        args.train_per_class = 200 if args.benchmark == "cluttered_fmnist" else 300
+    args = finish_args(p.parse_args(argv), HERE / "accuracy_vs_bytes")
     args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
     return args
 

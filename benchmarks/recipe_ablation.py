@@ -43,8 +43,9 @@ from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import aggregate, plot_accuracy_vs_memory, write_csv
 
+from common import MODELS, PEFT, add_common_args, finish_args
+
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_ablation"
-MODELS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
 LRS = (1e-4, 3e-4, 1e-3)
 EPOCHS = (2, 4)
 STAGE_BUDGETS = (0.01, 0.05)
@@ -111,8 +112,8 @@ def _score(results: List[Dict]) -> float:
 
 
 def _base(args, train: Dict) -> RunConfig:
-    return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64,
-                     options={"buffer": {"keep_sources": True}}, **train)
+    settings = dict(dict(options={"buffer": {"keep_sources": True}}), **train)
+    return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64, **settings)
 
 
 def choose_training(args) -> Tuple[Dict, Dict[str, List[Dict]]]:
@@ -149,6 +150,7 @@ def run_references(args, train: Dict) -> Dict[str, List[Dict]]:
         ("coreset (ours, t = 1)", "coreset", REFERENCE_BUDGETS),
         ("Avalanche replay", "replay", REFERENCE_BUDGETS),
         ("naive", "naive", (0.0,)), ("cumulative", "cumulative", (0.0,)))]
+    groups += [(name, _base(args, dict(train, **peft)), (0.0,)) for name, peft in PEFT.items()]
     return _run(args, groups)
 
 
@@ -187,8 +189,7 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
               "| method | " + " | ".join(f"{100 * b:g}%" for b in REFERENCE_BUDGETS) + " | |",
               "|---|" + "---|" * (len(REFERENCE_BUDGETS) + 1)]
     for k, v in refs.items():
-        budgets = REFERENCE_BUDGETS if v[0]["config"]["method"] not in ("naive", "cumulative") \
-            else (0.0,)
+        budgets = REFERENCE_BUDGETS if v[0]["config"]["budget"] > 0 else (0.0,)
         lines.append(_row(k, v, budgets))
     lines += ["", "## Winning recipe", "", "```json", json.dumps(recipe, indent=1), "```"]
     text = "\n".join(lines) + "\n"
@@ -209,22 +210,12 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", default="cluttered_fmnist", choices=sorted(MODELS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train-per-class", type=int, default=None,
-                   help="training images per class (default: 200 on cluttered_fmnist, whose "
-                        "runs cost 4x more, 300 on fmnist_pretrained)")
+    add_common_args(p)
     p.add_argument("--val-per-class", type=int, default=100)
     p.add_argument("--stages", nargs="*", choices=[s for s, _ in STAGES],
-                   help="run only these stages (default: all)")
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: benchmarks/results/recipe_ablation/<benchmark>)")
-    args = p.parse_args(argv)
-    args.out = args.out or RESULTS / args.benchmark
-    if args.train_per_class is None:
-        args.train_per_class = 200 if args.benchmark == "cluttered_fmnist" else 300
-    return args
+                   help="run only these stages (default: all; skipped ones keep the start "
+                        "setting)")
+    return finish_args(p.parse_args(argv), RESULTS)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -34,7 +34,7 @@ from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import (aggregate, format_table, plot_accuracy_vs_memory,
                                           plot_matrices, write_csv)
 
-from common import MODELS, PEFT, add_common_args, finish_args
+from common import BASE_SETTINGS, MODELS, PEFT, add_common_args, finish_args
 
 HERE = Path(__file__).resolve().parent / "results"
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -58,7 +58,8 @@ def rows(recipe: Dict) -> List[tuple]:
 
 def make_cells(args, chosen: Dict) -> List[Cell]:
     model = MODELS[args.benchmark]
-    base = RunConfig(model=model, pretrained=True, batch_size=64, **chosen["training"])
+    base = RunConfig(model=model, pretrained=True, batch_size=64,
+                     **dict(BASE_SETTINGS, **chosen["training"]))
     sources = {"buffer": {"keep_sources": True}}  # provenance and object hits of token memories
     cells = []
     for label, change, budgets in rows(chosen["recipe"]):

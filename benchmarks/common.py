@@ -9,6 +9,12 @@ from typing import Dict
 MODELS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
 """Embedded benchmark -> its shipped pretrained backbone preset."""
 
+BASE_SETTINGS = dict(selector="random", scorer="random", replay_mode="zero", dropout=None,
+                     dropout_schedule="fixed", dropout_fraction=1.0, token_choice="topk",
+                     retention_exponent=0.5)
+"""Every row starts from these (the paper's recipe, random selector and scorer) and changes what
+it studies, so stored results never depend on the library's current defaults."""
+
 PEFT: Dict[str, Dict] = {
     "InfLoRA": dict(method="inflora", lr=0.005, lr_schedule="cosine", options={"rank": 8}),
     "CODA-Prompt": dict(method="coda_prompt", lr=0.005, lr_schedule="cosine",

@@ -43,7 +43,7 @@ from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import aggregate, plot_accuracy_vs_memory, write_csv
 
-from common import MODELS, PEFT, add_common_args, finish_args
+from common import BASE_SETTINGS, MODELS, PEFT, add_common_args, finish_args
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_ablation"
 LRS = (1e-4, 3e-4, 1e-3)
@@ -66,9 +66,7 @@ STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("selector", [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (1 / 3, 0.5, 2 / 3)]),
 ]
-START = dict(method="core_tokenset", selector="random", scorer="gradlrp", token_choice="topk",
-             replay_mode="zero", dropout=None, dropout_schedule="fixed", dropout_fraction=1.0,
-             retention_exponent=0.5)
+START = dict(BASE_SETTINGS, method="core_tokenset", scorer="gradlrp")
 """The paper's recipe (zero fill, dropout at keep rate t, top-k tokens) with GradLRP tokens."""
 
 
@@ -112,7 +110,8 @@ def _score(results: List[Dict]) -> float:
 
 
 def _base(args, train: Dict) -> RunConfig:
-    settings = dict(dict(options={"buffer": {"keep_sources": True}}), **train)
+    settings = dict(BASE_SETTINGS, options={"buffer": {"keep_sources": True}})
+    settings.update(train)
     return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64, **settings)
 
 

@@ -65,7 +65,7 @@ class RunConfig:
     token_retention: Optional[float] = None
     """Fraction t of the tokens kept per stored sample; ``None``: coreset 1, core tokens r,
     core tokenset ``r ** retention_exponent``."""
-    retention_exponent: float = 0.5
+    retention_exponent: float = DEFAULT_RECIPE.retention_exponent
     """Core tokenset split of a budget r: t = r ** e tokens of r ** (1 - e) of the samples."""
     selector: str = "random"
     scorer: str = "random"

@@ -30,7 +30,6 @@ the default backbone and prints its path and accuracies.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch import Tensor, nn
 
 from ..benchmarks.cluttered import compose_scenes
 from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
+from ..cache import cache_root
 from ..models import create_model, get_adapter
 from ..normalization import resolve_normalization
 from ..tokens import random_keep_mask
@@ -61,11 +61,6 @@ PathLike = Union[str, Path]
 _MODES = ("zero", "sparse", "mask")
 _INIT_STREAM = 0x9E37_79B9
 """Offset of the pretraining initialisation stream (never a run's head stream)."""
-
-
-def cache_root() -> Path:
-    """``$AVALANCHE_CTS_CACHE`` or ``~/.cache/avalanche_cts``."""
-    return Path(os.environ.get("AVALANCHE_CTS_CACHE", Path.home() / ".cache" / "avalanche_cts"))
 
 
 @dataclass(frozen=True)

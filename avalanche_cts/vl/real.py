@@ -228,6 +228,10 @@ def coco_class_captions(root: PathLike, tokenizer: Union[str, object], *, image_
             found = owners.get(_coco_id(image), set())
             if len(found) == 1:
                 by_class[next(iter(found))].append(image)
+        empty = [c for c, v in by_class.items() if not v]
+        if empty:
+            raise ValueError(f"{file}: no image shows {empty} without the other classes "
+                             f"{[c for c in classes if c not in empty]}; choose other classes")
         size = min(len(v) for v in by_class.values())
         size = size if k is None else min(size, k)
         per_split.append([(c, [by_class[c][i] for i in _subset(len(by_class[c]), size, g)], caps)

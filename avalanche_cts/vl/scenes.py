@@ -34,6 +34,7 @@ __all__ = [
     "CAPTION_CLASSES",
     "CAPTION_PROMPT",
     "COLOURS",
+    "PRETRAIN_TEMPLATES",
     "SCENE_SIZE",
     "SCENE_WORDS",
     "SHAPES",
@@ -218,33 +219,58 @@ def _left_question(g: torch.Generator) -> Sample:
     return objs, f"what is left of the {shapes[asked]}", shapes[left], [asked, left]
 
 
-def _pretrain_question(g: torch.Generator) -> Sample:
-    kind = int(torch.randint(4, (), generator=g))
-    if kind == 0:  # colour by position
-        shapes = _pick(SHAPES, g, 2)
-        colours = _pick(list(COLOURS), g, 2)
-        radii = [_radius(g) for _ in shapes]
-        objs = [(s, c, *p, r) for s, c, p, r in
-                zip(shapes, colours, _place(len(radii), g, distinct_columns=True), radii)]
-        side = "left" if torch.rand((), generator=g) < 0.5 else "right"
-        k = min(range(2), key=lambda i: objs[i][3] * (1 if side == "left" else -1))
-        return objs, f"what colour is the object on the {side}", colours[k], [k]
-    if kind == 1:  # shape by colour
-        shapes = [_pick(SHAPES, g)[0] for _ in range(2 + int(torch.randint(2, (), generator=g)))]
-        colours = _pick(list(COLOURS), g, len(shapes))
-        radii = [_radius(g) for _ in shapes]
-        objs = [(s, c, *p, r) for s, c, p, r in zip(shapes, colours, _place(len(radii), g), radii)]
-        k = int(torch.randint(len(objs), (), generator=g))
-        return objs, f"what shape is the {colours[k]} object", shapes[k], [k]
+def _side_colour_question(g: torch.Generator) -> Sample:
+    shapes = _pick(SHAPES, g, 2)
+    colours = _pick(list(COLOURS), g, 2)
+    radii = [_radius(g) for _ in shapes]
+    objs = [(s, c, *p, r) for s, c, p, r in
+            zip(shapes, colours, _place(len(radii), g, distinct_columns=True), radii)]
+    side = "left" if torch.rand((), generator=g) < 0.5 else "right"
+    k = min(range(2), key=lambda i: objs[i][3] * (1 if side == "left" else -1))
+    return objs, f"what colour is the object on the {side}", colours[k], [k]
+
+
+def _shape_by_colour_question(g: torch.Generator) -> Sample:
+    shapes = [_pick(SHAPES, g)[0] for _ in range(2 + int(torch.randint(2, (), generator=g)))]
+    colours = _pick(list(COLOURS), g, len(shapes))
+    radii = [_radius(g) for _ in shapes]
+    objs = [(s, c, *p, r) for s, c, p, r in zip(shapes, colours, _place(len(radii), g), radii)]
+    k = int(torch.randint(len(objs), (), generator=g))
+    return objs, f"what shape is the {colours[k]} object", shapes[k], [k]
+
+
+def _some_objects(g: torch.Generator) -> Tuple[List[str], List[Obj]]:
     shapes = [_pick(SHAPES, g)[0] for _ in range(1 + int(torch.randint(4, (), generator=g)))]
     radii = [_radius(g) for _ in shapes]
-    objs = [(s, _pick(list(COLOURS), g)[0], *p, r)
-            for s, p, r in zip(shapes, _place(len(radii), g), radii)]
-    if kind == 2:  # presence
-        asked = _pick(SHAPES, g)[0]
-        about = [i for i, s in enumerate(shapes) if s == asked]
-        return objs, f"is there a {asked}", "yes" if about else "no", about
+    return shapes, [(s, _pick(list(COLOURS), g)[0], *p, r)
+                    for s, p, r in zip(shapes, _place(len(radii), g), radii)]
+
+
+def _presence_question(g: torch.Generator) -> Sample:
+    shapes, objs = _some_objects(g)
+    asked = _pick(SHAPES, g)[0]
+    about = [i for i, s in enumerate(shapes) if s == asked]
+    return objs, f"is there a {asked}", "yes" if about else "no", about
+
+
+def _count_all_question(g: torch.Generator) -> Sample:
+    _, objs = _some_objects(g)
     return objs, "how many objects are there", str(len(objs)), list(range(len(objs)))
+
+
+PRETRAIN_TEMPLATES = {"side_colour": _side_colour_question,
+                      "shape_by_colour": _shape_by_colour_question,
+                      "presence": _presence_question, "count_all": _count_all_question}
+"""Pretraining question templates (none is a stream task)."""
+
+
+def _mixture(templates: Sequence[str]):
+    makers = [PRETRAIN_TEMPLATES[t] for t in templates]
+
+    def make(g: torch.Generator) -> Sample:
+        return makers[int(torch.randint(len(makers), (), generator=g))](g)
+
+    return make
 
 
 _TEMPLATES = {"colour": _colour_question, "count": _count_question, "left": _left_question}
@@ -286,11 +312,16 @@ def scene_vqa(n_train: int = 1000, n_test: int = 200, *, seed: int = 0,
     return vl_benchmark(train, test, VLCollator(TextSpec.from_tokenizer(tok), "vqa"), info, tok)
 
 
-def pretraining_vqa(n: int, *, seed: int = 0, normalization: NormalizationLike = None
-                    ) -> ImageTextDataset:
-    """``n`` pretraining questions (other templates, gradient background, own random stream)."""
+def pretraining_vqa(n: int, *, seed: int = 0, templates: Sequence[str] = tuple(PRETRAIN_TEMPLATES),
+                    normalization: NormalizationLike = None) -> ImageTextDataset:
+    """``n`` pretraining questions drawn from ``templates`` (:data:`PRETRAIN_TEMPLATES`) on the
+    gradient background, from their own random stream."""
+    bad = [t for t in templates if t not in PRETRAIN_TEMPLATES]
+    if bad or not templates:
+        raise ValueError(f"templates must be a non-empty list from {list(PRETRAIN_TEMPLATES)}, "
+                         f"got {list(templates)}")
     g = torch.Generator().manual_seed(seed + _OFFSETS["pretrain"])
-    return _vqa_task(_pretrain_question, "gradient", n, g, scene_tokenizer(), 0, normalization)
+    return _vqa_task(_mixture(templates), "gradient", n, g, scene_tokenizer(), 0, normalization)
 
 
 # --------------------------------------------------------------------------- captions

@@ -49,9 +49,11 @@ def closed_tokenizer(words: Sequence[str], folder: Optional[Union[str, Path]] = 
     from transformers import BertTokenizer
 
     words = list(dict.fromkeys(w.lower() for w in words))
-    clash = [w for w in words if w.upper() in SPECIAL_TOKENS or not re.fullmatch(r"[a-z0-9]+", w)]
+    clash = [w for w in words if w.upper() in SPECIAL_TOKENS
+             or not re.fullmatch(r"[a-z0-9]+|[^\w\s]", w)]
     if clash:
-        raise ValueError(f"vocabulary words must be lower-case letters or digits, got {clash}")
+        raise ValueError(f"vocabulary entries must be words of lower-case letters and digits or "
+                         f"single punctuation marks, got {clash}")
     text = "\n".join(SPECIAL_TOKENS + tuple(words)) + "\n"
     if folder is None:
         folder = cache_root() / "vocab"
@@ -99,7 +101,7 @@ class TextSpec:
                tokenizer.bos_token_id]
         if any(i is None for i in ids):
             raise ValueError("the tokenizer needs [PAD], [CLS], [SEP] and a BOS token ([DEC])")
-        p = tuple(encode(tokenizer, prompt).tolist()) if prompt else ()
+        p = tuple(encode(tokenizer, prompt, "caption prompt").tolist()) if prompt else ()
         return cls(*ids, prompt=p, vocab_size=len(tokenizer))
 
 

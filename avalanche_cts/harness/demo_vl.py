@@ -159,26 +159,13 @@ def _table(rows: List[Dict], kind: str) -> str:
 
 def main(args: argparse.Namespace) -> List[Dict]:
     """Run the job's runs (resumable, in parallel) and write the report into ``args.out``."""
-    import warnings
+    from .demo import run_cells
 
-    warnings.filterwarnings("ignore", message="No loggers specified")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from .execute import execute_cells
-
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if not 0 < args.token_retention <= 1:
         raise ValueError(f"--token-retention must be in (0, 1], got {args.token_retention}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cells = demo_cells(args)
     start = time.perf_counter()
-
-    def progress(i, n, cell, res, seconds):
-        print(f"[{i}/{n}] {cell.key:<40} final {res['metric']} {res['final_acc']:.3f}  "
-              f"({seconds:.0f} s)", flush=True)
-
-    results = execute_cells(cells, out, jobs=args.jobs, force=args.force, progress=progress)
+    out = Path(args.out)
+    results = run_cells(demo_cells(args), args)
     print(write_report(results, out))
     print(f"\nresults in {out}/ (results.txt, results.json, results.csv, *_matrices.png, "
           f"caption_over_tasks.png); {time.perf_counter() - start:.0f} s")

@@ -33,6 +33,7 @@ from ..cache import cache_root
 from ..models import create_blip, get_adapter
 from ..normalization import CLIP_MEAN, CLIP_STD
 from .checkpoint import read_checkpoint
+from .pretrain import ResumableTraining
 
 __all__ = ["BLIP_PRETRAINED", "EMBEDDED_BLIP", "BlipPretrainSpec", "load_pretrained_blip",
            "pretrain_blip"]
@@ -129,46 +130,26 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
         model = create_blip(spec.model)
     adapter = get_adapter(model)
     adapter.add_mask_token(gen)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     per_epoch = math.ceil(spec.questions_per_epoch / spec.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr,
-                                                total_steps=spec.epochs * per_epoch, pct_start=0.1)
-    partial, start = path.with_suffix(".partial.pt"), 0
-    if partial.is_file():
-        state = read_checkpoint(partial, lambda p: torch.load(p, weights_only=False),
-                                "delete it to restart pretraining")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        start = state["epoch"]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    run = ResumableTraining(model, gen, path, spec.lr, spec.weight_decay, spec.epochs * per_epoch)
     model.train()
-    for epoch in range(start, spec.epochs):
+    for epoch in range(run.start, spec.epochs):
         data = pretraining_vqa(spec.questions_per_epoch, seed=_INIT_STREAM + 1000 * spec.seed + epoch,
                                normalization=norm)
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), spec.batch_size):
             batch = collate([data[int(j)] for j in order[i:i + spec.batch_size]])
-            loss = adapter.sample_losses(batch).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                        gen=gen.get_state(), epoch=epoch + 1), partial)
+            run.step(adapter.sample_losses(batch).mean())
+        run.save(epoch + 1)
         if log:
-            log(f"pretrain {spec.model} on generated scenes: epoch {epoch + 1}/{spec.epochs}, "
-                f"last loss {loss.item():.3f}")
+            log(f"pretrain {spec.model} on generated scenes: epoch {epoch + 1}/{spec.epochs}")
     held_out = pretraining_vqa(500, seed=_INIT_STREAM - 1 - spec.seed, normalization=norm)
     stream = scene_vqa(1, 200, seed=spec.seed, normalization=norm)
     meta = dict(asdict(spec), accuracy=dict(
         held_out_questions=exact_match(model, held_out, tok),
         stream_zero_shot={name: exact_match(model, exp.dataset._datasets[0], tok)
                           for name, exp in zip(stream.info["tasks"], stream.test_stream)}))
-    torch.save(dict(state_dict=model.state_dict(), meta=meta), path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    partial.unlink()
+    run.finish(dict(state_dict=model.state_dict(), meta=meta))
     if log:
         log(f"pretrained {spec.model}: {meta['accuracy']} -> {path}")
     return path

@@ -34,8 +34,6 @@ __all__ = ["BlipVLAdapter", "is_blip_vl", "sequence_nll"]
 
 _PARTIAL = "_cts_partial_inputs"
 """Model attribute holding ``(keep, mode)`` while :meth:`BlipVLAdapter.partial_inputs` is active."""
-_TEXT_KEYS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask",
-              "labels", "target_owner", "target_weights")
 
 
 def is_blip_vl(model: nn.Module) -> bool:
@@ -62,7 +60,11 @@ class BlipVLAdapter(HFBlipVisionAdapter):
     :param model: ``BlipForQuestionAnswering`` (``kind = "vqa"``) or
         ``BlipForConditionalGeneration`` (``kind = "caption"``).
     :param image_size: input side (default: the vision config's).
+    :param sketch_dim: width of the selection features' gradient factor for vocabularies
+        larger than it (see :meth:`selection_features`).
     """
+
+    sketch_dim = 512
 
     def __init__(self, model: nn.Module, image_size=None):
         if not is_blip_vl(model):
@@ -228,7 +230,10 @@ class BlipVLAdapter(HFBlipVisionAdapter):
         rank-one form the selectors' kernel uses: ``h`` = mean of ``h_t`` over the target
         tokens (the embedding, also used by herding) and ``e`` = mean of ``e_t``; exact for
         one-token answers, the mean-token approximation for longer ones. Targets are
-        weighted per item as in the loss.
+        weighted per item as in the loss. For vocabularies larger than ``sketch_dim`` (BERT's
+        30,524), ``e`` is compressed by a fixed count sketch (each token id added with a
+        random sign into one of ``sketch_dim`` buckets, seed 0), which keeps inner products
+        unbiased, so the selectors' kernels stay faithful at ``sketch_dim`` floats per sample.
         """
         images = batch["pixel_values"]
         states, mask = self.image_states(images)
@@ -244,8 +249,18 @@ class BlipVLAdapter(HFBlipVisionAdapter):
         w = batch["target_weights"][:, None].float()
         b = images.shape[0]
         owner = batch["target_owner"]
-        return (h.new_zeros(b, h.shape[1]).index_add(0, owner, w * h),
-                e.new_zeros(b, e.shape[1]).index_add(0, owner, w * e))
+        e = e.new_zeros(b, e.shape[1]).index_add(0, owner, w * e)
+        return h.new_zeros(b, h.shape[1]).index_add(0, owner, w * h), self._sketch(e)
+
+    def _sketch(self, e: Tensor) -> Tensor:
+        """``(B, V)`` -> ``(B, sketch_dim)`` count sketch when ``V > sketch_dim``."""
+        v = e.shape[1]
+        if v <= self.sketch_dim:
+            return e
+        g = torch.Generator().manual_seed(0)
+        bucket = torch.randint(self.sketch_dim, (v,), generator=g).to(e.device)
+        sign = (torch.randint(2, (v,), generator=g) * 2 - 1).to(e)
+        return e.new_zeros(e.shape[0], self.sketch_dim).index_add(1, bucket, e * sign)
 
 
 def _take_text(text: Dict, idx: Tensor) -> Dict:

@@ -18,6 +18,8 @@ import sys
 import types
 import warnings
 
+from ._lazy import lazy_attributes
+
 __version__ = "0.2.0"
 
 _EXPORTS = {
@@ -41,18 +43,7 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 
 # Modules that moved into the harness keep their old import paths.

@@ -28,8 +28,8 @@ from .memory import (
     TokenGroup,
     collate_tokens,
 )
-from .models import get_adapter
-from .normalization import Normalization, NormalizationLike, resolve_normalization
+from .models import get_adapter, resolve_normalization
+from .normalization import Normalization, NormalizationLike
 from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
 from .scorers import TokenScorer, get_scorer
 from .selectors import ClassFeatures, SampleSelector, get_selector

@@ -101,6 +101,16 @@ class PixelCodec:
             x = x * std + mean
         return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
 
+    def pixels(self, x: Tensor) -> Tensor:
+        """Stored values as float pixels in [0, 1] (for display)."""
+        if self.dtype == torch.uint8:
+            return x.float() / 255.0
+        out = x.float()
+        if self.normalization is not None:
+            mean, std = self._affine(out)
+            out = out * std + mean
+        return out
+
     def decode(self, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """Stored values back to model inputs (normalised), as ``dtype``."""
         if self.dtype != torch.uint8:

@@ -21,7 +21,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Normalization",
-    "resolve_normalization",
+    "NormalizationLike",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,27 +98,5 @@ class Normalization:
 
 
 NormalizationLike = Union[Normalization, Tuple[Sequence[float], Sequence[float]], nn.Module, None]
-
-
-def resolve_normalization(spec: NormalizationLike, channels: int = None) -> Normalization:
-    """A :class:`Normalization` from an object, a ``(mean, std)`` pair, a model (its own
-    constants: timm ``pretrained_cfg``, the Hugging Face processor defaults), or ``None``
-    (identity: inputs in [0, 1]); adapted to ``channels`` when given."""
-    if isinstance(spec, nn.Module):
-        from .models import get_adapter
-
-        adapter = get_adapter(spec)
-        norm = adapter.normalization
-        channels = adapter.in_chans if channels is None else channels
-    elif spec is None:
-        norm = Normalization.identity(channels or 1)
-    elif isinstance(spec, Normalization):
-        norm = spec
-    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
-        norm = Normalization(tuple(spec[0]), tuple(spec[1]))
-    else:
-        raise TypeError(
-            f"normalization must be a Normalization, a (mean, std) pair, a model or None, got "
-            f"{type(spec).__name__}"
-        )
-    return norm if channels is None else norm.for_channels(channels)
+"""What streams and the buffer accept: constants, a ``(mean, std)`` pair, a model (its own
+constants, :func:`avalanche_cts.models.resolve_normalization`) or ``None`` ([0, 1] inputs)."""

@@ -163,6 +163,10 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     def before_training_exp(self, strategy: "SupervisedTemplate", num_workers: int = 0, **kwargs):
         self._adapter = get_adapter(strategy.model)
+        item = strategy.experience.dataset[0]
+        first = item["pixel_values"] if isinstance(item, dict) else item[0]
+        if torch.is_tensor(first):  # fail before training, not inside a forward
+            self._adapter.check_images(first[None])
         self._memory = None
         if self.storage_policy.num_records == 0:
             return

@@ -13,7 +13,14 @@ from torch import Tensor, nn
 from .scorers import TokenScorer, get_scorer
 from .tokens import keep_count, mask_to_pixels
 
-__all__ = ["DEFAULT_RETENTIONS", "DROPPED_RGB", "top_tokens_mask", "relevance_figure", "render_relevance_maps"]
+__all__ = [
+    "DEFAULT_RETENTIONS",
+    "DROPPED_RGB",
+    "memory_figure",
+    "relevance_figure",
+    "render_relevance_maps",
+    "top_tokens_mask",
+]
 
 DEFAULT_RETENTIONS = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 DROPPED_RGB = (0.20, 0.35, 0.65)  # dropped tokens are painted in this colour
@@ -114,3 +121,47 @@ def render_relevance_maps(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi)
     return fig, scores
+
+
+def memory_figure(buffer, records_per_class: int = 8,
+                  class_names: Optional[Sequence[str]] = None):
+    """Figure of what a :class:`~avalanche_cts.CoreTokensetBuffer` holds: one row per (class,
+    task) group, its first ``records_per_class`` records (highest priority) drawn as images,
+    stored tokens at their positions as stored pixels, dropped tokens in ``DROPPED_RGB``.
+
+    :return: a ``matplotlib.figure.Figure`` (Agg canvas).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .tokens import scatter_tokens, unpatchify
+
+    layout = buffer.layout
+    if layout is None or not buffer.groups:
+        raise ValueError("the buffer holds no records yet: update it with an experience first")
+    p, c, grid = layout["patch_size"], layout["channels"], layout["grid"]
+    keys = sorted(buffer.groups)
+    fig = Figure(figsize=(1.1 * records_per_class, 1.2 * len(keys)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(keys), records_per_class, squeeze=False)
+    dropped = torch.tensor(DROPPED_RGB).view(3, 1, 1)
+    for row, key in zip(axes, keys):
+        group = buffer.groups[key]
+        offsets = group.offsets()
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(group):
+                ax.axis("off")
+                continue
+            values, positions = group.record(j, offsets)
+            pixels = buffer.codec.pixels(values[None])
+            kept = torch.zeros(1, layout["num_tokens"], 1)
+            kept[0, positions.long()] = 1.0
+            grid_vals = scatter_tokens(pixels, positions.long()[None], layout["num_tokens"])
+            image = unpatchify(grid_vals, p, c, grid)[0].expand(3, -1, -1)
+            mask = unpatchify(kept.expand(1, -1, p * p * c), p, c, grid)[0, :1] > 0
+            ax.imshow(torch.where(mask, image, dropped).permute(1, 2, 0).clamp(0, 1).numpy())
+        name = class_names[key[0]] if class_names is not None else f"class {key[0]}"
+        row[0].set_ylabel(f"{name}\n{len(group)} records", fontsize=7)
+    return fig

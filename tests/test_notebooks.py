@@ -57,3 +57,20 @@ def test_relevance_maps_notebook(kernel_env):
     assert any("image/png" in o.get("data", {}) for o in outputs)
     png = kernel_env / "figures" / "relevance_maps.png"
     assert png.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not _fashion_mnist_on_disk(),
+                    reason="the notebook needs Fashion-MNIST on disk: `make setup` installs "
+                           "Debian's dataset-fashion-mnist (tests never download)")
+def test_core_tokenset_memory_notebook(kernel_env, monkeypatch):
+    monkeypatch.setenv("CTS_REPO", str(NOTEBOOKS.parent))
+    nb = nbformat.read(NOTEBOOKS / "core_tokenset_memory.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        nb, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(kernel_env)}}
+    )
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "bytes" in text and "of the stored tokens are on the object" in text
+    assert "provenance_mismatches': 0" in text
+    assert (kernel_env / "figures" / "memory.png").stat().st_size > 10_000

@@ -158,3 +158,19 @@ def test_bf16_path_keeps_fused_attention_on(tiny_bm):
     assert res["memory_records"] > 0
     flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
     assert flags and all(flags)
+
+
+def test_paper_scale_configs_normalise_with_the_backbone_constants():
+    from avalanche_cts.benchmarks import image_transforms
+    from avalanche_cts.harness.execute import cell_data
+
+    for name in ("table1_imagenet100.yaml", "table2_imagenet_r.yaml"):
+        cell = expand_cells(load_config(CONFIGS / name))[0]
+        norm = cell_data(cell)["normalization"]
+        assert norm == {"mean": [0.5] * 3, "std": [0.5] * 3}, name  # AugReg ViT-B/16
+    _, test_t = image_transforms(32, normalization=((0.5,) * 3, (0.25,) * 3))
+    from PIL import Image
+
+    x = test_t(Image.new("RGB", (40, 40), (255, 0, 128)))
+    assert torch.allclose(x[:, 0, 0], torch.tensor([2.0, -2.0, (128 / 255 - 0.5) / 0.25]),
+                          atol=1e-5)

@@ -8,7 +8,7 @@ token choice has to find the object. Scenes are composed in memory from a seed (
 from images already on the machine (Fashion-MNIST IDX files, see :mod:`.fmnist`).
 
 Image pools are disjoint: the last ``heldout_per_class`` training images of every class are
-reserved for pretraining (:func:`pretraining_pool`); the stream draws its training and
+reserved for pretraining (:mod:`avalanche_cts.harness.pretrain`); the stream draws its training and
 validation images from the rest, its test images from the official test set.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .fmnist import (
     DEFAULT_HELDOUT,
     PathLike,
     UInt8ImageDataset,
+    check_count,
     class_incremental_stream,
     heldout_indices,
     load_fashion_mnist,
@@ -38,7 +39,6 @@ __all__ = [
     "cluttered_fashion_mnist",
     "compose_scenes",
     "object_token_mask",
-    "pretraining_pool",
 ]
 
 CLUTTER_CANVAS = 64
@@ -129,15 +129,6 @@ class SceneDataset(UInt8ImageDataset):
         self.object_masks = object_masks
 
 
-def pretraining_pool(heldout_per_class: int = DEFAULT_HELDOUT, *,
-                     data_root: Optional[PathLike] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(items, labels, test_items, test_labels)``: the held-out training images reserved for
-    pretraining (never in a stream) and the official test images (uint8, 28 x 28)."""
-    xtr, ytr, xte, yte = load_fashion_mnist(data_root)
-    held = heldout_indices(ytr, heldout_per_class)
-    return xtr[held], ytr[held], xte, yte
-
-
 def cluttered_fashion_mnist(
     n_experiences: int = 5,
     *,
@@ -162,6 +153,9 @@ def cluttered_fashion_mnist(
         or ``None`` for [0, 1]).
     :param style: scene settings (:class:`ClutterStyle`).
     """
+    check_count("train_per_class", train_per_class, allow_none=False)
+    check_count("test_per_class", test_per_class, allow_none=False)
+    check_count("heldout_per_class", heldout_per_class, allow_none=False)
     xtr, ytr, xte, yte = load_fashion_mnist(data_root)
     keep = torch.ones(len(ytr), dtype=torch.bool)
     keep[heldout_indices(ytr, heldout_per_class)] = False
@@ -182,4 +176,7 @@ def cluttered_fashion_mnist(
     info = dict(name="cluttered_fmnist", n_experiences=n_experiences, seed=seed,
                 train_per_class=train_per_class, test_per_class=test_per_class,
                 validation=validation, heldout_per_class=heldout_per_class)
-    return class_incremental_stream(sets[0], sets[1], n_experiences, seed, fixed_class_order, info)
+    bm = class_incremental_stream(sets[0], sets[1], n_experiences, seed, fixed_class_order, info)
+    bm.scenes = dict(train=sets[0], test=sets[1])
+    """The scene datasets with their object masks (diagnostics: where stored tokens fall)."""
+    return bm

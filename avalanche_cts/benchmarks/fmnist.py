@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..normalization import NormalizationLike, resolve_normalization
+from ..models import resolve_normalization
+from ..normalization import NormalizationLike
 
 __all__ = [
     "DEBIAN_FMNIST_DIR",
@@ -34,6 +35,7 @@ __all__ = [
     "load_fashion_mnist",
     "per_class_subset",
     "split_fashion_mnist",
+    "check_count",
     "train_validation_indices",
 ]
 
@@ -195,7 +197,7 @@ def train_validation_indices(labels: Tensor, n_train: int, n_val: int,
     return itr.sort().values, iev.sort().values
 
 
-def _check_count(name: str, value: Optional[int], allow_none: bool = True) -> None:
+def check_count(name: str, value: Optional[int], allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -247,8 +249,8 @@ def split_fashion_mnist(
     :param normalization: model input normalisation (a model, ``Normalization``, ``(mean, std)``
         or ``None`` for [0, 1]).
     """
-    _check_count("train_per_class", train_per_class)
-    _check_count("test_per_class", test_per_class, allow_none=not validation)
+    check_count("train_per_class", train_per_class)
+    check_count("test_per_class", test_per_class, allow_none=not validation)
     if isinstance(heldout_per_class, bool) or not isinstance(heldout_per_class, int) or \
             heldout_per_class < 0:
         raise ValueError(f"heldout_per_class must be an integer >= 0, got {heldout_per_class!r}")

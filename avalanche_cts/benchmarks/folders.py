@@ -12,7 +12,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from torch.utils.data import Dataset
 
-from ..normalization import NormalizationLike, resolve_normalization
+from ..models import resolve_normalization
+from ..normalization import NormalizationLike
 
 __all__ = [
     "DatasetLayoutError",

@@ -107,6 +107,8 @@ def SplitImageNet100(
     :param subset: ``"ucir1993"``, ``"podnet"`` or a WNID file (module docstring).
     :param image_size: crop size; train ``RandomResizedCrop`` + flip, test ``Resize(256)`` +
         ``CenterCrop(224)``, inputs in [0, 1].
+    :param normalization: the backbone's input constants (a model, ``Normalization`` or
+        ``(mean, std)``; ``None`` keeps [0, 1] pixels).
     :return: the benchmark; ``benchmark.info`` records root, subset, order and sizes.
     """
     classes = subset_wnids(subset)

@@ -191,6 +191,8 @@ def SplitImageNetR(
     :param class_order: ``"wnid"`` (sorted WNIDs, InfLoRA) or ``"coda"`` (needs ``split="coda"``).
     :param train_fraction: train share of the random split (0.8).
     :param image_size: crop size (224); ``resize`` the test resize (default 256 for 224).
+    :param normalization: the backbone's input constants (a model, ``Normalization`` or
+        ``(mean, std)``; ``None`` keeps [0, 1] pixels, as InfLoRA's code does).
     :return: the benchmark; ``benchmark.info`` records root, split, classes and sizes.
     """
     if split not in SPLITS:

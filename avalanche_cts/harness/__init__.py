@@ -10,7 +10,7 @@
 
 Names are imported on first use (``--help`` stays fast).
 """
-import importlib
+from .._lazy import lazy_attributes
 
 _EXPORTS = {
     "RunConfig": "config",
@@ -27,11 +27,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -35,9 +35,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a setting, checked before any run: a RunConfig field (epochs=1), a "
-             "benchmark argument (benchmark.root=DIR) or out=DIR; repeatable",
+             "benchmark argument (benchmark.root=DIR) or out=DIR; repeatable (default: none)",
     )
-    p.add_argument("--root", metavar="DIR", help="dataset root (= --set benchmark.root=DIR)")
+    p.add_argument("--root", metavar="DIR",
+                   help="dataset root (= --set benchmark.root=DIR; default: the config's)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="local backbone weights (.safetensors, .pth, .npz) used instead of "
                         "fetching pretrained weights (default: none)")
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="VQA and captioning with a tiny BLIP: core tokensets vs coreset")
     demo_vl.add_arguments(p_vl)
     p_vl.set_defaults(func=demo_vl.main)
-    p_run = sub.add_parser("run", parents=[common], help="experiments from a YAML config (resumable grid)",
+    p_run = sub.add_parser("run", parents=[common],
+                           help="experiments from a YAML config (resumable grid)",
                            description="Run the cells of a YAML experiment grid.")
     _add_run_arguments(p_run)
     p_run.set_defaults(func=_run_command)

@@ -25,27 +25,26 @@ Register more with ``@register_method("name")`` on ``fn(cfg, model, evaluator) -
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import torch
 from torch import nn
 
-from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..buffer import CoreTokensetBuffer
-from ..memory import PixelCodec
+from ..models import resolve_normalization
 from ..plugin import CoreTokensetReplayPlugin
 from ..strategies.inflora import InfLoRA
 from ..strategies.prompt import CODAPrompt
 from .config import RunConfig
 from .distributed import DistributedCoreTokensetBuffer, rank, world_size
+from .sample_buffers import ByteBudgetResize
 
 __all__ = [
     "BUFFER_METHODS",
     "PEFT_METHODS",
     "RANK_SEED_STRIDE",
-    "ByteBudgetResize",
     "build_strategy",
     "is_vl_model",
     "list_methods",
@@ -163,123 +162,6 @@ for _name in ("coreset", "core_tokens", "core_tokenset"):
 
 
 # ------------------------------------------------------ Avalanche's sample buffers
-class ByteBudgetResize(SupervisedPlugin):
-    """Resizes an Avalanche sample buffer to ``budget * seen bytes / sample_bytes`` samples
-    before it is updated, so it holds the same bytes as a core tokenset at that budget.
-
-    Must come before the ``ReplayPlugin`` in the plugin list. ``state_dict`` holds the
-    buffer's samples as 8-bit pixels (exact for 8-bit images, as our memory stores them), so
-    a run with an Avalanche buffer resumes like the others.
-
-    :param normalization: the stream's input normalisation, to store exact pixels.
-    """
-
-    def __init__(self, storage_policy, budget: float, normalization=None):
-        super().__init__()
-        if not 0 < budget <= 1:
-            raise ValueError(
-                f"replay budget must be a fraction in (0, 1] of the bytes of the data seen, "
-                f"got {budget!r}"
-            )
-        self.storage_policy = storage_policy
-        self.budget = budget
-        self.normalization = normalization
-        self.sample_bytes: Optional[int] = None
-        self.seen_bytes = 0
-
-    def after_training_exp(self, strategy, **kwargs):
-        data = strategy.experience.dataset
-        if self.sample_bytes is None:
-            self.sample_bytes = data[0][0].numel()  # uint8 pixels of one sample
-        self.seen_bytes += len(data) * self.sample_bytes
-        self.storage_policy.max_size = int(self.budget * self.seen_bytes // self.sample_bytes)
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.storage_policy.buffer) * (self.sample_bytes or 0)
-
-    def state_dict(self) -> Dict:
-        """Counters, the policy's own counters and every group's samples (8-bit pixels)."""
-        return dict(sample_bytes=self.sample_bytes, seen_bytes=self.seen_bytes,
-                    policy=_policy_state(self.storage_policy, self.normalization))
-
-    def load_state_dict(self, state: Dict) -> None:
-        """Restore what :meth:`state_dict` saved into a freshly built policy."""
-        self.sample_bytes, self.seen_bytes = state["sample_bytes"], state["seen_bytes"]
-        _restore_policy(self.storage_policy, state["policy"], self.normalization)
-
-
-def _samples_state(buffer, normalization) -> Optional[Dict]:
-    """A sample buffer's items as uint8 pixels, labels and task labels (``None`` if empty)."""
-    data = buffer.buffer
-    if len(data) == 0:
-        return None
-    xs, ys, ts = zip(*[data[i][:3] for i in range(len(data))])
-    x = torch.stack(xs)
-    codec = PixelCodec(torch.uint8, normalization and normalization.for_channels(x.shape[-3]))
-    return dict(pixels=codec.encode(x.movedim(-3, -1)),
-                labels=torch.tensor([int(y) for y in ys]),
-                tasks=torch.tensor([int(t) for t in ts]))
-
-
-def _samples_dataset(state: Dict, normalization):
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
-
-    pixels = state["pixels"]
-    codec = PixelCodec(torch.uint8, normalization and normalization.for_channels(pixels.shape[-1]))
-    x = codec.decode(pixels).movedim(-1, -3)
-    return _make_taskaware_tensor_classification_dataset(
-        x, state["labels"], task_labels=state["tasks"].tolist())
-
-
-def _buffer_state(buffer, normalization) -> Dict:
-    weights = getattr(buffer, "_buffer_weights", None)
-    return dict(max_size=buffer.max_size, samples=_samples_state(buffer, normalization),
-                weights=weights)
-
-
-def _restore_buffer(buffer, state: Dict, normalization) -> None:
-    buffer.max_size = state["max_size"]
-    if state["samples"] is not None:
-        buffer.buffer = _samples_dataset(state["samples"], normalization)
-    if state["weights"] is not None:
-        buffer._buffer_weights = state["weights"]
-
-
-_POLICY_COUNTERS = ("seen_classes", "seen_groups", "_num_exps", "total_num_classes")
-
-
-def _policy_state(policy, normalization) -> Dict:
-    """State of an Avalanche storage policy: its counters and each group's samples."""
-    counters = {k: getattr(policy, k) for k in _POLICY_COUNTERS if hasattr(policy, k)}
-    groups = getattr(policy, "buffer_groups", None)
-    if groups is None:
-        return dict(counters=counters, main=_buffer_state(policy, normalization))
-    return dict(counters=counters, max_size=policy.max_size,
-                groups={k: _buffer_state(g, normalization) for k, g in groups.items()})
-
-
-def _restore_policy(policy, state: Dict, normalization) -> None:
-    from avalanche.training.storage_policy import (
-        ParametricBuffer,
-        ReservoirSamplingBuffer,
-        _ParametricSingleBuffer,
-    )
-
-    for k, v in state["counters"].items():
-        setattr(policy, k, v)
-    if "main" in state:
-        _restore_buffer(policy, state["main"], normalization)
-        return
-    policy.max_size = state["max_size"]
-    for key, g in state["groups"].items():
-        if key not in policy.buffer_groups:
-            policy.buffer_groups[key] = (
-                _ParametricSingleBuffer(g["max_size"], policy.selection_strategy)
-                if isinstance(policy, ParametricBuffer) else ReservoirSamplingBuffer(g["max_size"]))
-        _restore_buffer(policy.buffer_groups[key], g, normalization)
-
-
 def _reservoir(cfg, model):
     from avalanche.training.storage_policy import ReservoirSamplingBuffer
 
@@ -316,8 +198,6 @@ def _buffer_method(make_policy: Callable) -> Callable:
 
         _classification_only(cfg.method, model)
         from avalanche.training.plugins import ReplayPlugin
-
-        from ..normalization import resolve_normalization
 
         policy = make_policy(cfg, model)
         replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,

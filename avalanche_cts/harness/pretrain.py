@@ -17,7 +17,9 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
 3. **Checkpoint.** ``{"state_dict": backbone (with the learned mask token), "meta": settings
    and accuracies}`` under ``$AVALANCHE_CTS_CACHE/pretrained/`` (default
    ``~/.cache/avalanche_cts/pretrained/``), named after the settings; training resumes from a
-   per-epoch ``.partial.pt``. The classifier is not saved, and a loaded backbone gets a fresh
+   per-epoch ``.partial.pt``. The package ships the two default backbones
+   (``avalanche_cts/data/backbones/``, what this function wrote), so the demo needs no
+   pretraining; another cache folder or other settings pretrain anew. The classifier is not saved, and a loaded backbone gets a fresh
    head from its own random stream (:func:`~.checkpoint.fresh_head`): the pretraining head
    would leak the stream's labels, and a head drawn from the pretraining run's seed would be
    the very head the backbone co-adapted with.
@@ -42,8 +44,7 @@ from torch import Tensor, nn
 from ..benchmarks.cluttered import compose_scenes
 from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
 from ..cache import cache_root
-from ..models import create_model, get_adapter
-from ..normalization import resolve_normalization
+from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens import random_keep_mask
 from .checkpoint import fresh_head, read_checkpoint
 
@@ -171,6 +172,10 @@ def partial_input_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
     return out
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "backbones"
+"""Backbones this package ships: the default pretrainings, as ``pretrain_backbone`` wrote them."""
+
+
 class ResumableTraining:
     """AdamW with a one-cycle schedule (10% warm-up) whose state is saved after every epoch
     to ``<path>.partial.pt`` and restored from it, so an interrupted pretraining resumes.
@@ -220,6 +225,13 @@ def _checkpoint_path(spec: PretrainSpec, cache_dir: Optional[PathLike]) -> Path:
     return root / spec.file_name()
 
 
+def _shipped(spec: PretrainSpec, cache_dir: Optional[PathLike]) -> Optional[Path]:
+    """The shipped checkpoint of ``spec`` (same settings, same file name), if any and if no
+    other cache folder was asked for."""
+    path = SHIPPED / spec.file_name()
+    return path if cache_dir is None and path.is_file() else None
+
+
 def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
                       data_root: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
                       log=print) -> Path:
@@ -233,6 +245,9 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     path = _checkpoint_path(spec, cache_dir)
     if path.is_file():
         return path
+    shipped = _shipped(spec, cache_dir)
+    if shipped is not None:
+        return shipped
     x, y, xv, yv, xte, yte = _pool(spec, data_root)
     gen = torch.Generator().manual_seed(_INIT_STREAM + spec.seed)
     with torch.random.fork_rng():

@@ -39,11 +39,13 @@ from .checkpoint import (
     save_run_state,
 )
 from .config import RunConfig, fingerprint, settings_diff
+from .diagnostics import memory_diagnostics
 from .distributed import is_main_process, rank, world_size
 from ..models import create_blip, is_blip_name
-from .methods import RANK_SEED_STRIDE, ByteBudgetResize, build_strategy
+from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
 from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
+from .sample_buffers import ByteBudgetResize
 from .training_path import compile_blocks, enable_training_path, set_fused_attention
 
 __all__ = [
@@ -333,6 +335,11 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
     if kind != "classification":
         result.update(kind=kind, metric=PRIMARY_METRIC[kind], metric_matrices=matrices,
                       metric_summaries={k: accuracy_summary(v) for k, v in matrices.items()})
+    for p in strategy.plugins:
+        diag = (memory_diagnostics(p.storage_policy, benchmark)
+                if isinstance(p, CoreTokensetReplayPlugin) else None)
+        if diag is not None:
+            result["memory_diagnostics"] = diag
     if device.type == "cuda":
         result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     if out is not None and is_main_process():

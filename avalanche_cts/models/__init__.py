@@ -7,10 +7,11 @@ timm ``VisionTransformer`` (:mod:`.timm_vit`), Hugging Face ``ViTForImageClassif
 (:mod:`.hf_vit`), BLIP VQA and captioning models (:mod:`.hf_blip_vl`) and the BLIP vision tower
 (:mod:`.hf_blip`). BLIP models by name: :mod:`.blip_presets`.
 """
-from typing import Callable, List, Tuple, Type
+from typing import Callable, List, Optional, Tuple, Type
 
 from torch import nn
 
+from ..normalization import Normalization, NormalizationLike
 from .attention import AttentionAccess
 from .blip_presets import BLIP_PRESETS, blip_tokenizer, create_blip, is_blip_name
 from .hf_blip import HFBlipVisionAdapter, is_hf_blip, resize_position_embeddings
@@ -38,6 +39,7 @@ __all__ = [
     "model_normalization",
     "register_adapter",
     "resize_position_embeddings",
+    "resolve_normalization",
 ]
 
 _ADAPTERS: List[Tuple[Callable[[nn.Module], bool], Type]] = []
@@ -87,3 +89,25 @@ def attention_access(model) -> AttentionAccess:
     raise TypeError(
         f"no attention access for {type(adapter).__name__}: token scorers cannot read its attention"
     )
+
+
+def resolve_normalization(spec: NormalizationLike, channels: Optional[int] = None) -> Normalization:
+    """A :class:`~avalanche_cts.normalization.Normalization` from an object, a ``(mean, std)``
+    pair, a model (its own constants: timm ``pretrained_cfg``, the Hugging Face processor
+    defaults), or ``None`` (identity: inputs in [0, 1]); adapted to ``channels`` when given."""
+    if isinstance(spec, nn.Module):
+        adapter = get_adapter(spec)
+        norm = adapter.normalization
+        channels = adapter.in_chans if channels is None else channels
+    elif spec is None:
+        norm = Normalization.identity(channels or 1)
+    elif isinstance(spec, Normalization):
+        norm = spec
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+        norm = Normalization(tuple(spec[0]), tuple(spec[1]))
+    else:
+        raise TypeError(
+            f"normalization must be a Normalization, a (mean, std) pair, a model or None, got "
+            f"{type(spec).__name__}"
+        )
+    return norm if channels is None else norm.for_channels(channels)

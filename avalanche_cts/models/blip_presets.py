@@ -53,7 +53,7 @@ def blip_tokenizer(name: str, checkpoint: Optional[str] = None):
     checkpoint's (local folder ``checkpoint`` or the hub name) otherwise."""
     _check(name)
     if "vision" in BLIP_PRESETS[name]:
-        from ..vl.scenes import scene_tokenizer
+        from ..vl.vocab import scene_tokenizer
 
         return scene_tokenizer()
     from ..vl.text import load_tokenizer

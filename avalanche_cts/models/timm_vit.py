@@ -288,6 +288,9 @@ class TimmAttentionAccess(AttentionAccess):
     def check_images(self, images: Tensor) -> None:
         self.adapter.check_images(images)
 
+    def check_targets(self, targets: Tensor) -> None:
+        self.adapter.check_targets(targets)
+
     def logits(self, images: Tensor) -> Tensor:
         return self.model(images)
 

@@ -69,8 +69,17 @@ class AtManScorer(AttributionScorer):
     ):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        if not 0.0 <= factor <= 1.0:
+            raise ValueError(
+                f"factor (suppression strength) must be in [0, 1] (0 suppresses nothing), "
+                f"got {factor!r}"
+            )
+        if not -1.0 <= threshold:
+            raise ValueError(f"threshold (cosine similarity) must be >= -1, got {threshold!r}")
+        if max_memory_mb is not None and not max_memory_mb > 0:
+            raise ValueError(f"max_memory_mb must be positive or None, got {max_memory_mb!r}")
         self.factor = float(factor)
         self.threshold = float(threshold)
         self.chunk_size = int(chunk_size)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..models import attention_access
 from ..models.attention import AttentionAccess, eval_mode
-from .base import TokenScorer
+from .base import TokenScorer, check_inputs
 
 __all__ = ["AttributionScorer", "GradientScorer", "TARGETS"]
 
@@ -25,7 +25,7 @@ class AttributionScorer(TokenScorer):
 
     def score(self, model: nn.Module, images: Tensor, targets=None) -> Tensor:
         access = attention_access(model)
-        access.check_images(images)
+        check_inputs(access, images, targets)
         with eval_mode(access.eval_scope()):
             return self.relevance(access, images, targets).float()
 

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from ..models import get_adapter
 from ..models.attention import AttentionAccess
 from ..registry import Seeded
-from .base import TokenScorer, register_scorer
+from .base import TokenScorer, check_inputs, register_scorer
 
 __all__ = ["RandomScorer"]
 
@@ -21,5 +21,6 @@ class RandomScorer(Seeded, TokenScorer):
 
     def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
         source = model if isinstance(model, AttentionAccess) else get_adapter(model)
+        check_inputs(source, images, targets)
         scores = torch.rand(images.shape[0], source.num_tokens, generator=self.generator)
         return scores.to(images.device)

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ..registry import Registry
@@ -69,9 +70,31 @@ class SampleSelector(ABC):
     needs_features: bool = False
     joint: bool = False  # True: also picks tokens, see ``JointGradSelector.select_joint``
 
-    @abstractmethod
     def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
-        """Select ``min(k, n)`` of ``n`` samples of one class, in priority order."""
+        """Select ``min(k, n)`` of ``n`` samples of one class, in priority order.
+
+        :raises ValueError: for a negative or non-integer ``k`` or ``n``, missing or
+            mismatched features, or non-finite features.
+        """
+        for name, v in (("k", k), ("n", n)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{type(self).__name__}.select: {name} must be an integer >= 0, "
+                                 f"got {v!r}")
+        if features is not None:
+            if not isinstance(features, ClassFeatures):
+                raise TypeError(f"features must be ClassFeatures, got {type(features).__name__}")
+            bad = [f for f in ("embeddings", "logits") if getattr(features, f) is not None
+                   and not torch.isfinite(getattr(features, f)).all()]
+            if bad:
+                raise ValueError(f"{type(self).__name__}.select: non-finite {bad[0]}: check the "
+                                 f"images and the model for NaN/inf")
+        if self.needs_features:
+            self._features(n, features)
+        return self._select(min(k, n), n, features)
+
+    @abstractmethod
+    def _select(self, k: int, n: int, features: Optional[ClassFeatures]) -> Selection:
+        """Select ``k <= n`` samples (arguments already checked)."""
 
     def _features(self, n: int, features: Optional[ClassFeatures]) -> ClassFeatures:
         """Return ``features`` after checking they are given and describe ``n`` samples."""

@@ -142,7 +142,7 @@ class CraigSelector(SampleSelector):
         self.dtype, self.seed = dtype, int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
+    def _select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         feats = self._features(n, features)
         g = GradientFeatures.from_class_features(feats, self.features, self.dtype)
         itemsize = self.dtype.itemsize

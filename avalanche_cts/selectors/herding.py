@@ -52,7 +52,7 @@ class HerdingSelector(SampleSelector):
     def __init__(self, dtype: Optional[torch.dtype] = None):
         self.dtype = dtype
 
-    def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
+    def _select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         x = self._features(n, features).embeddings
         x = x.to(self.dtype or torch.promote_types(x.dtype, torch.float32))
         idx = herding_order(x, k).cpu()

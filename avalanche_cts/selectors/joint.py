@@ -133,7 +133,7 @@ class JointGradSelector(SampleSelector):
         self.token_retention, self.spread = token_retention, float(spread)
         self.batch_size = int(batch_size)
 
-    def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
+    def _select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         return self.selector.select(k, n, features)
 
     def select_joint(

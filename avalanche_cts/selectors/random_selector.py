@@ -16,7 +16,7 @@ class RandomSelector(Seeded, SampleSelector):
     :param seed: seed of the generator; successive calls continue the same stream.
     """
 
-    def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
+    def _select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         k = max(0, min(int(k), int(n)))
         idx = torch.randperm(n, generator=self.generator)[:k]
         return Selection(idx, torch.ones(k, dtype=torch.float32))

@@ -151,8 +151,11 @@ class PEFTTemplate(SupervisedTemplate):
         return self.model.to(self.device)  # parameters added by prepare_experience
 
     def make_optimizer(self, **kwargs):
+        """A fresh Adam over the trainable parameters (none between experiences: then the
+        optimiser is left as it is, e.g. while a run checkpoint is restored)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if params:
+            self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def criterion(self) -> Tensor:
         """Local cross-entropy on the current head while training; global CE otherwise."""

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..normalization import NormalizationLike, resolve_normalization
+from ..models import resolve_normalization
+from ..normalization import NormalizationLike
 from .text import TextSpec
 
 __all__ = ["IGNORE_INDEX", "TASK_KINDS", "ImageTextDataset", "VLCollator", "primary_target",

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from ..normalization import NormalizationLike
 from .data import ImageTextDataset, VLCollator, vl_benchmark
-from .text import TextSpec, closed_tokenizer, encode
+from .text import TextSpec, encode
+from .vocab import _PLURAL, CAPTION_CLASSES, COLOURS, SCENE_WORDS, SHAPES, scene_tokenizer
 
 __all__ = [
     "CAPTION_CLASSES",
@@ -48,33 +49,12 @@ __all__ = [
 
 SCENE_SIZE = 64
 PATCH = 8
-COLOURS: Dict[str, Tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 230),
-    "yellow": (235, 215, 40), "purple": (150, 60, 190), "orange": (245, 140, 30),
-}
-SHAPES = ("square", "circle", "triangle")
-"""Shapes of the VQA scenes."""
-CAPTION_CLASSES = ("square", "circle", "triangle", "diamond", "cross")
-"""One captioning task per class, in this order."""
 VQA_TASKS = ("colour", "count", "left")
 CAPTION_PROMPT = "a picture of"
 _BACKGROUNDS = {"colour": "textured", "count": "flat", "left": "dark"}
-_PLURAL = {s: s + "s" for s in SHAPES}
-SCENE_WORDS: Tuple[str, ...] = tuple(sorted(set(
-    "what colour is the how many are there left of object objects on right shape yes no a "
-    "picture "
-    "small large in top bottom".split()
-    + list(COLOURS) + list(CAPTION_CLASSES) + list(_PLURAL.values())
-    + [str(i) for i in range(1, 6)])))
-"""The closed vocabulary of every generated stream."""
 
 _OFFSETS = {"vqa": 1_000_003, "caption": 2_000_003, "pretrain": 3_000_017}
 """Random-stream offsets: stream, captions and pretraining images never share a generator."""
-
-
-def scene_tokenizer():
-    """The ``BertTokenizer`` of :data:`SCENE_WORDS` (cached vocab file)."""
-    return closed_tokenizer(SCENE_WORDS)
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -1,4 +1,8 @@
-"""``CoreTokensetBuffer``: an Avalanche storage policy that keeps core tokensets under a byte budget."""
+"""``CoreTokensetBuffer``: an Avalanche storage policy that keeps core tokensets under a byte budget.
+
+Classification streams and image-text streams (BLIP VQA and captioning, :mod:`avalanche_cts.vl`)
+share it; what differs in reading an experience is in :mod:`avalanche_cts.items`.
+"""
 from __future__ import annotations
 
 import math
@@ -14,11 +18,13 @@ from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.training.storage_policy import ExemplarsBuffer
 
 from .budget import water_fill
+from .items import ClassItems, item_view
 from .memory import (
     GROUP_HEADER_BYTES,
     LENGTH_DTYPE,
     POSITION_DTYPE,
     PixelCodec,
+    TokenBatch,
     TokenGroup,
     collate_tokens,
 )
@@ -26,7 +32,7 @@ from .models import get_adapter, resolve_normalization
 from .normalization import Normalization, NormalizationLike
 from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
 from .scorers import TokenScorer, get_scorer
-from .selectors import ClassFeatures, SampleSelector, extract_features, get_selector
+from .selectors import ClassFeatures, SampleSelector, get_selector
 from .tokens import keep_count, patchify
 
 if TYPE_CHECKING:
@@ -64,11 +70,13 @@ def _is_real(v) -> bool:
 
 
 class TokenMemoryDataset(Dataset):
-    """Flat view over token groups: item ``i`` is ``(values, positions, label, task, weight)``."""
+    """Flat view over token groups: item ``i`` is ``(values, positions, label, task, weight)``,
+    followed by the record's token ids per text field for image-text records."""
 
     def __init__(self, groups: List[TokenGroup]):
         self.groups = [g for g in groups if len(g)]
         self._offsets = [g.offsets() for g in self.groups]
+        self._text_offsets = [g.text_offsets() for g in self.groups]
         sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.long)
         self._starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
 
@@ -80,17 +88,21 @@ class TokenMemoryDataset(Dataset):
         g, j = self.groups[gi], i - int(self._starts[gi])
         values, positions = g.record(j, self._offsets[gi])
         w = 1.0 if g.weights is None else float(g.weights[j])
+        if g.texts:
+            return values, positions, g.label, g.task, w, g.record_text(j, self._text_offsets[gi])
         return values, positions, g.label, g.task, w
 
 
 class CoreTokensetBuffer(ExemplarsBuffer):
-    """Replay memory of core tokensets under a byte budget, class-balanced.
+    """Replay memory of core tokensets under a byte budget, class-balanced (task-balanced for
+    image-text streams, which have no classes).
 
     After each experience, a sample selector picks samples per class and a token scorer
     ranks their patch tokens; the top ``round(t*T)`` tokens of each selected sample are
-    stored at their native dtype with int16 positions. The number of samples follows
-    from the budget and the token retention ``t``. When new classes arrive, old classes
-    shrink by dropping their lowest-priority records, which frees their memory.
+    stored at their native dtype with int16 positions (image-text records also keep their
+    question and answer or caption token ids, int16, counted in the bytes). The number of
+    samples follows from the budget and the token retention ``t``. When new classes arrive,
+    old classes shrink by dropping their lowest-priority records, which frees their memory.
 
     ``token_retention=1`` is a whole-sample coreset; a small ``t`` with many samples is
     "core tokens"; both small is a core tokenset (paper: 10% samples x 10% tokens = 1%).
@@ -188,6 +200,8 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         self.experiences = 0
         self.codec: Optional[PixelCodec] = None
         self.layout: Optional[Dict[str, object]] = None
+        self.items = ClassItems()
+        """How experiences are read (:mod:`avalanche_cts.items`), set at the first update."""
 
     @property
     def max_size(self) -> int:
@@ -261,8 +275,13 @@ class CoreTokensetBuffer(ExemplarsBuffer):
     # -------------------------------------------------------------- Avalanche
     @property
     def buffer(self) -> AvalancheDataset:
-        """The memory as an AvalancheDataset of ``(values, positions, label, task, weight)`` items."""
-        return AvalancheDataset([self.dataset()], collate_fn=collate_tokens)
+        """The memory as an AvalancheDataset of :class:`TokenMemoryDataset` items."""
+        return AvalancheDataset([self.dataset()], collate_fn=self.collate)
+
+    def collate(self, items: List[Tuple]) -> TokenBatch:
+        """Collate records into a :class:`~avalanche_cts.memory.TokenBatch` (stored token ids
+        become the model's text tensors)."""
+        return collate_tokens(items, text=self.items.text_batch if self.items.text_fields else None)
 
     @buffer.setter
     def buffer(self, new_buffer):
@@ -286,10 +305,13 @@ class CoreTokensetBuffer(ExemplarsBuffer):
                 f"nothing can be stored; remove empty experiences from the stream"
             )
         adapter = get_adapter(model)
-        targets = torch.as_tensor(list(data.targets), dtype=torch.long)
-        tasks = torch.as_tensor(list(getattr(data, "targets_task_labels", [0] * len(data))),
-                                dtype=torch.long)
-        if hasattr(adapter, "check_targets"):
+        items = item_view(data)
+        if self.layout is not None and type(items) is not type(self.items):
+            raise TypeError(f"the memory holds {type(self.items).__name__} records; this "
+                            f"experience has {type(items).__name__}: one buffer serves one stream")
+        self.items = items
+        targets, tasks = items.keys(data)
+        if hasattr(adapter, "check_targets") and not items.text_fields:
             adapter.check_targets(targets)
         self._experience = int(getattr(exp, "current_experience", self.experiences))
         self._init_layout(adapter, data)
@@ -301,7 +323,8 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         for key in keys:
             self.groups.setdefault(key, TokenGroup(*key, self.layout["num_tokens"],
                                                    self.layout["token_dim"], self.codec.dtype,
-                                                   self.weighted, self.keep_sources))
+                                                   self.weighted, self.keep_sources,
+                                                   items.text_fields))
         members = {key: ((targets == key[0]) & (tasks == key[1])).nonzero().flatten()
                    for key in keys}
         quotas = self._quotas(members)
@@ -311,6 +334,8 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         feats = self._features(model, device, data) if self.selector.needs_features else None
         chosen = self._choose(model, device, data, keys, members, quotas, feats)
         self._store(model, device, data, chosen)
+        for key in keys:  # text makes record sizes vary: keep every group within its quota
+            self._shrink(self.groups[key], quotas[key])
         self.groups = {k: g for k, g in self.groups.items() if len(g)}
         self.max_size = self.num_records
 
@@ -327,7 +352,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
 
     # --------------------------------------------------------------- helpers
     def _init_layout(self, adapter, data) -> None:
-        x = data[0][0]
+        x = self.items.image(data[0])
         if not isinstance(x, Tensor) or x.dim() != 3:
             raise TypeError(
                 f"experience items must start with a (C, H, W) image tensor, got "
@@ -340,13 +365,15 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             num_tokens=adapter.num_tokens, channels=adapter.in_chans,
             token_dim=adapter.patch_size ** 2 * adapter.in_chans,
         )
+        if self.items.text_fields:
+            layout["text"] = self.items.state()
         if self.layout is None:
             norm = (self.normalization or adapter.normalization).for_channels(adapter.in_chans)
             if self.pixel_dtype:
                 codec = PixelCodec(_DTYPES[self.pixel_dtype], norm)
             else:
                 sample = range(min(len(data), 64))
-                images = torch.stack([data[i][0] for i in sample])
+                images = torch.stack([self.items.image(data[i]) for i in sample])
                 _check_finite(images, list(sample), self._experience)
                 codec = PixelCodec.infer(images, norm)
             self.layout, self.codec, self.normalization = layout, codec, norm
@@ -364,6 +391,12 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         """
         keys = sorted(self.groups)
         headers = GROUP_HEADER_BYTES * len(keys)
+        if self.items.text_fields:  # record sizes vary with the text: share bytes
+            per = self.record_bytes() + self._text_floor()
+            caps = [self.groups[k].nbytes - GROUP_HEADER_BYTES + len(members.get(k, ())) * per
+                    for k in keys]
+            shares = water_fill(max(0, self.budget - headers), caps)
+            return {k: GROUP_HEADER_BYTES + n for k, n in zip(keys, shares)}
         if getattr(self.selector, "joint", False):
             full = self.record_bytes(self.layout["num_tokens"])
             caps = [self.groups[k].nbytes + len(members.get(k, ())) * full for k in keys]
@@ -373,23 +406,26 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         counts = water_fill(max(0, self.budget - headers) // rb, caps)
         return {k: GROUP_HEADER_BYTES + n * rb for k, n in zip(keys, counts)}
 
+    def _text_floor(self) -> int:
+        """Fewest bytes the text of a record takes (one length per text field)."""
+        return len(self.items.text_fields) * torch.empty(0, dtype=LENGTH_DTYPE).element_size()
+
     def _shrink(self, group: TokenGroup, quota: int) -> None:
         if group.nbytes <= quota:
             return
-        k = group.lengths.long()
-        full = self.layout["num_tokens"]
-        per = torch.where(k == full, self.record_bytes(full), k * self.token_bytes() + self.record_bytes(0))
-        fits = (GROUP_HEADER_BYTES + per.cumsum(0)) <= quota
+        fits = (GROUP_HEADER_BYTES + group.record_nbytes().cumsum(0)) <= quota
         group.truncate(int(fits.sum()))
 
     def _loader(self, data, indices: Tensor) -> DataLoader:
         return DataLoader(Subset(data, indices.tolist()), batch_size=self.batch_size,
                           shuffle=False, num_workers=self.num_workers)
 
-    def _features(self, model, device, data) -> Tuple[Tensor, Tensor, Tensor]:
-        """``(embeddings, logits, targets)`` of all of ``data`` in eval mode (float32, CPU)."""
-        feats = extract_features(model, data, batch_size=self.batch_size, device=device)
-        feats = tuple(f.float().cpu() if f.is_floating_point() else f.cpu() for f in feats)
+    def _features(self, model, device, data) -> Tuple[Optional[Tensor], ...]:
+        """``(embeddings, logits, targets[, errors])`` of all of ``data`` in eval mode (float32,
+        CPU; see :mod:`avalanche_cts.items`)."""
+        feats = self.items.features(model, data, self.batch_size, device)
+        feats = tuple(None if f is None else f.float().cpu() if f.is_floating_point() else f.cpu()
+                      for f in feats)
         bad = ~torch.isfinite(feats[0]).all(1)
         if bool(bad.any()):
             raise ValueError(
@@ -409,10 +445,11 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             if getattr(self.selector, "joint", False):
                 self._add_joint(model, device, data, key, idx, room)
                 continue
-            k = max(0, room // self.record_bytes())
+            k = max(0, room // (self.record_bytes() + self._text_floor()))
             if k == 0:
                 continue
-            cf = None if feats is None else ClassFeatures(*(f[idx] for f in feats))
+            cf = None if feats is None else ClassFeatures(*(None if f is None else f[idx]
+                                                            for f in feats))
             sel = self.selector.select(int(k), len(idx), cf)
             chosen.append((key, idx[sel.indices], sel.weights))
         return chosen
@@ -422,12 +459,16 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         if not chosen:
             return
         idx = torch.cat([c[1] for c in chosen])
-        out_values, out_positions = self._kept_tokens(model, device, data, idx)
+        out_values, out_positions, out_texts = self._kept_tokens(model, device, data, idx)
         start = 0
         for key, sel_idx, weights in chosen:
             n = len(sel_idx)
+            texts = None
+            if out_texts is not None:
+                texts = {f: [t[f] for t in out_texts[start:start + n]]
+                         for f in self.items.text_fields}
             self.groups[key].append(out_values[start:start + n], out_positions[start:start + n],
-                                    weights.tolist(), self._sources(sel_idx))
+                                    weights.tolist(), self._sources(sel_idx), texts)
             start += n
 
     def _sources(self, idx: Tensor) -> Optional[Tensor]:
@@ -435,26 +476,32 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             return None
         return torch.stack([torch.full_like(idx, self._experience), idx], dim=1)
 
-    def _kept_tokens(self, model, device, data, idx: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
-        """Encoded values ``(k, V)`` and positions ``(k,)`` of the kept tokens of each sample
-        ``data[idx[i]]``, in order, scored in batches of ``batch_size``."""
+    def _kept_tokens(self, model, device, data, idx: Tensor
+                     ) -> Tuple[List[Tensor], List[Tensor], Optional[List[Dict[str, Tensor]]]]:
+        """Encoded values ``(k, V)``, positions ``(k,)`` and (image-text records) token ids of
+        the kept tokens of each sample ``data[idx[i]]``, in order, scored in batches of
+        ``batch_size``."""
         k = self.tokens_per_sample
         t = self.layout["num_tokens"]
         out_values, out_positions = [], []
+        out_texts = [] if self.items.text_fields else None
         start = 0
-        for x, y, *_ in self._loader(data, idx):
+        for x, y, texts in self.items.batches(data, idx, self.batch_size, self.num_workers):
             _check_finite(x, idx[start:start + len(x)].tolist(), self._experience)
             start += len(x)
             tokens = patchify(x, self.layout["patch_size"])
             if k >= t:
                 order = torch.arange(t).expand(len(x), t)
             else:
-                scores = self.scorer.score(model, x.to(device), torch.as_tensor(y).to(device))
+                target = {n: v.to(device) for n, v in y.items()} if texts else y.to(device)
+                scores = self.scorer.score(model, x.to(device), target)
                 order = self.choose_tokens(scores.float().cpu(), k)
             kept = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
             out_values.extend(self.codec.encode(kept).unbind(0))
             out_positions.extend(order.unbind(0))
-        return out_values, out_positions
+            if texts:
+                out_texts.extend(texts)
+        return out_values, out_positions, out_texts
 
     def choose_tokens(self, scores: Tensor, k: int) -> Tensor:
         """``(B, k)`` positions of the tokens to keep from ``(B, T)`` scores: the top k, or a
@@ -467,6 +514,10 @@ class CoreTokensetBuffer(ExemplarsBuffer):
 
     def _add_joint(self, model, device, data, key, idx: Tensor, room: int) -> None:
         """Single-stage selection of samples and tokens for one group (joint selectors)."""
+        if self.items.text_fields:
+            raise TypeError(f"{type(self.selector).__name__} selects classification samples; "
+                            f"image-text memories use a two-stage selector (random, herding, "
+                            f"craig, gradmatch)")
         if room <= self.record_bytes(1) or len(idx) == 0:
             return
         xs, ys = zip(*[(x, y) for x, y, *_ in self._loader(data, idx)])
@@ -544,6 +595,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         layout = state["layout"]
         if layout is not None:
             layout = dict(layout, image_shape=tuple(layout["image_shape"]), grid=tuple(layout["grid"]))
+        items = item_view(None, layout["text"]) if layout and layout.get("text") else ClassItems()
         groups = {}
         for gs in state["groups"]:
             g = TokenGroup.from_state(gs)
@@ -553,6 +605,9 @@ class CoreTokensetBuffer(ExemplarsBuffer):
                 raise ValueError(f"group (label {g.label}, task {g.task}) has {g.full} tokens of "
                                  f"width {g.values.shape[1]}, the layout {layout['num_tokens']} of "
                                  f"width {layout['token_dim']}")
+            if g.text_fields != items.text_fields:
+                raise ValueError(f"group (label {g.label}, task {g.task}) holds text fields "
+                                 f"{g.text_fields}, the layout {items.text_fields}")
             if g.values.dtype != codec.dtype:
                 raise ValueError(f"group (label {g.label}, task {g.task}) stores {g.values.dtype}, "
                                  f"the codec {codec.dtype}")
@@ -567,7 +622,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         self.seen_samples = int(state["seen_samples"])
         self.seen_bytes = int(state["seen_bytes"])
         self.experiences = int(state.get("experiences", 0))
-        self.codec, self.layout, self.groups = codec, layout, groups
+        self.codec, self.layout, self.groups, self.items = codec, layout, groups, items
         self.normalization = None if codec is None else codec.normalization
         for name, st in state.get("rng", {}).items():
             obj = self if name == "tokens" else getattr(self, name)

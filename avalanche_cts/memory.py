@@ -7,14 +7,16 @@ A :class:`TokenGroup` holds the records of one (class, task) in priority order, 
 * ``positions``: int16 grid positions of the partial records (a record keeping all T
   tokens stores none: its tokens are in grid order);
 * ``lengths``: ``(n,)`` int16 tokens per record;
-* ``weights``: ``(n,)`` float32 selector weights, only when kept.
+* ``weights``: ``(n,)`` float32 selector weights, only when kept;
+* ``texts``: for image-text records, per text field (e.g. ``question``, ``target``) the
+  concatenated int16 token ids and ``(n,)`` int16 lengths (:data:`TEXT_DTYPE`).
 
 Label and task id are stored once per group. ``nbytes`` is the exact size of all of it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -26,15 +28,19 @@ __all__ = [
     "GROUP_HEADER_BYTES",
     "POSITION_DTYPE",
     "LENGTH_DTYPE",
+    "TEXT_DTYPE",
     "PixelCodec",
     "TokenGroup",
     "TokenBatch",
+    "TextCollate",
     "check_group_state",
     "collate_tokens",
 ]
 
 POSITION_DTYPE = torch.int16
 LENGTH_DTYPE = torch.int16
+TEXT_DTYPE = torch.int16
+"""Token ids of stored text (BERT's 30,524-token vocabulary fits)."""
 GROUP_HEADER_BYTES = 16
 """Label and task id of a group, stored as two int64."""
 
@@ -121,10 +127,11 @@ class TokenGroup:
 
     ``sources`` (``(n, 2)`` int64: experience, index in its dataset) is kept only when asked
     for: a diagnostic of where each record came from, not part of the memory or its bytes.
+    ``text_fields`` names the token-id sequences each record also holds (image-text records).
     """
 
     def __init__(self, label: int, task: int, num_tokens: int, token_dim: int, dtype: torch.dtype,
-                 weighted: bool, keep_sources: bool = False):
+                 weighted: bool, keep_sources: bool = False, text_fields: Sequence[str] = ()):
         self.label = int(label)
         self.task = int(task)
         self.full = int(num_tokens)
@@ -133,9 +140,17 @@ class TokenGroup:
         self.lengths = torch.empty(0, dtype=LENGTH_DTYPE)
         self.weights: Optional[Tensor] = torch.empty(0) if weighted else None
         self.sources: Optional[Tensor] = torch.empty(0, 2, dtype=torch.long) if keep_sources else None
+        self.texts: Dict[str, Tuple[Tensor, Tensor]] = {
+            f: (torch.empty(0, dtype=TEXT_DTYPE), torch.empty(0, dtype=LENGTH_DTYPE))
+            for f in text_fields}
+        """Per text field: ``(ids (sum_L,), lengths (n,))``."""
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
+
+    @property
+    def text_fields(self) -> Tuple[str, ...]:
+        return tuple(self.texts)
 
     @property
     def num_tokens(self) -> int:
@@ -148,18 +163,45 @@ class TokenGroup:
         n = self.values.nbytes + self.positions.nbytes + self.lengths.nbytes
         if self.weights is not None:
             n += self.weights.nbytes
+        n += sum(ids.nbytes + lengths.nbytes for ids, lengths in self.texts.values())
         return n + GROUP_HEADER_BYTES
 
+    def record_nbytes(self) -> Tensor:
+        """``(n,)`` int64 exact bytes of each record (all but the group header)."""
+        k = self.lengths.long()
+        partial = (k < self.full).long()
+        per = k * self.values.shape[1] * self.values.element_size() \
+            + partial * k * self.positions.element_size() + self.lengths.element_size()
+        if self.weights is not None:
+            per = per + self.weights.element_size()
+        for ids, lengths in self.texts.values():
+            per = per + lengths.long() * ids.element_size() + lengths.element_size()
+        return per
+
     def append(self, values: Sequence[Tensor], positions: Sequence[Tensor], weights: Sequence[float],
-               sources: Optional[Tensor] = None):
+               sources: Optional[Tensor] = None,
+               texts: Optional[Dict[str, Sequence[Tensor]]] = None):
         """Append records; ``values[i]`` is ``(k_i, V)`` in the storage dtype, ``positions[i]``
-        ``(k_i,)``; ``sources`` ``(n, 2)`` (experience, index) when the group keeps them."""
+        ``(k_i,)``; ``sources`` ``(n, 2)`` (experience, index) when the group keeps them;
+        ``texts[field][i]`` the token ids of record i for every text field of the group."""
         if not values:
             return
         if self.sources is not None:
             if sources is None or len(sources) != len(values):
                 raise ValueError("this group keeps sources: give one (experience, index) per record")
             self.sources = torch.cat([self.sources, sources.long().reshape(-1, 2)])
+        texts = texts or {}
+        if set(texts) != set(self.texts) or any(len(t) != len(values) for t in texts.values()):
+            raise ValueError(f"give the token ids of every record for the text fields "
+                             f"{self.text_fields}, got {sorted(texts)}")
+        for f, seqs in texts.items():
+            top = max((int(t.max()) for t in seqs if len(t)), default=0)
+            if top > torch.iinfo(TEXT_DTYPE).max:
+                raise ValueError(f"token id {top} does not fit the memory's {TEXT_DTYPE} text ids")
+            ids, lengths = self.texts[f]
+            self.texts[f] = (torch.cat([ids, *[t.to(TEXT_DTYPE) for t in seqs]]),
+                             torch.cat([lengths, torch.tensor([len(t) for t in seqs],
+                                                              dtype=LENGTH_DTYPE)]))
         lengths = torch.tensor([len(p) for p in positions], dtype=LENGTH_DTYPE)
         self.values = torch.cat([self.values, *values])
         partial = [p.to(POSITION_DTYPE) for p in positions if len(p) < self.full]
@@ -181,6 +223,8 @@ class TokenGroup:
             self.weights = self.weights[:n].clone()
         if self.sources is not None:
             self.sources = self.sources[:n].clone()
+        for f, (ids, lengths) in self.texts.items():
+            self.texts[f] = (ids[:int(lengths[:n].long().sum())].clone(), lengths[:n].clone())
 
     def _partial_lengths(self) -> Tensor:
         lengths = self.lengths.long()
@@ -201,6 +245,18 @@ class TokenGroup:
             return self.values[a:b], torch.arange(self.full, dtype=POSITION_DTYPE)
         return self.values[a:b], self.positions[int(po[i]):int(po[i + 1])]
 
+    def text_offsets(self) -> Dict[str, Tensor]:
+        """Per text field, ``(n + 1,)`` start offsets of the records' ids (derived)."""
+        zero = torch.zeros(1, dtype=torch.long)
+        return {f: torch.cat([zero, lengths.long().cumsum(0)])
+                for f, (_, lengths) in self.texts.items()}
+
+    def record_text(self, i: int, offsets: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """Token ids (int64) of record ``i`` per text field."""
+        offsets = self.text_offsets() if offsets is None else offsets
+        return {f: ids[int(offsets[f][i]):int(offsets[f][i + 1])].long()
+                for f, (ids, _) in self.texts.items()}
+
     def state_dict(self) -> Dict:
         return {
             "label": self.label,
@@ -211,14 +267,17 @@ class TokenGroup:
             "lengths": self.lengths,
             "weights": self.weights,
             "sources": self.sources,
+            "texts": {f: {"ids": ids, "lengths": lengths} for f, (ids, lengths) in self.texts.items()},
         }
 
     @classmethod
     def from_state(cls, state: Dict) -> "TokenGroup":
         """A group from :meth:`state_dict` output, after checking it is consistent."""
         check_group_state(state)
+        texts = state.get("texts") or {}
         g = cls(state["label"], state["task"], state["num_tokens"], state["values"].shape[1],
-                state["values"].dtype, state["weights"] is not None)
+                state["values"].dtype, state["weights"] is not None, text_fields=tuple(texts))
+        g.texts = {f: (t["ids"].clone(), t["lengths"].clone()) for f, t in texts.items()}
         g.values = state["values"].clone()
         g.positions = state["positions"].clone()
         g.lengths = state["lengths"].clone()
@@ -260,6 +319,13 @@ def check_group_state(state: Dict) -> None:
     src = state.get("sources")
     if src is not None and (not isinstance(src, Tensor) or tuple(src.shape) != (len(lengths), 2)):
         raise ValueError(f"{where}: sources must be (records, 2)")
+    for f, t in (state.get("texts") or {}).items():
+        ids, tl = t.get("ids"), t.get("lengths")
+        if not (isinstance(ids, Tensor) and ids.dtype == TEXT_DTYPE and isinstance(tl, Tensor)
+                and tl.dtype == LENGTH_DTYPE and tl.shape == lengths.shape
+                and int(tl.long().sum()) == len(ids)):
+            raise ValueError(f"{where}: text field {f!r} needs {TEXT_DTYPE} ids and one "
+                             f"{LENGTH_DTYPE} length per record that sum to the ids stored")
 
 
 @dataclass
@@ -270,6 +336,8 @@ class TokenBatch:
     :ivar positions: ``(B, K)`` int64 positions.
     :ivar valid: ``(B, K)`` bool, False on padding (``None`` when all records have K tokens).
     :ivar labels: ``(B,)`` int64; ``tasks``: ``(B,)`` int64; ``weights``: ``(B,)`` float32.
+    :ivar text: image-text records: the model's text tensors (e.g. a
+        :class:`~avalanche_cts.vl.data.VLCollator` batch of the stored ids), else ``None``.
     """
 
     values: Tensor
@@ -278,11 +346,13 @@ class TokenBatch:
     labels: Tensor
     tasks: Tensor
     weights: Tensor
+    text: Optional[Dict[str, Tensor]] = None
 
     def to(self, device, non_blocking: bool = False) -> "TokenBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        text = None if self.text is None else {k: move(v) for k, v in self.text.items()}
         return TokenBatch(*(move(getattr(self, f)) for f in
-                            ("values", "positions", "valid", "labels", "tasks", "weights")))
+                            ("values", "positions", "valid", "labels", "tasks", "weights")), text)
 
     def images(self, codec: PixelCodec, patch_size: int, channels: int, grid: Tuple[int, int],
                dtype: torch.dtype = torch.float32) -> Tensor:
@@ -293,8 +363,13 @@ class TokenBatch:
         return unpatchify(tokens, patch_size, channels, grid)
 
 
-def collate_tokens(items: List[Tuple[Tensor, Tensor, int, int, float]]) -> TokenBatch:
-    """Collate ``(values (k,V), positions (k,), label, task, weight)`` items, padding to max k."""
+TextCollate = Callable[[List[Dict[str, Tensor]]], Dict[str, Tensor]]
+"""Turns the stored token ids of records (one dict per record) into the model's text tensors."""
+
+
+def collate_tokens(items: List[Tuple], text: Optional[TextCollate] = None) -> TokenBatch:
+    """Collate ``(values (k,V), positions (k,), label, task, weight[, token ids])`` items,
+    padding to max k; the token-id dicts of image-text records go through ``text``."""
     ks = [len(it[1]) for it in items]
     kmax = max(ks)
     b, v = len(items), items[0][0].shape[1]
@@ -305,6 +380,11 @@ def collate_tokens(items: List[Tuple[Tensor, Tensor, int, int, float]]) -> Token
         values[i, : ks[i]] = val
         positions[i, : ks[i]] = pos.long()
         valid[i, : ks[i]] = True
+    texts = None
+    if len(items[0]) > 5:
+        if text is None:
+            raise ValueError("these records hold text: pass the collate function of its ids")
+        texts = text([it[5] for it in items])
     return TokenBatch(
         values,
         positions,
@@ -312,4 +392,5 @@ def collate_tokens(items: List[Tuple[Tensor, Tensor, int, int, float]]) -> Token
         torch.tensor([it[2] for it in items], dtype=torch.long),
         torch.tensor([it[3] for it in items], dtype=torch.long),
         torch.tensor([it[4] for it in items], dtype=torch.float32),
+        texts,
     )

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from avalanche.core import SupervisedPlugin
 
 from .buffer import CoreTokensetBuffer
-from .memory import TokenBatch, collate_tokens
+from .memory import TokenBatch
 from .models import get_adapter
 from .recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES
 from .tokens import random_keep_mask
@@ -21,7 +21,8 @@ from .tokens import random_keep_mask
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "classification_loss"]
+__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
+           "classification_loss", "default_memory_loss"]
 
 MemoryLoss = Callable[[object, TokenBatch, Tensor, str], Tensor]
 """``loss(adapter, batch, values, mode) -> (B,)`` per-record loss of a memory batch, where
@@ -34,9 +35,21 @@ def classification_loss(adapter, batch: TokenBatch, values: Tensor, mode: str) -
     return F.cross_entropy(logits, batch.labels, reduction="none")
 
 
+def adapter_record_loss(adapter, batch: TokenBatch, values: Tensor, mode: str) -> Tensor:
+    """The adapter's own per-record loss (BLIP: the stored answer's or caption's NLL)."""
+    return adapter.record_loss(batch, values, mode)
+
+
+def default_memory_loss(adapter) -> MemoryLoss:
+    """:func:`adapter_record_loss` for adapters that define ``record_loss`` (models that are
+    not classifiers), else :func:`classification_loss`."""
+    return adapter_record_loss if hasattr(adapter, "record_loss") else classification_loss
+
+
 class CoreTokensetReplayPlugin(SupervisedPlugin):
     """Core tokenset replay (Paul et al., https://arxiv.org/abs/2410.05800) for any
-    ``SupervisedTemplate`` training a timm ViT.
+    ``SupervisedTemplate`` training a timm ViT, or a BLIP VQA/captioning model with
+    :class:`~avalanche_cts.vl.VLTemplate` (dict mini-batches with ``pixel_values``).
 
     * After each experience the storage policy is updated with it.
     * Each training step draws a memory minibatch from its own cycled loader (as DER does)
@@ -64,7 +77,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     :param weighted_replay: weight memory samples by their stored selector weights
         (needs ``CoreTokensetBuffer(weighted=True)``), normalised to mean 1.
     :param memory_loss: per-record loss of a memory batch (:data:`MemoryLoss`; default
-        :func:`classification_loss`), the seam for models that are not classifiers.
+        :func:`default_memory_loss` of the model's adapter: :func:`classification_loss`, or
+        the answer/caption NLL for BLIP), the seam for models that are not classifiers.
     :param num_workers: workers of the memory loader.
     :param seed: seed of the memory loader's shuffling and of the mask token's initial value
         (``None``: from torch's global RNG).
@@ -119,7 +133,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self.dropout_fraction = float(dropout_fraction)
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
-        self.memory_loss = memory_loss or classification_loss
+        self.memory_loss = memory_loss
         self.num_workers = num_workers
         self.seed = seed
         self._adapter = None
@@ -149,7 +163,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     def before_training_exp(self, strategy: "SupervisedTemplate", num_workers: int = 0, **kwargs):
         self._adapter = get_adapter(strategy.model)
-        first = strategy.experience.dataset[0][0]
+        item = strategy.experience.dataset[0]
+        first = item["pixel_values"] if isinstance(item, dict) else item[0]
         if torch.is_tensor(first):  # fail before training, not inside a forward
             self._adapter.check_images(first[None])
         self._memory = None
@@ -160,7 +175,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
             self.seed + strategy.clock.train_exp_counter)
         loader = DataLoader(
             self.storage_policy.dataset(), batch_size=bs, shuffle=True, drop_last=False,
-            collate_fn=collate_tokens, num_workers=self.num_workers, generator=gen,
+            collate_fn=self.storage_policy.collate, num_workers=self.num_workers, generator=gen,
             pin_memory=torch.device(strategy.device).type == "cuda",
         )
         self._memory = _cycle(loader)
@@ -182,7 +197,9 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     def before_forward(self, strategy: "SupervisedTemplate", **kwargs):
         if not self.drops_tokens:
             return
-        keep = self.dropout_mask(len(strategy.mb_y), strategy.device)
+        x = strategy.mb_x
+        n = len(x["pixel_values"]) if isinstance(x, dict) else len(strategy.mb_y)
+        keep = self.dropout_mask(n, strategy.device)
         if keep is not None:
             self._partial.enter_context(self._adapter.partial_inputs(keep, self.replay_mode))
 
@@ -214,7 +231,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     def replay_loss(self, batch: TokenBatch) -> Tensor:
         """Mean (optionally weighted) loss of a memory batch in the plugin's replay mode."""
         values = self.storage_policy.codec.decode(batch.values)
-        losses = self.memory_loss(self._adapter, batch, values, self.replay_mode)
+        loss = self.memory_loss or default_memory_loss(self._adapter)
+        losses = loss(self._adapter, batch, values, self.replay_mode)
         if self.weighted_replay:
             w = batch.weights / batch.weights.mean().clamp_min(1e-12)
             return (losses * w).mean()

@@ -7,6 +7,10 @@
 ``synthetic`` (:func:`synthetic_benchmark`, generated images for tests). Every builder takes
 ``normalization`` (a model, ``Normalization`` or ``(mean, std)``): the stream feeds the model
 normalised inputs, as its own pre-processing does.
+
+Vision-language streams (dict items for BLIP, :mod:`avalanche_cts.vl`): ``scene_vqa`` and
+``scene_captions`` (generated), ``vqa_sequence`` (VQA v2 -> CLEVR -> Visual Genome) and
+``coco_class_captions`` (MS-COCO in five class tasks) from local files.
 """
 
 from typing import Callable, Dict
@@ -38,6 +42,28 @@ def _fmnist_pretrained(**kwargs):
     return split_fashion_mnist(**{"heldout_per_class": DEFAULT_HELDOUT, **kwargs})
 
 
+class _Deferred:
+    """A stream builder of another package, imported when called or inspected."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    @property
+    def target(self) -> Callable:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)
+
+    @property
+    def __signature__(self):
+        import inspect
+
+        return inspect.signature(self.target)
+
+    def __call__(self, *args, **kwargs):
+        return self.target(*args, **kwargs)
+
+
 BENCHMARKS: Dict[str, Callable] = {
     "fmnist": split_fashion_mnist,
     "fmnist_pretrained": _fmnist_pretrained,
@@ -45,6 +71,10 @@ BENCHMARKS: Dict[str, Callable] = {
     "imagenet_r": SplitImageNetR,
     "imagenet100": SplitImageNet100,
     "synthetic": synthetic_benchmark,
+    "scene_vqa": _Deferred("avalanche_cts.vl.scenes", "scene_vqa"),
+    "scene_captions": _Deferred("avalanche_cts.vl.scenes", "scene_captions"),
+    "vqa_sequence": _Deferred("avalanche_cts.vl.real", "vqa_sequence"),
+    "coco_class_captions": _Deferred("avalanche_cts.vl.real", "coco_class_captions"),
 }
 
 

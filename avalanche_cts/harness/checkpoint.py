@@ -254,11 +254,12 @@ def save_run_state(
     strategy,
     *,
     next_experience: int,
-    acc_matrix: List[List[float]],
+    acc_matrix: Dict[str, List[List[float]]],
     elapsed_s: float,
     config: Dict,
 ) -> None:
-    """Write the state of a run after ``next_experience`` experiences (atomically)."""
+    """Write the state of a run after ``next_experience`` experiences (atomically);
+    ``acc_matrix`` holds the matrix of every metric so far, by metric name."""
     plugins, unsupported = run_state_parts(strategy)
     if unsupported:
         raise ValueError(f"cannot checkpoint the memory of {unsupported}")

@@ -1,7 +1,9 @@
-"""Command line: ``avalanche-cts demo`` (the main job), ``avalanche-cts run`` (experiments
-from a YAML config) and ``avalanche-cts pretrain`` (the embedded backbones).
+"""Command line: ``avalanche-cts demo`` (the main job), ``avalanche-cts demo-vl`` (VQA and
+captioning with BLIP), ``avalanche-cts run`` (experiments from a YAML config) and
+``avalanche-cts pretrain`` (the embedded backbones).
 
     avalanche-cts demo                                   # 3 seeds, about 10 minutes on 2 cores
+    avalanche-cts demo-vl                                # VQA + captioning, tiny BLIP, CPU
     avalanche-cts run --config benchmarks/configs/table2_imagenet_r.yaml --list
     avalanche-cts run --config ... --cell 3 --root /data/imagenet-r --checkpoint vit.safetensors
     avalanche-cts run --config ... --only method=core_tokenset,budget=0.5 --set epochs=1
@@ -99,6 +101,11 @@ def _run_command(args) -> None:
 
 
 def _pretrain_command(args) -> None:
+    if args.benchmark == "scenes":
+        from .pretrain_vl import blip_meta, pretrain_blip
+
+        print(f"checkpoint: {pretrain_blip()}\naccuracy: {blip_meta()['accuracy']}")
+        return
     from .pretrain import BACKBONES, backbone_meta, pretrain_backbone
 
     path = pretrain_backbone(BACKBONES[args.benchmark], data_root=args.data_root)
@@ -116,7 +123,7 @@ def _plain(doc: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo
+    from . import demo, demo_vl
 
     parser = argparse.ArgumentParser(
         prog="avalanche-cts", description=_plain(__doc__),
@@ -133,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="core tokensets vs coresets and replay at equal bytes (3 seeds)")
     demo.add_arguments(p_demo)
     p_demo.set_defaults(func=demo.main)
+    p_vl = sub.add_parser("demo-vl", formatter_class=fmt, parents=[common],
+                          description=_plain(demo_vl.__doc__),
+                          help="VQA and captioning with a tiny BLIP: core tokensets vs coreset")
+    demo_vl.add_arguments(p_vl)
+    p_vl.set_defaults(func=demo_vl.main)
     p_run = sub.add_parser("run", parents=[common],
                            help="experiments from a YAML config (resumable grid)",
                            description="Run the cells of a YAML experiment grid.")
@@ -142,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="pretrain (or find) an embedded benchmark's backbone",
                            description="Pretrain the backbone of an embedded benchmark.")
     p_pre.add_argument("benchmark", nargs="?", default="cluttered_fmnist",
-                       choices=("cluttered_fmnist", "fmnist"), help="whose backbone")
+                       choices=("cluttered_fmnist", "fmnist", "scenes"),
+                       help="whose backbone (scenes: the tiny BLIP of demo-vl)")
     p_pre.add_argument("--data-root", default=None, metavar="DIR",
                        help="Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist)")
     p_pre.set_defaults(func=_pretrain_command)

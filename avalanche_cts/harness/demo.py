@@ -148,8 +148,9 @@ def write_report(results: List[Dict], out: Path, title: str) -> str:
     return text
 
 
-def main(args: argparse.Namespace) -> List[Dict]:
-    """Run the demo's runs (resumable, in parallel) and write the report into ``args.out``."""
+def run_cells(cells: List, args: argparse.Namespace) -> List[Dict]:
+    """Run a job's cells into ``args.out`` (``args.jobs`` processes, ``args.force``),
+    printing each finished run; returns the results in cell order."""
     import warnings
 
     warnings.filterwarnings("ignore", message="No loggers specified")
@@ -160,14 +161,20 @@ def main(args: argparse.Namespace) -> List[Dict]:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cells = demo_cells(args)
-    start = time.perf_counter()
+    width = max(len(c.key) for c in cells) + 2
 
     def progress(i, n, cell, res, seconds):
-        print(f"[{i}/{n}] {cell.key:<32} final acc {res['final_acc']:.3f}  "
-              f"({seconds:.0f} s)", flush=True)
+        print(f"[{i}/{n}] {cell.key:<{width}} final {res.get('metric', 'accuracy')} "
+              f"{res['final_acc']:.3f}  ({seconds:.0f} s)", flush=True)
 
-    results = execute_cells(cells, out, jobs=args.jobs, force=args.force, progress=progress)
+    return execute_cells(cells, out, jobs=args.jobs, force=args.force, progress=progress)
+
+
+def main(args: argparse.Namespace) -> List[Dict]:
+    """Run the demo's runs (resumable, in parallel) and write the report into ``args.out``."""
+    start = time.perf_counter()
+    out = Path(args.out)
+    results = run_cells(demo_cells(args), args)
     title = (f"{args.benchmark}, 5 x 2 classes, {args.train_per_class} images per class, "
              f"{cells[0].cfg.epochs} epochs, lr {cells[0].cfg.lr:g}, {len(args.seeds)} seeds")
     print(write_report(results, out, title))

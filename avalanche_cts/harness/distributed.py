@@ -145,10 +145,13 @@ class DistributedCoreTokensetBuffer(CoreTokensetBuffer):
 
     def _features(self, model, device, data):
         base = super()._features
-        rows = self._by_batches(
-            len(data), lambda pos: list(zip(*base(model, device, Subset(data, pos.tolist()))))
-        )
-        return tuple(torch.stack(col) for col in zip(*rows))
+
+        def per_item(pos: Tensor) -> List[Any]:
+            cols = base(model, device, Subset(data, pos.tolist()))
+            return list(zip(*[[None] * len(pos) if c is None else c for c in cols]))
+
+        rows = self._by_batches(len(data), per_item)
+        return tuple(None if col[0] is None else torch.stack(col) for col in zip(*rows))
 
     def _choose(self, model, device, data, keys, members, quotas, feats):
         base = super()._choose
@@ -162,7 +165,10 @@ class DistributedCoreTokensetBuffer(CoreTokensetBuffer):
         base = super()._kept_tokens
         if self.tokens_per_sample < self.layout["num_tokens"] and _stream_scorer(self.scorer):
             return base(model, device, data, idx)
-        rows = self._by_batches(
-            len(idx), lambda pos: list(zip(*base(model, device, data, idx[pos])))
-        )
-        return [v for v, _ in rows], [q for _, q in rows]
+        def per_item(pos: Tensor) -> List[Any]:
+            values, positions, texts = base(model, device, data, idx[pos])
+            return list(zip(values, positions, texts or [None] * len(values)))
+
+        rows = self._by_batches(len(idx), per_item)
+        texts = [t for _, _, t in rows] if self.items.text_fields else None
+        return [v for v, _, _ in rows], [q for _, q, _ in rows], texts

@@ -19,6 +19,7 @@ from ..benchmarks import make_benchmark
 from ..models import model_normalization
 from .grid import Cell
 from .pretrain import PRESET_BACKBONES, pretrain_backbone
+from .pretrain_vl import EMBEDDED_BLIP, pretrain_blip
 from .runner import load_result, run, run_settings
 
 __all__ = ["cell_data", "execute_cells"]
@@ -28,10 +29,14 @@ _BENCHMARKS: Dict[str, object] = {}
 
 
 def cell_data(cell: Cell) -> Dict:
-    """The data settings of a cell: its benchmark arguments and the model's normalisation."""
-    in_chans = cell.cfg.model_kwargs.get("in_chans")
-    norm = model_normalization(cell.cfg.model, in_chans)
-    return dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
+    """The data settings of a cell: its benchmark arguments and the model's normalisation
+    (and, for streams read from files, the tokenizer of a BLIP model's checkpoint)."""
+    cfg = cell.cfg
+    norm = model_normalization(cfg.model, cfg.model_kwargs.get("in_chans"))
+    data = dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
+    if data.get("name") in ("vqa_sequence", "coco_class_captions"):
+        data.setdefault("tokenizer", cfg.checkpoint or cfg.model)
+    return data
 
 
 def _benchmark(data: Dict):
@@ -97,6 +102,9 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
     for spec in {PRESET_BACKBONES[c.cfg.model] for c in todo
                  if c.cfg.pretrained and c.cfg.checkpoint is None and c.cfg.model in PRESET_BACKBONES}:
         pretrain_backbone(spec, log=log)  # once, before workers start reading the cache
+    if any(c.cfg.pretrained and c.cfg.checkpoint is None and c.cfg.model in EMBEDDED_BLIP
+           for c in todo):
+        pretrain_blip(log=log)
     if jobs <= 1 or len(todo) <= 1:
         for i, cell in enumerate(todo, 1):
             finished(i, cell, run_cell(cell, out, threads, log))

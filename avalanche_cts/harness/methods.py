@@ -14,6 +14,13 @@ Built in (``list_methods()``):
   (:class:`~avalanche_cts.strategies.CODAPrompt`): rehearsal-free, 0 bytes of memory;
   ``cfg.lr`` is their Adam learning rate and ``cfg.options`` their keywords.
 
+For BLIP VQA and captioning models (``cfg.model`` a BLIP preset or checkpoint) ``naive``,
+``cumulative`` and the token-memory methods use the VL templates
+(:class:`~avalanche_cts.vl.template.VLNaive`, :class:`~avalanche_cts.vl.template.VLCumulative`;
+``cfg.options["template"]``: their generation and crop keywords); the replay plugin's memory
+loss is then the answer/caption NLL. Avalanche's sample buffers and the rehearsal-free
+baselines are classification methods.
+
 Register more with ``@register_method("name")`` on ``fn(cfg, model, evaluator) -> strategy``.
 """
 from __future__ import annotations
@@ -39,6 +46,7 @@ __all__ = [
     "PEFT_METHODS",
     "RANK_SEED_STRIDE",
     "build_strategy",
+    "is_vl_model",
     "list_methods",
     "make_optimizer",
     "register_method",
@@ -98,24 +106,43 @@ def strategy_kwargs(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugi
     )
 
 
+def is_vl_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a BLIP VQA or captioning model (trained with the VL templates)."""
+    from ..models import is_blip_vl
+
+    return is_blip_vl(model)
+
+
+def _supervised(cfg: RunConfig, model: nn.Module, evaluator, cumulative: bool = False,
+                plugins=()):
+    """Avalanche's ``Naive`` / ``Cumulative``, or their VL templates for BLIP models."""
+    kw = dict(strategy_kwargs(cfg, model, evaluator), plugins=list(plugins))
+    if is_vl_model(model):
+        from ..models import blip_tokenizer
+        from ..vl.template import VLCumulative, VLNaive
+
+        if world_size() > 1:
+            raise ValueError("BLIP runs train on one device: start them without torchrun")
+        cls = VLCumulative if cumulative else VLNaive
+        return cls(tokenizer=blip_tokenizer(cfg.model, cfg.checkpoint), **kw,
+                   **cfg.options.get("template", {}))
+    from avalanche.training import Cumulative, Naive
+
+    return (Cumulative if cumulative else Naive)(**kw)
+
+
 @register_method("naive")
 def _naive(cfg, model, evaluator):
-    from avalanche.training import Naive
-
-    return Naive(**strategy_kwargs(cfg, model, evaluator))
+    return _supervised(cfg, model, evaluator)
 
 
 @register_method("cumulative")
 def _cumulative(cfg, model, evaluator):
-    from avalanche.training import Cumulative
-
-    return Cumulative(**strategy_kwargs(cfg, model, evaluator))
+    return _supervised(cfg, model, evaluator, cumulative=True)
 
 
 # ------------------------------------------------------------- token memories
 def _token_method(cfg: RunConfig, model, evaluator):
-    from avalanche.training import Naive
-
     buffer_cls = DistributedCoreTokensetBuffer if world_size() > 1 else CoreTokensetBuffer
     buffer = buffer_cls(budget_fraction=cfg.budget, token_retention=cfg.retention(),
                         selector=cfg.selector, scorer=cfg.scorer, token_choice=cfg.token_choice,
@@ -127,7 +154,7 @@ def _token_method(cfg: RunConfig, model, evaluator):
         dropout_fraction=cfg.dropout_fraction, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
         **cfg.options.get("plugin", {}))
     plugin.prepare_model(model)
-    return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[plugin])
+    return _supervised(cfg, model, evaluator, plugins=[plugin])
 
 
 for _name in ("coreset", "core_tokens", "core_tokenset"):
@@ -159,9 +186,17 @@ BUFFER_METHODS = {"replay": _class_balanced, "replay_reservoir": _reservoir,
 """Method name -> storage-policy factory ``(cfg, model) -> ExemplarsBuffer``."""
 
 
+def _classification_only(name: str, model: nn.Module) -> None:
+    if is_vl_model(model):
+        raise ValueError(f"method {name!r} is for classifiers; BLIP runs use naive, cumulative, "
+                         f"coreset, core_tokens or core_tokenset")
+
+
 def _buffer_method(make_policy: Callable) -> Callable:
     def build(cfg, model, evaluator):
         from avalanche.training import Naive
+
+        _classification_only(cfg.method, model)
         from avalanche.training.plugins import ReplayPlugin
 
         policy = make_policy(cfg, model)
@@ -180,6 +215,7 @@ PEFT_METHODS = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
 
 def _peft_method(cls: type) -> Callable:
     def build(cfg, model, evaluator):
+        _classification_only(cfg.method, model)
         return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
                    weight_decay=cfg.weight_decay, **cfg.options)
 

@@ -27,6 +27,7 @@ SELECTORS: Tuple[str, ...] = ("random", "herding", "craig", "gradmatch", "joint_
 SCORERS: Tuple[str, ...] = ("random", "rollout", "gradcam", "gradlrp", "atman")
 BENCHMARK_NAMES: Tuple[str, ...] = (
     "fmnist", "fmnist_pretrained", "cluttered_fmnist", "imagenet_r", "imagenet100", "synthetic",
+    "scene_vqa", "scene_captions", "vqa_sequence", "coco_class_captions",
 )
 OPTIMIZERS: Tuple[str, ...] = ("adam", "adamw", "sgd")
 LR_SCHEDULES: Tuple[str, ...] = ("constant", "cosine")

@@ -32,7 +32,6 @@ the default backbone and prints its path and accuracies.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from ..benchmarks.cluttered import compose_scenes
 from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
+from ..cache import cache_root
 from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens import random_keep_mask
 from .checkpoint import fresh_head, read_checkpoint
@@ -52,6 +52,7 @@ __all__ = [
     "BACKBONES",
     "PRESET_BACKBONES",
     "PretrainSpec",
+    "ResumableTraining",
     "cache_root",
     "load_pretrained",
     "partial_input_accuracy",
@@ -62,11 +63,6 @@ PathLike = Union[str, Path]
 _MODES = ("zero", "sparse", "mask")
 _INIT_STREAM = 0x9E37_79B9
 """Offset of the pretraining initialisation stream (never a run's head stream)."""
-
-
-def cache_root() -> Path:
-    """``$AVALANCHE_CTS_CACHE`` or ``~/.cache/avalanche_cts``."""
-    return Path(os.environ.get("AVALANCHE_CTS_CACHE", Path.home() / ".cache" / "avalanche_cts"))
 
 
 @dataclass(frozen=True)
@@ -180,6 +176,50 @@ SHIPPED = Path(__file__).resolve().parents[1] / "data" / "backbones"
 """Backbones this package ships: the default pretrainings, as ``pretrain_backbone`` wrote them."""
 
 
+class ResumableTraining:
+    """AdamW with a one-cycle schedule (10% warm-up) whose state is saved after every epoch
+    to ``<path>.partial.pt`` and restored from it, so an interrupted pretraining resumes.
+
+    :ivar start: the first epoch to run (0, or the epochs a saved state has finished).
+    """
+
+    def __init__(self, model: nn.Module, generator: torch.Generator, path: Path, lr: float,
+                 weight_decay: float, total_steps: int):
+        self.model, self.generator, self.path = model, generator, Path(path)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=lr,
+                                                         total_steps=total_steps, pct_start=0.1)
+        self.partial = self.path.with_suffix(".partial.pt")
+        self.start = 0
+        if self.partial.is_file():
+            state = read_checkpoint(self.partial, lambda p: torch.load(p, weights_only=False),
+                                    "delete it to restart pretraining")
+            model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+            self.sched.load_state_dict(state["sched"])
+            generator.set_state(state["gen"])
+            self.start = state["epoch"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def step(self, loss: Tensor) -> None:
+        """One optimiser and schedule step on ``loss``."""
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+
+    def save(self, epochs_done: int) -> None:
+        torch.save(dict(model=self.model.state_dict(), opt=self.opt.state_dict(),
+                        sched=self.sched.state_dict(), gen=self.generator.get_state(),
+                        epoch=epochs_done), self.partial)
+
+    def finish(self, checkpoint: Dict) -> None:
+        """Write the final ``checkpoint`` atomically and drop the per-epoch state."""
+        torch.save(checkpoint, self.path.with_suffix(".tmp"))
+        self.path.with_suffix(".tmp").replace(self.path)
+        self.partial.unlink(missing_ok=True)
+
+
 def _checkpoint_path(spec: PretrainSpec, cache_dir: Optional[PathLike]) -> Path:
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "pretrained"
     return root / spec.file_name()
@@ -216,24 +256,11 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     adapter = get_adapter(model)
     adapter.add_mask_token(gen)
     norm = resolve_normalization(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     per_epoch = math.ceil(len(y) / spec.batch_size)
-    steps = spec.epochs * per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=steps,
-                                                pct_start=0.1)
-    partial, start = path.with_suffix(".partial.pt"), 0
-    if partial.is_file():
-        state = read_checkpoint(partial, lambda p: torch.load(p, weights_only=False),
-                                "delete it to restart pretraining")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        start = state["epoch"]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    run = ResumableTraining(model, gen, path, spec.lr, spec.weight_decay, spec.epochs * per_epoch)
     shift = 2 if spec.benchmark == "fmnist" else 0
-    step = start * per_epoch
-    for epoch in range(start, spec.epochs):
+    step = run.start * per_epoch
+    for epoch in range(run.start, spec.epochs):
         model.train()
         images = _augment(_scenes(spec, x, x, gen), gen, shift)
         order = torch.randperm(len(y), generator=gen)
@@ -247,13 +274,9 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
             keep = random_keep_mask(counts, adapter.num_tokens, generator=gen)
             logits = adapter.forward_partial(xb, keep, _MODES[step % len(_MODES)])
             loss = F.cross_entropy(logits, y[b], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            run.step(loss)
             step += 1
-        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                        gen=gen.get_state(), epoch=epoch + 1), partial)
+        run.save(epoch + 1)
         if log:
             log(f"pretrain {spec.model} on {spec.benchmark}: epoch {epoch + 1}/{spec.epochs}, "
                 f"last loss {loss.item():.3f}")
@@ -263,9 +286,7 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
         evals[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels)
     meta = dict(asdict(spec), n_images=len(y), accuracy=evals)
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    torch.save(dict(state_dict=backbone, meta=meta), path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    partial.unlink()
+    run.finish(dict(state_dict=backbone, meta=meta))
     if log:
         log(f"pretrained {spec.model}: held-out accuracy {evals['val']['keep1']:.4f}, test "
             f"{evals['test']['keep1']:.4f} -> {path}")

@@ -9,6 +9,8 @@
 * :func:`aggregate` (mean and std over seeds), :func:`format_table`, :func:`format_matrix`,
   :func:`plot_accuracy_vs_memory` (error bars, references, y from 0) and
   :func:`plot_matrices` (heat maps): what the demo and the benchmark scripts report.
+* :func:`plot_metric_over_tasks`: metrics on the tasks seen so far after each task, one panel
+  per metric (the paper's BLEU-4/ROUGE-L over tasks).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "mean_std",
     "plot_accuracy_vs_memory",
     "plot_matrices",
+    "plot_metric_over_tasks",
     "plot_run",
     "summary_rows",
     "write_csv",
@@ -348,4 +351,37 @@ def plot_matrices(rows: Sequence[Dict], path: Path, title: str) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_metric_over_tasks(curves: Dict[str, Dict[str, List[List[float]]]], path: Path,
+                           title: str) -> None:
+    """One panel per metric: for every label, the metric after each task (mean ± std over the
+    runs' curves). ``curves[label][metric]`` lists one curve per run (values in [0, 1])."""
+    plt = _pyplot()
+    metrics = list(dict.fromkeys(m for per in curves.values() for m in per))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+    markers = "osD^vP*Xh<>"
+    for ax, metric in zip(axes[0], metrics):
+        tasks = 1
+        for i, (label, per) in enumerate(curves.items()):
+            runs = per.get(metric) or []
+            if not runs:
+                continue
+            tasks = max(tasks, len(runs[0]))
+            stats = [mean_std([r[t] for r in runs]) for t in range(len(runs[0]))]
+            x = range(1, len(stats) + 1)
+            ax.errorbar(list(x), [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats],
+                        marker=markers[i % len(markers)], capsize=3, lw=1.4, ms=5, color=f"C{i}",
+                        label=label)
+        ax.set_xlabel("tasks trained")
+        ax.set_ylabel(f"{metric.replace('_', '-')} on the tasks seen (%)")
+        ax.set_xticks(list(range(1, tasks + 1)))
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -7,6 +7,11 @@ stream), attaches Avalanche loggers, and with ``out_dir`` writes ``result.json``
 ``accuracy.png`` and a run checkpoint after every experience (``state.pt``), from which an
 interrupted run resumes. A result records every setting that shaped it (``settings``: the
 run's and the data's) and is reused only when all of them match (:func:`check_reuse`).
+
+Image-text streams (``benchmark.info["kind"]``: ``vqa`` or ``caption``, BLIP models) are
+evaluated on generated text: the result's ``acc_matrix`` is the exact-match (VQA) or BLEU-4
+(captioning) matrix, and ``metric_matrices`` holds every metric's matrix (VQA soft accuracy
+where questions have ten answers, ROUGE-L).
 """
 from __future__ import annotations
 
@@ -36,8 +41,10 @@ from .checkpoint import (
 from .config import RunConfig, fingerprint, settings_diff
 from .diagnostics import memory_diagnostics
 from .distributed import is_main_process, rank, world_size
+from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
+from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
 from .sample_buffers import ByteBudgetResize
 from .training_path import compile_blocks, enable_training_path, set_fused_attention
 
@@ -53,11 +60,17 @@ __all__ = [
     "save_result",
 ]
 
-_ACC_KEY = re.compile(r"Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+_EXP_KEY = re.compile(r"^(\w+)_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
+PRIMARY_METRIC = {"classification": "Top1_Acc", "vqa": "VQA_ExactMatch", "caption": "BLEU4"}
+"""The metric of ``acc_matrix`` per stream kind."""
 
 
 class StaleResultError(ValueError):
     """A stored result or run state was made with other settings than the ones asked for."""
+
+
+def _embedded_blip(cfg: RunConfig) -> bool:
+    return cfg.pretrained and cfg.checkpoint is None and cfg.model in EMBEDDED_BLIP
 
 
 def run_settings(cfg: RunConfig, data: Dict) -> Dict:
@@ -66,13 +79,27 @@ def run_settings(cfg: RunConfig, data: Dict) -> Dict:
     out = dict(run=cfg.shaping(), data=data)
     if cfg.pretrained and cfg.model in PRESET_BACKBONES and cfg.checkpoint is None:
         out["backbone"] = PRESET_BACKBONES[cfg.model].file_name()
+    if _embedded_blip(cfg):
+        out["backbone"] = BLIP_PRETRAINED["blip_vqa_tiny"].file_name()
     return out
 
 
-def make_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+def make_model(cfg: RunConfig, num_classes: Optional[int]) -> nn.Module:
     """The run's network: a preset with ``pretrained=True`` gets its embedded pretraining
-    (:func:`~.pretrain.load_pretrained`), anything else :func:`~.checkpoint.load_backbone`;
-    the classifier is drawn from the head stream of ``cfg.seed``."""
+    (:func:`~.pretrain.load_pretrained`, :func:`~.pretrain_vl.load_pretrained_blip`), a BLIP
+    name :func:`~avalanche_cts.models.create_blip` (``cfg.checkpoint``: a local folder), anything
+    else :func:`~.checkpoint.load_backbone`; a classifier is drawn from the head stream of
+    ``cfg.seed``."""
+    if is_blip_name(cfg.model):
+        if _embedded_blip(cfg):
+            if cfg.model_kwargs:
+                raise ValueError(f"model_kwargs {cfg.model_kwargs} cannot change the pretrained "
+                                 f"preset {cfg.model!r}: drop them or set pretrained=False")
+            return load_pretrained_blip(cfg.model)
+        if cfg.pretrained is False and cfg.checkpoint is None and cfg.model not in EMBEDDED_BLIP:
+            raise ValueError(f"{cfg.model} is a checkpoint: set pretrained=true (hub download) "
+                             f"or checkpoint=DIR (a local copy)")
+        return create_blip(cfg.model, checkpoint=cfg.checkpoint, **cfg.model_kwargs)
     if cfg.pretrained and cfg.checkpoint is None and cfg.model in PRESET_BACKBONES:
         if cfg.model_kwargs:
             raise ValueError(f"model_kwargs {cfg.model_kwargs} cannot change the pretrained "
@@ -165,16 +192,29 @@ def _loggers(cfg: RunConfig, out: Optional[Path], stack: ExitStack) -> List:
     return made
 
 
-def _evaluator(loggers: List) -> EvaluationPlugin:
-    metrics = [accuracy_metrics(experience=True)]
-    if loggers:
-        metrics += [accuracy_metrics(epoch=True, stream=True), loss_metrics(epoch=True)]
+def stream_kind(benchmark) -> str:
+    """``classification``, ``vqa`` or ``caption`` (``benchmark.info["kind"]``)."""
+    return (getattr(benchmark, "info", None) or {}).get("kind", "classification")
+
+
+def _evaluator(loggers: List, kind: str = "classification") -> EvaluationPlugin:
+    if kind == "classification":
+        metrics = [accuracy_metrics(experience=True)]
+        if loggers:
+            metrics += [accuracy_metrics(epoch=True, stream=True), loss_metrics(epoch=True)]
+    else:
+        from ..vl.metrics import caption_metrics, vqa_metrics
+
+        metrics = vqa_metrics() if kind == "vqa" else caption_metrics()
+        if loggers:
+            metrics += [loss_metrics(epoch=True)]
     return EvaluationPlugin(*metrics, loggers=loggers)
 
 
 def _resume(settings: Dict, path: Path, strategy,
-            benchmark) -> Tuple[int, List[List[float]], float]:
-    """Restore ``strategy`` from a run checkpoint; return (next experience, rows, seconds)."""
+            benchmark) -> Tuple[int, Dict[str, List[List[float]]], float]:
+    """Restore ``strategy`` from a run checkpoint; return (next experience, the metric
+    matrices so far, seconds)."""
     state = load_run_state(path)
     check_reuse(state["config"], settings, path, "delete it, set resume=False or pass --force")
     restore_run_state(state, strategy)
@@ -185,19 +225,33 @@ def _resume(settings: Dict, path: Path, strategy,
         from avalanche.benchmarks.utils import concat_datasets
 
         strategy.dataset = concat_datasets([e.dataset for e in benchmark.train_stream[:start]])
-    return start, state["acc_matrix"], state["elapsed_s"]
+    matrices = state["acc_matrix"]
+    if isinstance(matrices, list):  # written before per-metric matrices
+        matrices = {PRIMARY_METRIC["classification"]: matrices}
+    return start, matrices, state["elapsed_s"]
 
 
 def _check_data(model: nn.Module, benchmark) -> None:
-    """Labels outside the head and image sizes the model cannot take fail before any work."""
+    """Labels outside the head, image sizes the model cannot take and, for BLIP, a stream of
+    the other task or a vocabulary larger than the model's fail before any work."""
     from ..models import get_adapter
 
     adapter = get_adapter(model)
     data = benchmark.train_stream[0].dataset
-    x = data[0][0]
-    adapter.check_images(x[None])
-    targets = [y for exp in benchmark.train_stream for y in exp.dataset.targets]
-    adapter.check_targets(torch.as_tensor(targets))
+    kind = stream_kind(benchmark)
+    if kind == "classification":
+        adapter.check_images(data[0][0][None])
+        targets = [y for exp in benchmark.train_stream for y in exp.dataset.targets]
+        adapter.check_targets(torch.as_tensor(targets))
+        return
+    if getattr(adapter, "kind", None) != kind:
+        raise ValueError(f"the stream is {kind} but {type(model).__name__} is not a BLIP "
+                         f"{'VQA' if kind == 'vqa' else 'captioning'} model")
+    adapter.check_images(data[0]["pixel_values"][None])
+    vocab = len(benchmark.tokenizer)
+    if vocab > model.config.text_config.vocab_size:
+        raise ValueError(f"the stream's tokenizer has {vocab} tokens, the model's text side "
+                         f"{model.config.text_config.vocab_size}: use the model's tokenizer")
 
 
 def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = print,
@@ -222,7 +276,7 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if model is None:
-        model = make_model(cfg, benchmark.n_classes)
+        model = make_model(cfg, getattr(benchmark, "n_classes", None))
     _check_data(model, benchmark)
     set_fused_attention(model, True)
     if cfg.compile:
@@ -230,15 +284,16 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
     settings = run_settings(cfg, getattr(benchmark, "info", None) or {} if data is None else data)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     with ExitStack() as stack:
+        kind = stream_kind(benchmark)
         strategy = build_strategy(replace(cfg, device=str(device)), model,
-                                  _evaluator(_loggers(cfg, out, stack)))
+                                  _evaluator(_loggers(cfg, out, stack), kind))
         enable_training_path(strategy, precision=cfg.precision, grad_accum=cfg.grad_accum,
                              lr_schedule=cfg.lr_schedule, sampler_seed=cfg.seed)
         _, unsupported = run_state_parts(strategy)
         state_path = out / "state.pt" if out is not None and not unsupported else None
-        start, matrix, elapsed = 0, [], 0.0
+        start, matrices, elapsed = 0, {}, 0.0
         if state_path is not None and cfg.resume and state_path.is_file():
-            start, matrix, elapsed = _resume(settings, state_path, strategy, benchmark)
+            start, matrices, elapsed = _resume(settings, state_path, strategy, benchmark)
             if log:
                 log(f"[{cfg.key()}] resumed from {state_path} after {start} experiences")
         if world_size() > 1:
@@ -252,28 +307,34 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
                 continue
             strategy.train(exp, persistent_workers=cfg.num_workers > 0, **loader_kw)
             metrics = strategy.eval(benchmark.test_stream, **loader_kw)
-            row = [0.0] * n
+            rows: Dict[str, List[float]] = {}
             for name, value in metrics.items():
-                m = _ACC_KEY.search(name)
-                if m:
-                    row[int(m.group(1))] = float(value)
-            matrix.append(row)
+                m = _EXP_KEY.search(name)
+                if m and not m.group(1).endswith("_Forgetting"):
+                    rows.setdefault(m.group(1), [0.0] * n)[int(m.group(2))] = float(value)
+            for name, row in rows.items():
+                matrices.setdefault(name, []).append(row)
+            row = rows[PRIMARY_METRIC[kind]]
             seconds = elapsed + time.perf_counter() - t0
             if state_path is not None and is_main_process():
-                save_run_state(state_path, strategy, next_experience=i + 1, acc_matrix=matrix,
+                save_run_state(state_path, strategy, next_experience=i + 1, acc_matrix=matrices,
                                elapsed_s=seconds, config=settings)
             if log:
                 seen = sum(row[: i + 1]) / (i + 1)
                 mem = _memory_stats(strategy)["memory_bytes"]
-                log(f"[{cfg.key()}] exp {i + 1}/{n}: acc on seen {seen:.3f}, memory {mem} B, "
-                    f"{seconds:.1f} s")
+                log(f"[{cfg.key()}] exp {i + 1}/{n}: {PRIMARY_METRIC[kind]} on seen {seen:.3f}, "
+                    f"memory {mem} B, {seconds:.1f} s")
     from .. import __version__
 
+    matrix = matrices[PRIMARY_METRIC[kind]]
     result = dict(config=asdict(cfg), key=cfg.key(), settings=settings,
                   fingerprint=fingerprint(settings), version=__version__, acc_matrix=matrix,
                   wall_time_s=elapsed + time.perf_counter() - t0, test_sizes=sizes,
                   benchmark=getattr(benchmark, "info", None), world_size=world_size(),
                   device=str(device), **accuracy_summary(matrix, sizes), **_memory_stats(strategy))
+    if kind != "classification":
+        result.update(kind=kind, metric=PRIMARY_METRIC[kind], metric_matrices=matrices,
+                      metric_summaries={k: accuracy_summary(v) for k, v in matrices.items()})
     for p in strategy.plugins:
         diag = (memory_diagnostics(p.storage_policy, benchmark)
                 if isinstance(p, CoreTokensetReplayPlugin) else None)

@@ -4,7 +4,8 @@
 sparse forwards); ``attention_access(model)`` what the attribution scorers read (attention
 maps, key scaling). Families register with :func:`register_adapter`, most specific first:
 timm ``VisionTransformer`` (:mod:`.timm_vit`), Hugging Face ``ViTForImageClassification``
-(:mod:`.hf_vit`) and the BLIP vision tower (:mod:`.hf_blip`).
+(:mod:`.hf_vit`), BLIP VQA and captioning models (:mod:`.hf_blip_vl`) and the BLIP vision tower
+(:mod:`.hf_blip`). BLIP models by name: :mod:`.blip_presets`.
 """
 from typing import Callable, List, Optional, Tuple, Type
 
@@ -12,24 +13,32 @@ from torch import nn
 
 from ..normalization import Normalization, NormalizationLike
 from .attention import AttentionAccess
-from .hf_blip import HFBlipVisionAdapter, is_hf_blip
+from .blip_presets import BLIP_PRESETS, blip_tokenizer, create_blip, is_blip_name
+from .hf_blip import HFBlipVisionAdapter, is_hf_blip, resize_position_embeddings
+from .hf_blip_vl import BlipVLAdapter, is_blip_vl
 from .hf_vit import HFViTAdapter, is_hf_vit
 from .presets import create_model, list_presets, model_normalization
 from .timm_vit import MASK_TOKEN, TimmAttentionAccess, TimmViTAdapter
 
 __all__ = [
     "AttentionAccess",
+    "BLIP_PRESETS",
+    "BlipVLAdapter",
     "HFBlipVisionAdapter",
     "HFViTAdapter",
     "MASK_TOKEN",
     "TimmAttentionAccess",
     "TimmViTAdapter",
     "attention_access",
+    "blip_tokenizer",
+    "create_blip",
     "create_model",
     "get_adapter",
+    "is_blip_name",
     "list_presets",
     "model_normalization",
     "register_adapter",
+    "resize_position_embeddings",
     "resolve_normalization",
 ]
 
@@ -49,6 +58,7 @@ def _is_timm_vit(model: nn.Module) -> bool:
 
 register_adapter(_is_timm_vit, TimmViTAdapter)
 register_adapter(is_hf_vit, HFViTAdapter)
+register_adapter(is_blip_vl, BlipVLAdapter)
 register_adapter(is_hf_blip, HFBlipVisionAdapter)
 
 
@@ -61,7 +71,8 @@ def get_adapter(model: nn.Module):
             return cls(model)
     raise TypeError(
         f"{type(model).__name__} is not a supported vision transformer: core tokenset replay "
-        f"needs a timm VisionTransformer (timm.create_model('vit_...')); scorers also accept "
+        f"needs a timm VisionTransformer (timm.create_model('vit_...')) or a Hugging Face "
+        f"BlipForQuestionAnswering / BlipForConditionalGeneration; scorers also accept "
         f"Hugging Face ViTForImageClassification and the BLIP vision model"
     )
 

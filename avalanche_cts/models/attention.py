@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -66,11 +67,17 @@ def forward_hooks(modules: Sequence[nn.Module], hook: Hook) -> Iterator[None]:
 class AttentionAccess(ABC):
     """What the attribution scorers need from one vision transformer.
 
-    Attributes set by subclasses: ``module`` (the network whose mode is switched to eval while
-    scoring), ``patch_size`` (pixels), ``grid`` (token rows, columns), ``num_tokens`` (patch
+    Attributes set by subclasses: ``module`` (the vision transformer whose attention is read),
+    ``patch_size`` (pixels), ``grid`` (token rows, columns), ``num_tokens`` (patch
     tokens P), ``num_prefix_tokens`` (p), ``num_blocks`` (L), ``num_heads`` (H), ``embed_dim``
     (D) and ``readout`` (``"cls"``: the prediction reads the first token; ``"mean"``: the mean
-    of the patch tokens).
+    of the patch tokens; ``"tokens"``: a model reading every output token, e.g. a text decoder
+    cross-attending to them).
+
+    The scorers' target goes through four methods a model family may override: what is
+    explained (:meth:`evidence`: the target logit of a classifier; BLIP: the answer's
+    log-likelihood), the per-sample loss AtMan perturbs (:meth:`losses`), how targets are
+    resolved and indexed (:meth:`resolve_targets`, :meth:`take_targets`).
     """
 
     module: nn.Module
@@ -121,15 +128,59 @@ class AttentionAccess(ABC):
     def _scale_keys(self, output: Tensor, multipliers: Tensor) -> Tensor:
         """``output`` of a key module with the key of token n scaled by ``multipliers[:, n]``."""
 
+    # the target of an explanation
+    def eval_scope(self) -> nn.Module:
+        """The module put in eval mode while scoring (default: ``module``)."""
+        return self.module
+
+    def resolve_targets(self, images: Tensor, targets, mode: str):
+        """The targets to explain: ``(B,)`` class indices, the labels (``mode="label"``) or
+        the predicted classes (``"pred"``, also when ``targets`` is None)."""
+        if mode not in ("label", "pred"):
+            raise ValueError(f"target must be 'label' or 'pred', got {mode!r}")
+        if mode == "pred" or targets is None:
+            with torch.no_grad():
+                return self.logits(images).argmax(dim=1)
+        targets = torch.as_tensor(targets, device=images.device).long().reshape(-1)
+        if targets.shape[0] != images.shape[0]:
+            raise ValueError(f"{targets.shape[0]} targets for {images.shape[0]} images")
+        return targets
+
+    def take_targets(self, targets, idx: Tensor):
+        """The resolved targets of samples ``idx`` (repeats allowed)."""
+        return targets[idx]
+
+    def evidence(self, images: Tensor, targets) -> Tuple[Tensor, Optional[Tensor]]:
+        """``(B,)`` what gradient scorers explain (the target logit) and the ``(B, N, D)``
+        output tokens it reads when ``readout == "tokens"`` (else ``None``)."""
+        return self.logits(images).gather(1, targets[:, None])[:, 0], None
+
+    def losses(self, images: Tensor, targets) -> Tensor:
+        """``(B,)`` per-sample loss (cross-entropy of the target class), float32."""
+        return F.cross_entropy(self.logits(images).float(), targets, reduction="none")
+
     # shared machinery
     def query_weights(self, device=None) -> Tensor:
-        """``(N,)`` float32 weights of the query rows the prediction reads (one-hot CLS or patch mean)."""
+        """``(N,)`` float32 weights of the query rows the prediction reads (one-hot CLS, patch
+        mean, or all tokens equally for ``readout="tokens"``)."""
         q = torch.zeros(self.seq_len, device=device)
         if self.readout == "cls":
             q[0] = 1.0
+        elif self.readout == "tokens":
+            q[:] = 1.0 / self.seq_len
         else:
             q[self.num_prefix_tokens:] = 1.0 / self.num_tokens
         return q
+
+    def readout_weights(self, score: Tensor, states: Optional[Tensor], batch: int) -> Tensor:
+        """``(B, N)`` query weights of gradient scorers: :meth:`query_weights`, or with output
+        tokens ``states`` the relevance each one carries for ``score`` (gradient x activation,
+        positive part, normalised to sum 1): where the reader of every token looks."""
+        if states is None:
+            return self.query_weights(score.device).expand(batch, -1)
+        (grad,) = torch.autograd.grad(score, states, retain_graph=True)
+        q = (grad.float() * states.detach().float()).sum(-1).clamp(min=0)
+        return q / q.sum(1, keepdim=True).clamp_min(1e-12)
 
     def block_indices(self, start: int = 0, stop: Optional[int] = None) -> List[int]:
         """Indices of blocks ``start .. stop - 1``; negative values count from the end."""

@@ -96,13 +96,20 @@ def _check_sizes(name: str, cfg: Dict[str, Any]) -> None:
 
 
 def model_normalization(name: str, in_chans: Optional[int] = None) -> Normalization:
-    """Input normalisation of model ``name`` without building it: a preset's constants, or
-    the mean/std of timm's ``pretrained_cfg`` for that name (tags such as ``.augreg_in21k``
+    """Input normalisation of model ``name`` without building it: a preset's constants, BLIP's
+    processor constants (CLIP) for BLIP names, or the mean/std of timm's ``pretrained_cfg``
+    for that name (tags such as ``.augreg_in21k``
     included), for ``in_chans`` channels (default: the model's)."""
     if name in PRESETS:
         cfg = PRESETS[name]
         norm = Normalization(cfg["mean"], cfg["std"])
         return norm.for_channels(in_chans or cfg["in_chans"])
+    from .blip_presets import is_blip_name
+
+    if is_blip_name(name):
+        from ..normalization import CLIP_MEAN, CLIP_STD
+
+        return Normalization(CLIP_MEAN, CLIP_STD).for_channels(in_chans or 3)
     import timm
 
     pcfg = timm.models.get_pretrained_cfg(name)

@@ -3,7 +3,7 @@
 Written from the paper. Explaining token i multiplies the pre-softmax attention scores of every
 query toward key i, and toward keys k of conceptually similar tokens, by ``m_ik`` in all blocks
 and heads; since scores are ``q · k / √d`` this is done by scaling the key vectors, which works
-with fused attention. Relevance of i = CE(suppressed) - CE(plain).
+with fused attention. Relevance of i = loss(suppressed) - loss(plain).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.attention import AttentionAccess
-from .attribution import TARGETS, AttributionScorer, resolve_targets
+from .attribution import TARGETS, AttributionScorer
 from .base import register_scorer
 
 __all__ = ["AtManScorer", "suppression_multipliers"]
@@ -42,7 +42,10 @@ def suppression_multipliers(
 
 @register_scorer("atman")
 class AtManScorer(AttributionScorer):
-    """``rel_i = CE(x with token i suppressed, y) - CE(x, y)``; higher = suppressing i hurts more.
+    """``rel_i = L(x with token i suppressed, y) - L(x, y)``; higher = suppressing i hurts more.
+
+    ``L`` is :meth:`AttentionAccess.losses`: the cross-entropy of the target class, or for BLIP
+    the NLL of the sample's answer or caption.
 
     The P suppressed copies of every image run as batches of at most ``chunk_size`` copies
     (images of a batch are mixed within a chunk); no gradients, fused attention is kept.
@@ -91,11 +94,10 @@ class AtManScorer(AttributionScorer):
         per_copy = 4 * n * (access.num_heads * n + 8 * access.embed_dim)
         return max(1, min(self.chunk_size, int(self.max_memory_mb * 2**20 // per_copy)))
 
-    def relevance(self, access: AttentionAccess, images: Tensor, targets: Optional[Tensor]) -> Tensor:
+    def relevance(self, access: AttentionAccess, images: Tensor, targets) -> Tensor:
         with torch.no_grad():
-            logits = access.logits(images)
-            y = resolve_targets(logits, targets, self.target)
-            ce0 = F.cross_entropy(logits.float(), y, reduction="none")
+            y = access.resolve_targets(images, targets, self.target)
+            ce0 = access.losses(images, y)
             mult = suppression_multipliers(
                 access.patch_embeddings(images), self.factor, self.threshold, access.num_prefix_tokens
             )
@@ -108,6 +110,5 @@ class AtManScorer(AttributionScorer):
                 rows = slice(start, start + step)
                 idx = owner[rows]
                 with access.scale_keys(mult[rows]):
-                    out = access.logits(images[idx])
-                ce[rows] = F.cross_entropy(out.float(), y[idx], reduction="none")
+                    ce[rows] = access.losses(images[idx], access.take_targets(y, idx))
         return ce.view(b, p_tok) - ce0[:, None]

@@ -2,50 +2,35 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..models import attention_access
 from ..models.attention import AttentionAccess, eval_mode
 from .base import TokenScorer, check_inputs
 
-__all__ = ["AttributionScorer", "GradientScorer", "TARGETS", "resolve_targets"]
+__all__ = ["AttributionScorer", "GradientScorer", "TARGETS"]
 
 TARGETS = ("label", "pred")
-
-
-def resolve_targets(logits: Tensor, targets: Optional[Tensor], mode: str) -> Tensor:
-    """``(B,)`` class indices to explain: the labels (``mode="label"``) or the argmax (``"pred"``).
-
-    Without labels the prediction is used.
-    """
-    if mode not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {mode!r}")
-    if mode == "pred" or targets is None:
-        return logits.detach().argmax(dim=1)
-    targets = torch.as_tensor(targets, device=logits.device).long().reshape(-1)
-    if targets.shape[0] != logits.shape[0]:
-        raise ValueError(f"{targets.shape[0]} targets for {logits.shape[0]} images")
-    return targets
 
 
 class AttributionScorer(TokenScorer):
     """A scorer that reads a model through :class:`~.attention.AttentionAccess`.
 
     ``score`` switches the model to eval mode (restored afterwards) and returns ``(B, P)``
-    float32 scores; subclasses implement :meth:`relevance`.
+    float32 scores; subclasses implement :meth:`relevance`. ``targets`` are class indices for
+    classifiers and the collated text batch for BLIP (each sample's answer or caption).
     """
 
-    def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
+    def score(self, model: nn.Module, images: Tensor, targets=None) -> Tensor:
         access = attention_access(model)
         check_inputs(access, images, targets)
-        with eval_mode(access.module):
+        with eval_mode(access.eval_scope()):
             return self.relevance(access, images, targets).float()
 
     @abstractmethod
-    def relevance(self, access: AttentionAccess, images: Tensor, targets: Optional[Tensor]) -> Tensor:
+    def relevance(self, access: AttentionAccess, images: Tensor, targets) -> Tensor:
         """``(B, P)`` relevance of the patch tokens of ``images`` (model already in eval mode)."""
 
     def __repr__(self) -> str:
@@ -54,9 +39,11 @@ class AttributionScorer(TokenScorer):
 
 
 class GradientScorer(AttributionScorer):
-    """Attribution from gradients of the target logit w.r.t. attention probabilities.
+    """Attribution from gradients of the target evidence w.r.t. attention probabilities.
 
-    Gradients are taken with ``torch.autograd.grad``: nothing accumulates in ``.grad``.
+    The evidence is :meth:`AttentionAccess.evidence` (a classifier's target logit, BLIP's answer
+    log-likelihood). Gradients are taken with ``torch.autograd.grad``: nothing accumulates in
+    ``.grad``.
 
     :param target: ``"label"`` explains the given labels, ``"pred"`` the predicted class.
     """
@@ -68,16 +55,24 @@ class GradientScorer(AttributionScorer):
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target = target
 
-    def target_logit(
-        self, access: AttentionAccess, images: Tensor, targets: Optional[Tensor], blocks: Sequence[int]
-    ) -> Tuple[Tensor, List[Tensor]]:
-        """Forward with the attention of ``blocks`` captured; returns (sum of target logits, maps).
+    def target_objective(
+        self, access: AttentionAccess, images: Tensor, targets, blocks: Sequence[int]
+    ) -> Tuple[Tensor, List[Tensor], Tensor]:
+        """Forward with the attention of ``blocks`` captured; returns (summed evidence, maps,
+        ``(B, N)`` query weights from :meth:`AttentionAccess.readout_weights`).
 
         Call under ``torch.enable_grad()``. The input gets ``requires_grad`` so a graph exists
-        even when every parameter is frozen. The summed logit is differentiated (not a loss):
-        samples are independent, so one gradient gives every sample's maps.
+        even when every parameter is frozen. The summed evidence is differentiated (not a
+        loss): samples are independent, so one gradient gives every sample's maps.
         """
         x = images.detach().requires_grad_(True)
-        logits, maps = access.forward_with_attention(x, blocks)
-        y = resolve_targets(logits, targets, self.target)
-        return logits.gather(1, y[:, None]).float().sum(), maps
+        y = access.resolve_targets(x, targets, self.target)
+        with access.capture_attention(blocks) as maps:
+            evidence, states = access.evidence(x, y)
+        if len(maps) != len(blocks):
+            raise RuntimeError(
+                f"captured {len(maps)} attention maps for {len(blocks)} blocks: the model's "
+                f"attention did not run through the hooked modules (fused or replaced attention?)"
+            )
+        score = evidence.float().sum()
+        return score, maps, access.readout_weights(score, states, images.shape[0])

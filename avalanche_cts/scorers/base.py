@@ -16,16 +16,17 @@ from ..registry import Registry
 __all__ = ["TokenScorer", "check_inputs", "register_scorer", "get_scorer", "list_scorers"]
 
 
-def check_inputs(access, images: Tensor, targets: Optional[Tensor]) -> None:
-    """Refuse, before any work, images the model cannot take and labels outside its head."""
+def check_inputs(access, images: Tensor, targets) -> None:
+    """Refuse, before any work, images the model cannot take and labels outside its head
+    (``targets``: ``(B,)`` class indices, a BLIP text batch or None)."""
     if not torch.is_tensor(images) or not images.is_floating_point() or images.dim() != 4:
         raise TypeError(
             f"images must be a float tensor (B, C, H, W) of normalised model inputs, got "
             f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}"
         )
     access.check_images(images)
-    if targets is None:
-        return
+    if targets is None or isinstance(targets, dict):
+        return  # a collated text batch (BLIP): its adapter reads and checks it
     targets = torch.as_tensor(targets)
     if targets.dim() != 1 or targets.shape[0] != images.shape[0]:
         raise ValueError(f"targets must be (B,) class indices, one per image: got shape "

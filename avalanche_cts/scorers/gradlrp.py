@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -24,11 +23,12 @@ def gradient_weighted_attention(grad: Tensor, attn: Tensor) -> Tensor:
 
 @register_scorer("gradlrp")
 class GradLRPScorer(GradientScorer):
-    """``R = (I + Ā_L) ⋯ (I + Ā_s)``, score ``qᵀ R[:, p + j]`` (``q``: class-token row or patch mean).
+    """``R = (I + Ā_L) ⋯ (I + Ā_s)``, score ``qᵀ R[:, p + j]`` (``q``: class-token row, patch
+    mean, or for BLIP the relevance of each output token, :meth:`AttentionAccess.readout_weights`).
 
     Row-vector form inside the backward pass: gradient hooks on the attention maps fire from
     block L down to s and update ``r <- r + r Ā_b``, so neither ``N x N`` products nor all
-    blocks' gradients are stored. The target logit (not a loss) is differentiated.
+    blocks' gradients are stored. The target evidence (not a loss) is differentiated.
 
     :param start_layer: first block s of the product (negative counts from the end).
     :param target: ``"label"`` (default) or ``"pred"``.
@@ -38,10 +38,9 @@ class GradLRPScorer(GradientScorer):
         super().__init__(target)
         self.start_layer = int(start_layer)
 
-    def relevance(self, access: AttentionAccess, images: Tensor, targets: Optional[Tensor]) -> Tensor:
+    def relevance(self, access: AttentionAccess, images: Tensor, targets) -> Tensor:
         blocks = access.block_indices(self.start_layer)
-        q = access.query_weights(images.device)
-        state = {"r": q.expand(images.shape[0], -1), "calls": 0}
+        state = {"r": None, "calls": 0}
 
         def make_hook(attn: Tensor):
             def hook(grad: Tensor) -> None:
@@ -53,7 +52,7 @@ class GradLRPScorer(GradientScorer):
             return hook
 
         with torch.enable_grad(), contextlib.ExitStack() as stack:
-            score, maps = self.target_logit(access, images, targets, blocks)
+            score, maps, state["r"] = self.target_objective(access, images, targets, blocks)
             for attn in maps:
                 stack.callback(attn.register_hook(make_hook(attn)).remove)
             torch.autograd.grad(score, maps[0])

@@ -28,13 +28,17 @@ class ClassFeatures:
     """Per-sample features of the ``n`` samples of one class (eval transforms, no grad).
 
     :ivar embeddings: ``(n, D)`` pre-logit features (final-norm CLS or pooled token).
-    :ivar logits: ``(n, C)`` logits of the model's head.
+    :ivar logits: ``(n, C)`` logits of the model's head (``None`` when ``errors`` are given).
     :ivar targets: ``(n,)`` class indices.
+    :ivar errors: optional ``(n, m)`` output-side factor of each sample's last-layer gradient
+        for models that are not classifiers (BLIP: the LM head's ``softmax - onehot`` of the
+        answer or caption tokens); replaces ``softmax(logits) - onehot(targets)``.
     """
 
     embeddings: Tensor
-    logits: Tensor
+    logits: Optional[Tensor]
     targets: Tensor
+    errors: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -79,7 +83,8 @@ class SampleSelector(ABC):
         if features is not None:
             if not isinstance(features, ClassFeatures):
                 raise TypeError(f"features must be ClassFeatures, got {type(features).__name__}")
-            bad = [f for f in ("embeddings", "logits") if not torch.isfinite(getattr(features, f)).all()]
+            bad = [f for f in ("embeddings", "logits") if getattr(features, f) is not None
+                   and not torch.isfinite(getattr(features, f)).all()]
             if bad:
                 raise ValueError(f"{type(self).__name__}.select: non-finite {bad[0]}: check the "
                                  f"images and the model for NaN/inf")

@@ -55,16 +55,24 @@ class GradientFeatures:
         mode: str = "last_layer",
         dtype: Optional[torch.dtype] = None,
     ) -> "GradientFeatures":
-        """Build from logits, targets and pre-logits; ``dtype`` defaults to at least float32."""
+        """Build from logits, targets and pre-logits (or the given ``errors``); ``dtype``
+        defaults to at least float32."""
         if mode not in GRADIENT_MODES:
             raise ValueError(f"unknown gradient mode {mode!r}; choose one of {GRADIENT_MODES}")
-        logits = features.logits
-        dtype = dtype or torch.promote_types(logits.dtype, torch.float32)
-        y = features.targets.to(logits.device).long()
-        e = torch.softmax(logits.to(dtype), dim=1)
-        e[torch.arange(len(y), device=e.device), y] -= 1
-        if mode == "class_block":
-            e = e.gather(1, y[:, None])
+        if features.errors is not None:
+            if mode == "class_block":
+                raise ValueError("class_block needs class logits; use last_layer or bias with "
+                                 "precomputed gradient errors")
+            dtype = dtype or torch.promote_types(features.errors.dtype, torch.float32)
+            e = features.errors.to(dtype)
+        else:
+            logits = features.logits
+            dtype = dtype or torch.promote_types(logits.dtype, torch.float32)
+            y = features.targets.to(logits.device).long()
+            e = torch.softmax(logits.to(dtype), dim=1)
+            e[torch.arange(len(y), device=e.device), y] -= 1
+            if mode == "class_block":
+                e = e.gather(1, y[:, None])
         h = None if mode == "bias" else features.embeddings.to(device=e.device, dtype=dtype)
         return cls(e, h)
 

@@ -1,0 +1,1 @@
+"""Vision-language continual learning with BLIP (VQA and captioning)."""

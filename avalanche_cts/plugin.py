@@ -218,8 +218,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
             raise FloatingPointError(
                 f"non-finite loss at experience {c.train_exp_counter}, epoch "
                 f"{c.train_exp_epochs}, iteration {c.train_epoch_iterations}: total "
-                f"{float(strategy.loss):.4g}, memory term "
-                f"{'none' if mem is None else f'{float(mem):.4g}'} x {self.mem_weight}; "
+                f"{float(strategy.loss.detach()):.4g}, memory term "
+                f"{'none' if mem is None else f'{float(mem.detach()):.4g}'} x {self.mem_weight}; "
                 f"lower the learning rate or check the inputs for NaN/inf"
             )
 

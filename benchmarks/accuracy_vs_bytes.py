@@ -34,7 +34,7 @@ from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import (aggregate, format_table, plot_accuracy_vs_memory,
                                           plot_matrices, write_csv)
 
-from common import BASE_SETTINGS, MODELS, PEFT, add_common_args, finish_args
+from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
 
 HERE = Path(__file__).resolve().parent / "results"
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -116,10 +116,7 @@ def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> 
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
-    p.add_argument("--test-per-class", type=int, default=200)
+    p = make_parser(__doc__, "test", 200)
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of the recipe ablation (default: its results folder)")
     p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")

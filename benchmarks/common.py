@@ -23,8 +23,11 @@ PEFT: Dict[str, Dict] = {
 """Rehearsal-free references with their own (published-protocol) optimiser settings."""
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    """``--benchmark``, ``--seeds``, ``--train-per-class``, ``--jobs``, ``--out``."""
+def make_parser(doc: str, per_class: str, per_class_default: int) -> argparse.ArgumentParser:
+    """A script's parser with the shared options (``--benchmark``, ``--seeds``,
+    ``--train-per-class``, ``--jobs``, ``--out``) and its evaluation images per class."""
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="cluttered_fmnist", choices=sorted(MODELS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--train-per-class", type=int, default=None,
@@ -33,6 +36,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: benchmarks/results/<script>/<benchmark>)")
+    p.add_argument(f"--{per_class}-per-class", type=int, default=per_class_default,
+                   help=f"{per_class} images per class (default: %(default)s)")
+    return p
 
 
 def finish_args(args: argparse.Namespace, results_dir: Path) -> argparse.Namespace:

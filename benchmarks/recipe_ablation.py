@@ -43,7 +43,7 @@ from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import aggregate, plot_accuracy_vs_memory, write_csv
 
-from common import BASE_SETTINGS, MODELS, PEFT, add_common_args, finish_args
+from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_ablation"
 LRS = (1e-4, 3e-4, 1e-3)
@@ -207,10 +207,7 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
-    p.add_argument("--val-per-class", type=int, default=100)
+    p = make_parser(__doc__, "val", 100)
     p.add_argument("--stages", nargs="*", choices=[s for s, _ in STAGES],
                    help="run only these stages (default: all; skipped ones keep the start "
                         "setting)")

@@ -66,14 +66,22 @@ def write_idx(path, array, gz):
 @pytest.fixture(scope="session")
 def fake_fmnist(tmp_path_factory):
     """Synthetic Fashion-MNIST IDX files: class c has a bright square at a class-specific place."""
-    root = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
+    def square(img, c):
+        r, col = divmod(c, 5)
+        img[4 + 12 * r:12 + 12 * r, 2 + 5 * col:6 + 5 * col] = 255
+
+    return write_fake_fmnist(tmp_path_factory.mktemp("fmnist"), square, seed=0, gz_train=True)
+
+
+def write_fake_fmnist(root, paint, seed: int, gz_train: bool = False):
+    """Write Fashion-MNIST IDX files into ``root`` (400 train, 200 test images, 10 classes,
+    dim noise); ``paint(image, c)`` plants the signal of class ``c`` in a (28, 28) image."""
+    rng = np.random.default_rng(seed)
     for split, n in (("train", 400), ("t10k", 200)):
         y = np.repeat(np.arange(10), n // 10)
         x = rng.integers(0, 40, (n, 28, 28))
         for i, c in enumerate(y):
-            r, col = divmod(int(c), 5)
-            x[i, 4 + 12 * r:12 + 12 * r, 2 + 5 * col:6 + 5 * col] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte", x, gz=split == "train")
+            paint(x[i], int(c))
+        write_idx(root / f"{split}-images-idx3-ubyte", x, gz=gz_train and split == "train")
         write_idx(root / f"{split}-labels-idx1-ubyte", y, gz=False)
     return root

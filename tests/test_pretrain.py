@@ -1,5 +1,4 @@
 """Pretrained-backbone protocol: disjoint images, resumable cache, fresh heads without a leak."""
-import numpy as np
 import pytest
 import torch
 
@@ -23,19 +22,12 @@ SPEC = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_cla
 def bars(tmp_path_factory):
     """Fake Fashion-MNIST IDX files (40 train, 20 test per class) whose class is the length of
     a centred bright bar (2 + 2c pixels): unchanged by the flips and shifts of pretraining."""
-    from conftest import write_idx
+    from conftest import write_fake_fmnist
 
-    root = tmp_path_factory.mktemp("bars")
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 400), ("t10k", 200)):
-        y = np.repeat(np.arange(10), n // 10)
-        x = rng.integers(0, 40, (n, 28, 28))
-        for i, c in enumerate(y):
-            half = 1 + int(c)
-            x[i, 12:16, 14 - half:14 + half] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte", x, gz=False)
-        write_idx(root / f"{split}-labels-idx1-ubyte", y, gz=False)
-    return root
+    def bar(img, c):
+        img[12:16, 13 - c:15 + c] = 255
+
+    return write_fake_fmnist(tmp_path_factory.mktemp("bars"), bar, seed=1)
 
 
 @pytest.fixture(scope="module")

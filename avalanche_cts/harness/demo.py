@@ -26,7 +26,7 @@ from typing import Dict, List
 from ..recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES, TOKEN_CHOICES
 from .names import SCORERS, SELECTORS
 
-__all__ = ["DEMO_METHODS", "add_arguments", "main"]
+__all__ = ["DEMO_METHODS", "add_arguments", "add_recipe_arguments", "main", "recipe_settings"]
 
 DEMO_METHODS = ("naive", "cumulative", "replay", "coreset", "core_tokens", "core_tokenset")
 _DEFAULT_METHODS = ("naive", "cumulative", "replay", "coreset", "core_tokenset")
@@ -44,6 +44,26 @@ TRAINING = {"fmnist_pretrained": dict(lr=3e-4, epochs=4), "cluttered_fmnist": di
 (``benchmarks/recipe_ablation.py``, stage 0)."""
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The recipe's options, defaults from :data:`~avalanche_cts.recipe.DEFAULT_RECIPE`."""
+    p.add_argument("--token-choice", default=DEFAULT_RECIPE.token_choice, choices=TOKEN_CHOICES,
+                   help="how tokens follow the scores")
+    p.add_argument("--replay-mode", default=DEFAULT_RECIPE.replay_mode, choices=REPLAY_MODES,
+                   help="how stored tokens are fed back")
+    p.add_argument("--dropout", type=float, default=DEFAULT_RECIPE.dropout, metavar="KEEP",
+                   help="token keep rate on new data (None: the memory's retention; 1: off)")
+    p.add_argument("--dropout-schedule", default=DEFAULT_RECIPE.dropout_schedule,
+                   choices=DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
+    p.add_argument("--dropout-fraction", type=float, default=DEFAULT_RECIPE.dropout_fraction,
+                   metavar="F", help="share of each new-data batch with token dropout")
+
+
+def recipe_settings(args: argparse.Namespace) -> Dict:
+    """The ``RunConfig`` fields of :func:`add_recipe_arguments`."""
+    return {k: getattr(args, k) for k in ("token_choice", "replay_mode", "dropout",
+                                          "dropout_schedule", "dropout_fraction")}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The demo's options (shown by ``avalanche-cts demo --help`` with their defaults)."""
     p.add_argument("--benchmark", default="fmnist_pretrained", choices=sorted(_BENCHMARKS),
@@ -57,16 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selector", default="random", choices=SELECTORS, help="sample selector")
     p.add_argument("--scorer", default="rollout", choices=SCORERS,
                    help="token scorer (rollout: best on the validation split)")
-    p.add_argument("--token-choice", default=DEFAULT_RECIPE.token_choice, choices=TOKEN_CHOICES,
-                   help="how tokens follow the scores")
-    p.add_argument("--replay-mode", default=DEFAULT_RECIPE.replay_mode, choices=REPLAY_MODES,
-                   help="how stored tokens are fed back")
-    p.add_argument("--dropout", type=float, default=DEFAULT_RECIPE.dropout, metavar="KEEP",
-                   help="token keep rate on new data (None: the memory's retention; 1: off)")
-    p.add_argument("--dropout-schedule", default=DEFAULT_RECIPE.dropout_schedule,
-                   choices=DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
-    p.add_argument("--dropout-fraction", type=float, default=DEFAULT_RECIPE.dropout_fraction,
-                   metavar="F", help="share of each new-data batch with token dropout")
+    add_recipe_arguments(p)
     p.add_argument("--retention-exponent", type=float,
                    default=DEFAULT_RECIPE.retention_exponent, metavar="E",
                    help="core tokenset split of a budget r: t = r ** E tokens per sample "
@@ -114,10 +125,7 @@ def demo_cells(args) -> List:
             for r in budgets:
                 cfg = RunConfig(
                     method=method, budget=r, model=model, pretrained=args.pretrained,
-                    selector=args.selector, scorer=args.scorer, token_choice=args.token_choice,
-                    replay_mode=args.replay_mode, dropout=args.dropout,
-                    dropout_schedule=args.dropout_schedule,
-                    dropout_fraction=args.dropout_fraction,
+                    selector=args.selector, scorer=args.scorer, **recipe_settings(args),
                     retention_exponent=args.retention_exponent, batch_size=args.batch_size,
                     seed=seed, device=args.device, **train)
                 key = f"{method}" + (f"-budget={r:g}" if r else "") + f"-seed={seed}"

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from ..recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES
+from .demo import add_recipe_arguments, recipe_settings
 
 __all__ = ["VL_DEMO_METHODS", "add_arguments", "main"]
 
@@ -48,14 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-retention", type=float, default=0.25, metavar="T",
                    help="tokens kept per stored sample by core tokensets (samples: R / T)")
     p.add_argument("--selector", default="gradmatch", help="sample selector of every memory")
-    p.add_argument("--replay-mode", default=DEFAULT_RECIPE.replay_mode, choices=REPLAY_MODES,
-                   help="how stored tokens are fed back")
-    p.add_argument("--dropout", type=float, default=DEFAULT_RECIPE.dropout, metavar="KEEP",
-                   help="token keep rate on new data (None: the memory's retention; 1: off)")
-    p.add_argument("--dropout-schedule", default=DEFAULT_RECIPE.dropout_schedule,
-                   choices=DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
-    p.add_argument("--dropout-fraction", type=float, default=DEFAULT_RECIPE.dropout_fraction,
-                   metavar="F", help="share of each new-data batch with token dropout")
+    add_recipe_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds")
     p.add_argument("--vqa-train", type=int, default=600, help="training questions per VQA task")
     p.add_argument("--caption-train", type=int, default=400, help="training images per caption task")
@@ -90,9 +83,7 @@ def demo_cells(args) -> List:
                     kw["token_retention"] = args.token_retention
                 cfg = RunConfig(
                     budget=args.budget if method not in ("naive", "cumulative") else 0.0,
-                    selector=args.selector, replay_mode=args.replay_mode, dropout=args.dropout,
-                    dropout_schedule=args.dropout_schedule,
-                    dropout_fraction=args.dropout_fraction, model=model,
+                    selector=args.selector, **recipe_settings(args), model=model,
                     pretrained=True, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                     optimizer="adamw", weight_decay=0.05, seed=seed, device=args.device,
                     eval_batch_size=100, **kw)

@@ -220,12 +220,13 @@ class ResumableTraining:
         self.partial.unlink(missing_ok=True)
 
 
-def _checkpoint_path(spec: PretrainSpec, cache_dir: Optional[PathLike]) -> Path:
+def checkpoint_path(spec, cache_dir: Optional[PathLike]) -> Path:
+    """Where a pretraining ``spec`` (anything with ``file_name()``) caches its checkpoint."""
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "pretrained"
     return root / spec.file_name()
 
 
-def _shipped(spec: PretrainSpec, cache_dir: Optional[PathLike]) -> Optional[Path]:
+def shipped_checkpoint(spec, cache_dir: Optional[PathLike]) -> Optional[Path]:
     """The shipped checkpoint of ``spec`` (same settings, same file name), if any and if no
     other cache folder was asked for."""
     path = SHIPPED / spec.file_name()
@@ -242,10 +243,10 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     interrupted run resumes from its last finished epoch.
     """
     spec = BACKBONES[spec] if isinstance(spec, str) else spec
-    path = _checkpoint_path(spec, cache_dir)
+    path = checkpoint_path(spec, cache_dir)
     if path.is_file():
         return path
-    shipped = _shipped(spec, cache_dir)
+    shipped = shipped_checkpoint(spec, cache_dir)
     if shipped is not None:
         return shipped
     x, y, xv, yv, xte, yte = _pool(spec, data_root)

@@ -29,11 +29,10 @@ from typing import Dict, Optional, Union
 import torch
 from torch import nn
 
-from ..cache import cache_root
 from ..models import create_blip, get_adapter
 from ..normalization import CLIP_MEAN, CLIP_STD
 from .checkpoint import read_checkpoint
-from .pretrain import ResumableTraining
+from .pretrain import ResumableTraining, checkpoint_path, shipped_checkpoint
 
 __all__ = ["BLIP_PRETRAINED", "EMBEDDED_BLIP", "BlipPretrainSpec", "load_pretrained_blip",
            "pretrain_blip"]
@@ -104,11 +103,6 @@ def exact_match(model: nn.Module, data, tokenizer, batch_size: int = 250) -> flo
     return vqa_exact_match(preds, refs)
 
 
-def _checkpoint_path(spec: BlipPretrainSpec, cache_dir: Optional[PathLike]) -> Path:
-    root = Path(cache_dir) if cache_dir is not None else cache_root() / "pretrained"
-    return root / spec.file_name()
-
-
 def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
                   cache_dir: Optional[PathLike] = None, log=print) -> Path:
     """Pretrain a tiny BLIP (protocol in the module docstring) or find its checkpoint; an
@@ -118,9 +112,12 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
     from ..vl.text import TextSpec
 
     spec = BLIP_PRETRAINED[spec] if isinstance(spec, str) else spec
-    path = _checkpoint_path(spec, cache_dir)
+    path = checkpoint_path(spec, cache_dir)
     if path.is_file():
         return path
+    shipped = shipped_checkpoint(spec, cache_dir)
+    if shipped is not None:
+        return shipped
     norm = _norm()
     tok = scene_tokenizer()
     collate = VLCollator(TextSpec.from_tokenizer(tok), "vqa")

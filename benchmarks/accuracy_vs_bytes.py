@@ -25,12 +25,13 @@ import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from avalanche_cts.harness.config import TOKEN_METHODS, RunConfig
-from avalanche_cts.harness.execute import execute_cells
+from avalanche_cts.harness.execute import cell_data, execute_cells
 from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
+from avalanche_cts.harness.runner import load_result, run_settings
 from avalanche_cts.harness.report import (aggregate, format_table, plot_accuracy_vs_memory,
                                           plot_matrices, write_csv)
 
@@ -63,8 +64,6 @@ def make_cells(args, chosen: Dict) -> List[Cell]:
     sources = {"buffer": {"keep_sources": True}}  # provenance and object hits of token memories
     cells = []
     for label, change, budgets in rows(chosen["recipe"]):
-        if args.only and label not in args.only:
-            continue
         change = dict(change)
         options = change.pop("options", sources if change["method"] in TOKEN_METHODS else {})
         for seed in args.seeds:
@@ -78,6 +77,24 @@ def make_cells(args, chosen: Dict) -> List[Cell]:
                               f"{label}-r{r:g}-s{seed}")
                 cells.append(Cell(len(cells), key, cfg, bench, dict(label=label)))
     return cells
+
+
+def selected(args, cell: Cell) -> bool:
+    """Whether ``--only`` and ``--budgets`` ask for ``cell`` (rows without memory: any budget)."""
+    budget = cell.cfg.budget
+    return ((not args.only or cell.axes["label"] in args.only)
+            and (not args.budgets or budget == 0 or any(abs(budget - b) < 1e-9
+                                                         for b in args.budgets)))
+
+
+def stored(cells: Sequence[Cell], runs: Path) -> List[Tuple[Cell, Dict]]:
+    """The cells with a finished result made with exactly their settings."""
+    found = []
+    for c in cells:
+        res = load_result(runs / c.key / "result.json", run_settings(c.cfg, cell_data(c)))
+        if res is not None:
+            found.append((c, res))
+    return found
 
 
 def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> str:
@@ -120,6 +137,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of the recipe ablation (default: its results folder)")
     p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")
+    p.add_argument("--budgets", type=float, nargs="+", metavar="R",
+                   help="run only these budgets (default: all); the report shows every "
+                        "finished run of the grid")
     args = finish_args(p.parse_args(argv), HERE / "accuracy_vs_bytes")
     args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
     return args
@@ -137,8 +157,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     def progress(i, n, cell, res, seconds):
         print(f"[{i}/{n}] {cell.key}: {res['final_acc']:.3f} ({seconds / 60:.1f} min)", flush=True)
 
-    results = execute_cells(cells, args.out / "runs", jobs=args.jobs, progress=progress)
-    print(write_report(args, cells, results, chosen))
+    execute_cells([c for c in cells if selected(args, c)], args.out / "runs", jobs=args.jobs,
+                  progress=progress)
+    done = stored(cells, args.out / "runs")
+    print(write_report(args, [c for c, _ in done], [r for _, r in done], chosen))
 
 
 if __name__ == "__main__":

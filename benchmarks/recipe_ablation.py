@@ -184,9 +184,17 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
         lines += [f"## Stage {stage}", "", head, "|---|" + "---|" * (len(STAGE_BUDGETS) + 1)]
         lines += [_row(k, v, STAGE_BUDGETS) for k, v in res.items()]
         lines.append("")
-    lines += ["## References (same training settings)", "",
-              "| method | " + " | ".join(f"{100 * b:g}%" for b in REFERENCE_BUDGETS) + " | |",
-              "|---|" + "---|" * (len(REFERENCE_BUDGETS) + 1)]
+    skipped = [s for s, _ in STAGES if s not in {stage for stage, _ in stages}]
+    if skipped:
+        lines += [f"Stages not run: {', '.join(skipped)} (they keep the start setting: "
+                  f"{', '.join(f'{k}={START[k]!r}' for k in ('token_choice', 'selector', 'retention_exponent'))}).", ""]
+    lines += ["## References (same training settings)", ""]
+    if not refs:
+        lines += ["Not run here (`--no-references`): `accuracy_vs_bytes.py` runs them on the "
+                  "test split.", ""]
+    else:
+        lines += ["| method | " + " | ".join(f"{100 * b:g}%" for b in REFERENCE_BUDGETS) + " | |",
+                  "|---|" + "---|" * (len(REFERENCE_BUDGETS) + 1)]
     for k, v in refs.items():
         budgets = REFERENCE_BUDGETS if v[0]["config"]["budget"] > 0 else (0.0,)
         lines.append(_row(k, v, budgets))
@@ -200,9 +208,10 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
             for rs in res.values() for r in rs]
     write_csv(args.out / "ablation.csv", rows)
     (args.out / "chosen.json").write_text(json.dumps(dict(training=train, recipe=recipe), indent=1))
-    ref_rows = aggregate([r for rs in refs.values() for r in rs], lambda r: r["label"])
-    plot_accuracy_vs_memory(ref_rows, args.out / "references.png",
-                            f"{args.benchmark}, validation split: references")
+    if refs:
+        ref_rows = aggregate([r for rs in refs.values() for r in rs], lambda r: r["label"])
+        plot_accuracy_vs_memory(ref_rows, args.out / "references.png",
+                                f"{args.benchmark}, validation split: references")
     return text
 
 
@@ -211,6 +220,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--stages", nargs="*", choices=[s for s, _ in STAGES],
                    help="run only these stages (default: all; skipped ones keep the start "
                         "setting)")
+    p.add_argument("--no-references", dest="references", action="store_false",
+                   help="skip the reference runs (accuracy_vs_bytes.py runs them on the test "
+                        "split)")
     return finish_args(p.parse_args(argv), RESULTS)
 
 
@@ -220,7 +232,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     train, train_res = choose_training(args)
     print(f"training settings: {train}")
     recipe, stages = run_stages(args, train)
-    refs = run_references(args, train)
+    refs = run_references(args, train) if args.references else {}
     print(write_report(args, train, train_res, stages, recipe, refs))
 
 

@@ -68,7 +68,7 @@ class RunConfig:
     retention_exponent: float = DEFAULT_RECIPE.retention_exponent
     """Core tokenset split of a budget r: t = r ** e tokens of r ** (1 - e) of the samples."""
     selector: str = "random"
-    scorer: str = "random"
+    scorer: str = "rollout"
     token_choice: str = DEFAULT_RECIPE.token_choice
     """``topk`` (the highest scores) or ``gumbel`` (sampled from the scores)."""
     replay_mode: str = DEFAULT_RECIPE.replay_mode

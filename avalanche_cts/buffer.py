@@ -386,8 +386,8 @@ class CoreTokensetBuffer(ExemplarsBuffer):
     def _quotas(self, members: Dict[Tuple[int, int], Tensor]) -> Dict[Tuple[int, int], int]:
         """Byte quota per group: equal shares of the budget, capped by what a group can use.
 
-        With one record size (two-stage selection) the shares are whole records, so groups
-        differ by at most one record; joint selectors share bytes.
+        With one record size the shares are whole records, so groups differ by at most one
+        record; records with text (varying sizes) share bytes.
         """
         keys = sorted(self.groups)
         headers = GROUP_HEADER_BYTES * len(keys)
@@ -397,10 +397,6 @@ class CoreTokensetBuffer(ExemplarsBuffer):
                     for k in keys]
             shares = water_fill(max(0, self.budget - headers), caps)
             return {k: GROUP_HEADER_BYTES + n for k, n in zip(keys, shares)}
-        if getattr(self.selector, "joint", False):
-            full = self.record_bytes(self.layout["num_tokens"])
-            caps = [self.groups[k].nbytes + len(members.get(k, ())) * full for k in keys]
-            return dict(zip(keys, water_fill(self.budget, caps)))
         rb = self.record_bytes()
         caps = [len(self.groups[k]) + len(members.get(k, ())) for k in keys]
         counts = water_fill(max(0, self.budget - headers) // rb, caps)
@@ -437,14 +433,11 @@ class CoreTokensetBuffer(ExemplarsBuffer):
     def _choose(self, model, device, data, keys, members, quotas,
                 feats) -> List[Tuple[Tuple[int, int], Tensor, Tensor]]:
         """Samples to store, ``(group key, indices into data, weights)`` per group, from the
-        selector; joint selectors store their records directly instead."""
+        selector."""
         chosen: List[Tuple[Tuple[int, int], Tensor, Tensor]] = []
         for key in keys:
             group, idx = self.groups[key], members[key]
             room = quotas[key] - group.nbytes
-            if getattr(self.selector, "joint", False):
-                self._add_joint(model, device, data, key, idx, room)
-                continue
             k = max(0, room // (self.record_bytes() + self._text_floor()))
             if k == 0:
                 continue
@@ -511,27 +504,6 @@ class CoreTokensetBuffer(ExemplarsBuffer):
             u = torch.rand(scores.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
             scores = z / self.temperature - torch.log(-torch.log(u))
         return scores.argsort(dim=1, descending=True, stable=True)[:, :k]
-
-    def _add_joint(self, model, device, data, key, idx: Tensor, room: int) -> None:
-        """Single-stage selection of samples and tokens for one group (joint selectors)."""
-        if self.items.text_fields:
-            raise TypeError(f"{type(self.selector).__name__} selects classification samples; "
-                            f"image-text memories use a two-stage selector (random, herding, "
-                            f"craig, gradmatch)")
-        if room <= self.record_bytes(1) or len(idx) == 0:
-            return
-        xs, ys = zip(*[(x, y) for x, y, *_ in self._loader(data, idx)])
-        images, targets = torch.cat(xs), torch.cat([torch.as_tensor(y) for y in ys])
-        _check_finite(images, idx.tolist(), self._experience)
-        records = self.selector.select_joint(
-            model, images.to(device), targets.to(device), budget_bytes=int(room),
-            token_bytes=self.token_bytes(), record_bytes=self.record_bytes(0),
-        )
-        tokens = patchify(images, self.layout["patch_size"])
-        values = [self.codec.encode(tokens[i, pos.cpu()]) for i, pos in records]
-        positions = [pos.cpu() for _, pos in records]
-        sources = self._sources(idx[torch.tensor([i for i, _ in records], dtype=torch.long)])
-        self.groups[key].append(values, positions, [1.0] * len(records), sources)
 
     # ------------------------------------------------------------ persistence
     def _config(self) -> Dict:

@@ -8,7 +8,6 @@ For an embedded benchmark and the recipe chosen on its validation split
   (``ClassBalancedBuffer`` resized to the same bytes);
 * core tokens (every sample, t = r) and core tokensets (t = r ** e) with the chosen recipe,
   selector and scorer, and the same core tokenset with random tokens;
-* the single-stage ``joint_grad`` selector under the chosen recipe;
 * references without memory bytes: naive fine-tuning, cumulative training, and the
   rehearsal-free InfLoRA and CODA-Prompt.
 
@@ -50,7 +49,6 @@ def rows(recipe: Dict) -> List[tuple]:
         ("core tokens (t = r)", dict(recipe, method="core_tokens", selector="random"), BUDGETS),
         ("core tokenset", tokenset, BUDGETS),
         ("core tokenset, random tokens", dict(tokenset, scorer="random"), BUDGETS),
-        ("joint_grad (single stage)", dict(tokenset, selector="joint_grad"), BUDGETS),
         ("naive", dict(method="naive"), (0.0,)),
         ("cumulative", dict(method="cumulative"), (0.0,)),
         *[(name, cfg, (0.0,)) for name, cfg in PEFT.items()],

@@ -1,9 +1,7 @@
 """Selection time per 10k samples of one class, for every sample selector.
 
 Synthetic features of realistic width (pre-logits ``(n, D)``, logits of a random head
-``(n, C)``), selecting 1% and 10%. ``joint_grad`` includes its forward + backward pass
-through a model (default: the embedded Fashion-MNIST ViT on 28x28 inputs); the plain
-forward feature pass the other selectors need is timed alongside for comparison.
+``(n, C)``), selecting 1% and 10%.
 
     python benchmarks/selection_time.py                      # CPU, 1 thread
     python benchmarks/selection_time.py --device cuda --threads 16
@@ -21,7 +19,6 @@ from typing import Callable, Dict, List
 
 import torch
 
-from avalanche_cts.models import create_model, get_adapter
 from avalanche_cts.selectors import ClassFeatures, get_selector
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,34 +59,6 @@ def time_selectors(args) -> List[Dict]:
     return rows
 
 
-def time_joint(args) -> List[Dict]:
-    model = create_model(args.model).to(args.device)
-    adapter = get_adapter(model)
-    c, (h, w) = adapter.in_chans, adapter.image_size
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(args.n, c, h, w, generator=g).to(args.device)
-    targets = torch.randint(model.num_classes, (args.n,), generator=g).to(args.device)
-    token = adapter.patch_size**2 * c + 2  # uint8 values + int16 position
-    full = args.n * (8 + adapter.num_tokens * token)
-
-    def forward_pass():
-        with torch.no_grad():
-            for i in range(0, args.n, 256):
-                adapter.features(images[i : i + 256])
-
-    rows = [dict(selector="feature pass (forward only)", n=args.n, D=model.embed_dim,
-                 C=model.num_classes, k=0, seconds=timed(forward_pass, args.device))]
-    for frac in args.fractions:
-        sel = get_selector("joint_grad")
-        budget = int(frac * full)
-        s = timed(lambda: sel.select_joint(model, images, targets, budget, token, 8), args.device)
-        rows.append(dict(selector="joint_grad (incl. fwd+bwd)", n=args.n, D=model.embed_dim,
-                         C=model.num_classes, k=round(frac * args.n), seconds=s))
-    for r in rows:
-        print(f"{r['selector']:>28}  n={r['n']} k~{r['k']:<5} {r['seconds']:8.2f} s", flush=True)
-    return rows
-
-
 def markdown(rows: List[Dict], header: str) -> str:
     lines = [header, "", "| selector | n | D | C | k | seconds | s per 10k samples |",
              "|---|---|---|---|---|---|---|"]
@@ -106,15 +75,13 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=["192:10", "768:100"], help="D:C pairs")
     p.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1])
     p.add_argument("--selectors", nargs="+", default=["random", "herding", "craig", "gradmatch"])
-    p.add_argument("--model", default="vit_fmnist_tiny", help="model of the joint_grad timing")
-    p.add_argument("--no-joint", action="store_true", help="skip the joint_grad timing")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--out", type=Path, default=None,
                    help="output stem (default results/selection_time_<device>)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    rows = time_selectors(args) + ([] if args.no_joint else time_joint(args))
+    rows = time_selectors(args)
     cuda = args.device.startswith("cuda")
     device = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
     header = (f"# Selection time, one class of {args.n} samples ({args.device}: {device}, "

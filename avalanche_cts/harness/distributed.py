@@ -155,7 +155,7 @@ class DistributedCoreTokensetBuffer(CoreTokensetBuffer):
 
     def _choose(self, model, device, data, keys, members, quotas, feats):
         base = super()._choose
-        if world_size() == 1 or getattr(self.selector, "joint", False):
+        if world_size() == 1:
             return base(model, device, data, keys, members, quotas, feats)
         box = [base(model, device, data, keys, members, quotas, feats) if rank() == 0 else None]
         dist.broadcast_object_list(box, src=0)

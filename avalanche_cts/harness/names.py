@@ -23,7 +23,7 @@ METHODS: Tuple[str, ...] = (
     "naive", "cumulative", "replay", "coreset", "core_tokens", "core_tokenset",
     "replay_reservoir", "replay_class_balanced", "replay_herding", "inflora", "coda_prompt",
 )
-SELECTORS: Tuple[str, ...] = ("random", "herding", "craig", "gradmatch", "joint_grad")
+SELECTORS: Tuple[str, ...] = ("random", "herding", "craig", "gradmatch")
 SCORERS: Tuple[str, ...] = ("random", "rollout", "gradcam", "gradlrp", "atman")
 BENCHMARK_NAMES: Tuple[str, ...] = (
     "fmnist", "fmnist_pretrained", "cluttered_fmnist", "imagenet_r", "imagenet100", "synthetic",

@@ -1,7 +1,6 @@
 """Sample selectors behind one interface: ``select(k, n, features) -> Selection``.
 
-Registered names: ``random``, ``herding``, ``craig``, ``gradmatch`` and the single-stage
-``joint_grad`` (samples and tokens together, ``joint = True``).
+Registered names: ``random``, ``herding``, ``craig``, ``gradmatch``.
 """
 from .base import (
     ClassFeatures,
@@ -17,7 +16,6 @@ from .random_selector import RandomSelector
 from .herding import HerdingSelector, herding_order
 from .craig import CraigSelector, facility_location
 from .gradmatch import GradMatchSelector, OMPResult, omp_select
-from .joint import JointGradSelector, relevance_counts, token_relevance
 from .avalanche import SelectionStrategyAdapter, extract_features
 
 __all__ = [
@@ -39,9 +37,6 @@ __all__ = [
     "GradMatchSelector",
     "OMPResult",
     "omp_select",
-    "JointGradSelector",
-    "relevance_counts",
-    "token_relevance",
     "SelectionStrategyAdapter",
     "extract_features",
 ]

@@ -68,7 +68,6 @@ class SampleSelector(ABC):
 
     name: str = ""
     needs_features: bool = False
-    joint: bool = False  # True: also picks tokens, see ``JointGradSelector.select_joint``
 
     def select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         """Select ``min(k, n)`` of ``n`` samples of one class, in priority order.

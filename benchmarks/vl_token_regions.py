@@ -69,7 +69,7 @@ def main() -> None:
         for name in SCORERS:
             scores = get_scorer(name, seed=args.seed) if name == "random" else get_scorer(name)
             s = scores(model, batch["pixel_values"], text)
-            top = s.argsort(1, descending=True, stable=True)
+            top = s.argsort(dim=1, descending=True, stable=True)
             row[f"{name}_top1"] = float(regions[torch.arange(len(top)), top[:, 0]].float().mean())
             kept = torch.zeros_like(regions).scatter(1, top[:, :args.keep], True)
             row[f"{name}_recall{args.keep}"] = float((kept & regions).sum() / regions.sum())

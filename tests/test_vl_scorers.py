@@ -26,7 +26,7 @@ def trained():
     object" (2-3 objects of 2 x 2 tokens each: the answer is in the asked object's 4 tokens, the
     others are distractors), and held-out questions with the asked object's tokens. (The
     stream's own tasks select objects by shape, which a model trained from scratch does not
-    learn within a test's time; the demo reports the same measure on them.)"""
+    learn within a test's time; benchmarks/vl_token_regions.py reports the same measure on them.)"""
     torch.manual_seed(0)
     train = pretraining_vqa(1600, seed=1, templates=("shape_by_colour",), normalization=NORM)
     test = pretraining_vqa(120, seed=2, templates=("shape_by_colour",), normalization=NORM)

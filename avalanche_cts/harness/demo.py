@@ -182,9 +182,11 @@ def main(args: argparse.Namespace) -> List[Dict]:
     """Run the demo's runs (resumable, in parallel) and write the report into ``args.out``."""
     start = time.perf_counter()
     out = Path(args.out)
-    results = run_cells(demo_cells(args), args)
+    cells = demo_cells(args)
+    results = run_cells(cells, args)
+    cfg = cells[0].cfg
     title = (f"{args.benchmark}, 5 x 2 classes, {args.train_per_class} images per class, "
-             f"{cells[0].cfg.epochs} epochs, lr {cells[0].cfg.lr:g}, {len(args.seeds)} seeds")
+             f"{cfg.epochs} epochs, lr {cfg.lr:g}, {len(args.seeds)} seeds")
     print(write_report(results, out, title))
     print(f"\nresults in {out}/ (results.txt, results.json, results.csv, accuracy_vs_memory.png, "
           f"accuracy_matrices.png); {time.perf_counter() - start:.0f} s")

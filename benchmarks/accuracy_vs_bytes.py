@@ -30,7 +30,7 @@ from avalanche_cts.harness.config import TOKEN_METHODS, RunConfig
 from avalanche_cts.harness.execute import cell_data, execute_cells
 from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
-from avalanche_cts.harness.runner import load_result, run_settings
+from avalanche_cts.harness.runner import StaleResultError, load_result, run_settings
 from avalanche_cts.harness.report import (aggregate, format_table, plot_accuracy_vs_memory,
                                           plot_matrices, write_csv)
 
@@ -86,10 +86,15 @@ def selected(args, cell: Cell) -> bool:
 
 
 def stored(cells: Sequence[Cell], runs: Path) -> List[Tuple[Cell, Dict]]:
-    """The cells with a finished result made with exactly their settings."""
+    """The cells with a finished result made with exactly their settings (a result made with
+    other settings, e.g. before the recipe was re-chosen, is left out and named)."""
     found = []
     for c in cells:
-        res = load_result(runs / c.key / "result.json", run_settings(c.cfg, cell_data(c)))
+        try:
+            res = load_result(runs / c.key / "result.json", run_settings(c.cfg, cell_data(c)))
+        except StaleResultError as e:
+            print(f"not in the report: {e}")
+            continue
         if res is not None:
             found.append((c, res))
     return found

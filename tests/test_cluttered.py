@@ -78,7 +78,8 @@ def test_memory_diagnostics_check_provenance_and_object_hits(fake_fmnist):
     rates = {}
     for name, scorer in (("object", ObjectFirst()), ("random", "random")):
         buf = CoreTokensetBuffer(budget_fraction=0.2, token_retention=1 / 64, scorer=scorer,
-                                 keep_sources=True, normalization=((0.0,), (1.0,)))
+                                 token_choice="topk", keep_sources=True,
+                                 normalization=((0.0,), (1.0,)))
         for exp in bm.train_stream:
             buf.post_adapt(SimpleNamespace(model=model, device="cpu"), exp)
         diag = memory_diagnostics(buf, bm)

@@ -30,9 +30,10 @@ def _selection_digests(buffer_cls):
     agent = SimpleNamespace(model=create_model("vit_digits_micro", num_classes=4), device="cpu")
     out = {}
     for sel, sc in PAIRS:
-        buf = buffer_cls(
-            budget_fraction=0.3, token_retention=0.5, selector=sel, scorer=sc, seed=0, batch_size=16
-        )
+        # top-k tokens: a deterministic choice (Gumbel noise is drawn per shard under DDP, so
+        # a sampled memory is the same on every rank but not the single-process one)
+        buf = buffer_cls(budget_fraction=0.3, token_retention=0.5, selector=sel, scorer=sc, seed=0,
+                         batch_size=16, token_choice="topk")
         for exp in bm.train_stream:
             buf.post_adapt(agent, exp)
         out[f"{sel}+{sc}"] = (buffer_digest(buf), buf.num_records)
@@ -48,6 +49,9 @@ def _run_cfg(out_dir):
         batch_size=8,
         lr=0.01,
         replay_mode="sparse",
+        scorer="random",
+        token_choice="topk",
+        retention_exponent=0.5,
         seed=0,
         out_dir=out_dir,
         grad_accum=2,
@@ -57,7 +61,7 @@ def _run_cfg(out_dir):
 
 def _memory_digest(state_file):
     state = torch.load(state_file, weights_only=True)
-    buf = CoreTokensetBuffer(budget_fraction=0.3, token_retention=0.3**0.5)
+    buf = CoreTokensetBuffer(budget_fraction=0.3, token_retention=0.3**0.5, token_choice="topk")
     buf.load_state_dict(state["plugins"]["plugin0"])
     return buffer_digest(buf)
 

@@ -119,7 +119,8 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_bm, tmp_path):
 
     digests = []
     for s in (a, b):
-        buf = CoreTokensetBuffer(budget_fraction=0.25, token_retention=cfg.retention())
+        buf = CoreTokensetBuffer(budget_fraction=0.25, token_retention=cfg.retention(),
+                                 scorer=cfg.scorer, token_choice=cfg.token_choice)
         buf.load_state_dict(s["plugins"]["plugin0"])
         digests.append(buffer_digest(buf))
     assert digests[0] == digests[1]

@@ -143,6 +143,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--budgets", type=float, nargs="+", metavar="R",
                    help="run only these budgets (default: all); the report shows every "
                         "finished run of the grid")
+    p.add_argument("--force", action="store_true",
+                   help="rerun the selected runs whose stored results were made with other "
+                        "settings (e.g. after the recipe was re-chosen)")
     args = finish_args(p.parse_args(argv), HERE / "accuracy_vs_bytes")
     args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
     return args
@@ -161,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"[{i}/{n}] {cell.key}: {res['final_acc']:.3f} ({seconds / 60:.1f} min)", flush=True)
 
     execute_cells([c for c in cells if selected(args, c)], args.out / "runs", jobs=args.jobs,
-                  progress=progress)
+                  force=args.force, progress=progress)
     done = stored(cells, args.out / "runs")
     print(write_report(args, [c for c, _ in done], [r for _, r in done], chosen))
 

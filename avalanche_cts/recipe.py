@@ -54,6 +54,6 @@ DEFAULT_RECIPE = Recipe()
 """Chosen on validation splits (``benchmarks/recipe_ablation.py``, 3 seeds, 1% and 5%
 budgets). Split Fashion-MNIST, every lever: a learned mask token in place of dropped tokens,
 token dropout at the memory's keep rate t on every new sample, tokens sampled from the scores
-(Gumbel top-k), t = r ** (1/3). Cluttered Fashion-MNIST agrees on the dropout (fixed t) and
-the scorer (rollout) and prefers zero fill to the mask token within the seed spread. The
+(Gumbel top-k), t = r ** (1/3). Cluttered Fashion-MNIST agrees on the dropout (fixed t), the
+scorer (rollout) and the split, and prefers zero fill to the mask token within the seed spread. The
 paper's recipe is ``Recipe(replay_mode="zero", token_choice="topk", retention_exponent=0.5)``."""

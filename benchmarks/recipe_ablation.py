@@ -130,9 +130,9 @@ def run_stages(args, train: Dict) -> Tuple[Dict, List[Tuple[str, Dict[str, List[
     """Stages 1-6: one lever at a time from the best setting so far."""
     current = dict(START)
     log = []
-    for stage, options in STAGES:
-        if args.stages and stage not in args.stages:
-            continue
+    stages = dict(STAGES)
+    for stage in args.stages or list(stages):
+        options = stages[stage]
         print(f"stage {stage}: " + ", ".join(label for label, _ in options))
         groups = [(label, _base(args, dict(train, **dict(current, **change))), STAGE_BUDGETS)
                   for label, change in options]
@@ -218,8 +218,8 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = make_parser(__doc__, "val", 100)
     p.add_argument("--stages", nargs="*", choices=[s for s, _ in STAGES],
-                   help="run only these stages (default: all; skipped ones keep the start "
-                        "setting)")
+                   help="run only these stages, in this order (default: all, in the order "
+                        "above; skipped ones keep the start setting)")
     p.add_argument("--no-references", dest="references", action="store_false",
                    help="skip the reference runs (accuracy_vs_bytes.py runs them on the test "
                         "split)")

@@ -226,6 +226,13 @@ def checkpoint_path(spec, cache_dir: Optional[PathLike]) -> Path:
     return root / spec.file_name()
 
 
+def existing_checkpoint(spec, cache_dir: Optional[PathLike]) -> Optional[Path]:
+    """A finished checkpoint of ``spec``: the cached one, else the shipped one; ``None`` if
+    it still has to be pretrained."""
+    path = checkpoint_path(spec, cache_dir)
+    return path if path.is_file() else shipped_checkpoint(spec, cache_dir)
+
+
 def shipped_checkpoint(spec, cache_dir: Optional[PathLike]) -> Optional[Path]:
     """The shipped checkpoint of ``spec`` (same settings, same file name), if any and if no
     other cache folder was asked for."""
@@ -243,12 +250,10 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     interrupted run resumes from its last finished epoch.
     """
     spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    found = existing_checkpoint(spec, cache_dir)
+    if found is not None:
+        return found
     path = checkpoint_path(spec, cache_dir)
-    if path.is_file():
-        return path
-    shipped = shipped_checkpoint(spec, cache_dir)
-    if shipped is not None:
-        return shipped
     x, y, xv, yv, xte, yte = _pool(spec, data_root)
     gen = torch.Generator().manual_seed(_INIT_STREAM + spec.seed)
     with torch.random.fork_rng():

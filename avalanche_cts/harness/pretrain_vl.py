@@ -32,7 +32,7 @@ from torch import nn
 from ..models import create_blip, get_adapter
 from ..normalization import CLIP_MEAN, CLIP_STD
 from .checkpoint import read_checkpoint
-from .pretrain import ResumableTraining, checkpoint_path, shipped_checkpoint
+from .pretrain import ResumableTraining, checkpoint_path, existing_checkpoint
 
 __all__ = ["BLIP_PRETRAINED", "EMBEDDED_BLIP", "BlipPretrainSpec", "load_pretrained_blip",
            "pretrain_blip"]
@@ -112,12 +112,10 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
     from ..vl.text import TextSpec
 
     spec = BLIP_PRETRAINED[spec] if isinstance(spec, str) else spec
+    found = existing_checkpoint(spec, cache_dir)
+    if found is not None:
+        return found
     path = checkpoint_path(spec, cache_dir)
-    if path.is_file():
-        return path
-    shipped = shipped_checkpoint(spec, cache_dir)
-    if shipped is not None:
-        return shipped
     norm = _norm()
     tok = scene_tokenizer()
     collate = VLCollator(TextSpec.from_tokenizer(tok), "vqa")

@@ -33,7 +33,7 @@ from .normalization import Normalization, NormalizationLike
 from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
 from .scorers import TokenScorer, get_scorer
 from .selectors import ClassFeatures, SampleSelector, get_selector
-from .tokens import keep_count, patchify
+from .tokens import keep_count, patchify, rank_tokens
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -499,11 +499,8 @@ class CoreTokensetBuffer(ExemplarsBuffer):
     def choose_tokens(self, scores: Tensor, k: int) -> Tensor:
         """``(B, k)`` positions of the tokens to keep from ``(B, T)`` scores: the top k, or a
         Gumbel top-k sample of softmax(standardised scores / temperature)."""
-        if self.token_choice == "gumbel":
-            z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
-            u = torch.rand(scores.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
-            scores = z / self.temperature - torch.log(-torch.log(u))
-        return scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+        return rank_tokens(scores, self.token_choice, self.temperature,
+                           generator=self.generator)[:, :k]
 
     # ------------------------------------------------------------ persistence
     def _config(self) -> Dict:

@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader
 from avalanche.core import SupervisedPlugin
 
 from .buffer import CoreTokensetBuffer
+from .dropout import NewDataDropout
 from .memory import TokenBatch
 from .models import get_adapter
-from .recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES
-from .tokens import random_keep_mask
+from .recipe import DEFAULT_RECIPE, REPLAY_MODES
+from .scorers import get_scorer
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -55,10 +56,13 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     * Each training step draws a memory minibatch from its own cycled loader (as DER does)
       and adds its loss to the strategy's (paper Eq. 5:
       ``L = E_new[CE(f(x), y)] + mem_weight * E_mem[CE(f(x_core), y)]``).
-    * New data is trained with random token dropout, re-drawn every step: a sample keeps
-      ``round(rate * T)`` random tokens, ``rate`` fixed at ``dropout`` or drawn per sample in
-      ``[dropout, 1]`` (``dropout_schedule="uniform"``), for a ``dropout_fraction`` share of
-      each batch. Memory records and dropped samples are fed alike (``replay_mode``): ``zero``
+    * New data is trained with token dropout, re-drawn every step
+      (:class:`~avalanche_cts.dropout.NewDataDropout`): a sample keeps ``round(rate * T)``
+      tokens, ``rate`` fixed at ``dropout`` or drawn per sample in ``[dropout, 1]``
+      (``dropout_schedule="uniform"``), for a ``dropout_fraction`` share of each batch; the
+      kept tokens are random (``dropout_tokens="random"``) or those the memory would keep
+      (``"matched"``: the memory's scorer and token choice on the batch, scores refreshed
+      every ``dropout_refresh``). Memory records and dropped samples are fed alike (``replay_mode``): ``zero``
       (0 in normalised space, the paper), ``sparse`` (kept tokens only) or ``mask`` (a
       learned mask token, added to the model by :meth:`prepare_model`).
     * Evaluation always sees full images.
@@ -73,6 +77,11 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         ``None`` uses ``storage_policy.token_retention``.
     :param dropout_schedule: ``"fixed"`` or ``"uniform"``.
     :param dropout_fraction: share in [0, 1] of each new-data batch that gets dropout.
+    :param dropout_tokens: ``"random"`` or ``"matched"`` (the memory's scorer and token choice).
+    :param dropout_refresh: when matched scores are computed: ``"step"`` (every step, current
+        model), ``"epoch"`` or ``"experience"`` (the whole training set once, looked up).
+    :param dropout_scorer: scorer of ``matched`` dropout (name or object) in place of the
+        memory's (a control: e.g. random memory tokens, new data dropped by rollout).
     :param mem_weight: weight (>= 0) of the memory loss term.
     :param weighted_replay: weight memory samples by their stored selector weights
         (needs ``CoreTokensetBuffer(weighted=True)``), normalised to mean 1.
@@ -93,6 +102,9 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         dropout: Optional[float] = DEFAULT_RECIPE.dropout,
         dropout_schedule: str = DEFAULT_RECIPE.dropout_schedule,
         dropout_fraction: float = DEFAULT_RECIPE.dropout_fraction,
+        dropout_tokens: str = DEFAULT_RECIPE.dropout_tokens,
+        dropout_refresh: str = DEFAULT_RECIPE.dropout_refresh,
+        dropout_scorer=None,
         mem_weight: float = 1.0,
         weighted_replay: bool = False,
         memory_loss: Optional[MemoryLoss] = None,
@@ -110,9 +122,6 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         rate = storage_policy.token_retention if dropout is None else dropout
         if not _real(rate) or not 0.0 < rate <= 1.0:
             raise ValueError(f"dropout (token keep rate) must be in (0, 1], got {rate!r}")
-        if dropout_schedule not in DROPOUT_SCHEDULES:
-            raise ValueError(
-                f"dropout_schedule must be one of {DROPOUT_SCHEDULES}, got {dropout_schedule!r}")
         if not _real(dropout_fraction) or not 0.0 <= dropout_fraction <= 1.0:
             raise ValueError(f"dropout_fraction must be in [0, 1], got {dropout_fraction!r}")
         if batch_size_mem is not None and (not _int(batch_size_mem) or batch_size_mem <= 0):
@@ -128,9 +137,13 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self.storage_policy = storage_policy
         self.batch_size_mem = batch_size_mem
         self.replay_mode = replay_mode
-        self.keep_rate = float(rate)
-        self.dropout_schedule = dropout_schedule
-        self.dropout_fraction = float(dropout_fraction)
+        self.dropout = NewDataDropout(
+            float(rate), schedule=dropout_schedule, fraction=float(dropout_fraction),
+            tokens=dropout_tokens, refresh=dropout_refresh,
+            scorer=storage_policy.scorer if dropout_scorer is None else get_scorer(dropout_scorer),
+            token_choice=storage_policy.token_choice, temperature=storage_policy.temperature,
+            batch_size=storage_policy.batch_size)
+        """Keep masks of new-data batches (:class:`~avalanche_cts.dropout.NewDataDropout`)."""
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
         self.memory_loss = memory_loss
@@ -143,9 +156,14 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         """Memory loss of the last training step (for logging)."""
 
     @property
+    def keep_rate(self) -> float:
+        """Token keep rate of new data."""
+        return self.dropout.rate
+
+    @property
     def drops_tokens(self) -> bool:
         """Whether new data is trained with token dropout at all."""
-        return self.keep_rate < 1.0 and self.dropout_fraction > 0.0
+        return self.dropout.active
 
     def prepare_model(self, model: nn.Module) -> None:
         """Add what the recipe trains to ``model`` (the learned mask token of ``mask`` replay).
@@ -180,26 +198,18 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         )
         self._memory = _cycle(loader)
 
-    def dropout_mask(self, batch: int, device=None) -> Optional[Tensor]:
-        """``(B, T)`` keep mask of a new-data batch under the recipe (``None``: keep all)."""
-        t, n = self.keep_rate, self._adapter.num_tokens
-        rates = torch.full((batch,), t)
-        if self.dropout_schedule == "uniform":
-            rates = t + (1.0 - t) * torch.rand(batch)
-        counts = (rates * n).round().clamp(1, n).long()
-        if self.dropout_fraction < 1.0:
-            counts = torch.where(torch.rand(batch) < self.dropout_fraction, counts,
-                                 torch.full_like(counts, n))
-        if bool((counts == n).all()):
-            return None
-        return random_keep_mask(counts, n).to(device)
+    def before_training_epoch(self, strategy: "SupervisedTemplate", **kwargs):
+        d = self.dropout
+        if self.drops_tokens and d.scored and d.refresh != "step" and (
+                d.refresh == "epoch" or strategy.clock.train_exp_epochs == 0):
+            data = strategy.adapted_dataset
+            d.refresh_scores(strategy.model, data, getattr(data, "collate_fn", None),
+                             strategy.device)
 
     def before_forward(self, strategy: "SupervisedTemplate", **kwargs):
         if not self.drops_tokens:
             return
-        x = strategy.mb_x
-        n = len(x["pixel_values"]) if isinstance(x, dict) else len(strategy.mb_y)
-        keep = self.dropout_mask(n, strategy.device)
+        keep = self.dropout.keep_mask(strategy.model, strategy.mbatch, self._adapter.num_tokens)
         if keep is not None:
             self._partial.enter_context(self._adapter.partial_inputs(keep, self.replay_mode))
 

@@ -8,7 +8,8 @@ This module imports nothing heavy, so command-line help can read it.
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["DEFAULT_RECIPE", "DROPOUT_SCHEDULES", "REPLAY_MODES", "TOKEN_CHOICES", "Recipe"]
+__all__ = ["DEFAULT_RECIPE", "DROPOUT_REFRESH", "DROPOUT_SCHEDULES", "DROPOUT_TOKENS",
+           "REPLAY_MODES", "TOKEN_CHOICES", "Recipe"]
 
 REPLAY_MODES = ("zero", "sparse", "mask")
 """``zero``: dropped tokens are 0 in normalised space (the mean colour), sequence length T
@@ -17,6 +18,13 @@ REPLAY_MODES = ("zero", "sparse", "mask")
 DROPOUT_SCHEDULES = ("fixed", "uniform")
 """``fixed``: every sample keeps ``round(rate * T)`` tokens; ``uniform``: a keep rate drawn per
 sample in [rate, 1] (per batch under sparse replay, whose sequences share one length)."""
+DROPOUT_TOKENS = ("random", "matched")
+"""Which tokens a dropped new sample keeps: ``random`` (the paper), or ``matched``: those the
+memory would keep (its scorer and token choice on the new batch), so memory records and new
+data have the same shape (:mod:`avalanche_cts.dropout`)."""
+DROPOUT_REFRESH = ("step", "epoch", "experience")
+"""When ``matched`` scores are computed: every step under the current model, or once per
+epoch / experience for the whole training set (tokens are still drawn every step)."""
 TOKEN_CHOICES = ("topk", "gumbel")
 """``topk``: the highest-scoring tokens; ``gumbel``: tokens sampled without replacement with
 probabilities softmax(standardised score / temperature) (Gumbel top-k)."""
@@ -31,6 +39,8 @@ class Recipe:
         ``1.0`` is no dropout.
     :ivar dropout_schedule: ``fixed`` or ``uniform``.
     :ivar dropout_fraction: share of each new-data batch that gets dropout.
+    :ivar dropout_tokens: ``random`` or ``matched`` (:data:`DROPOUT_TOKENS`).
+    :ivar dropout_refresh: when matched scores are computed (:data:`DROPOUT_REFRESH`).
     :ivar token_choice: ``topk`` or ``gumbel``.
     :ivar retention_exponent: the sample/token split of a core tokenset budget r: each stored
         sample keeps t = r ** e of its tokens, so r ** (1 - e) of the samples are stored.
@@ -40,6 +50,8 @@ class Recipe:
     dropout: Optional[float] = None
     dropout_schedule: str = "fixed"
     dropout_fraction: float = 1.0
+    dropout_tokens: str = "random"
+    dropout_refresh: str = "step"
     token_choice: str = "gumbel"
     retention_exponent: float = 1 / 3
 

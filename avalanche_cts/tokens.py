@@ -18,6 +18,7 @@ __all__ = [
     "mask_to_pixels",
     "patchify",
     "random_keep_mask",
+    "rank_tokens",
     "scatter_tokens",
     "unpatchify",
 ]
@@ -117,6 +118,20 @@ def random_keep_mask(counts: Tensor, num_tokens: int, *, generator=None) -> Tens
     noise = torch.rand(len(counts), num_tokens, generator=generator).to(counts.device)
     rank = noise.argsort(dim=1).argsort(dim=1)
     return rank < counts[:, None]
+
+
+def rank_tokens(scores: Tensor, choice: str = "topk", temperature: float = 1.0, *,
+                generator=None) -> Tensor:
+    """``(B, T)`` token positions in keep order from ``(B, T)`` scores: by score (``"topk"``),
+    or a Gumbel top-k draw from softmax(standardised scores / ``temperature``) (``"gumbel"``,
+    from ``generator`` or torch's global RNG). The first k are the tokens to keep."""
+    if choice == "gumbel":
+        z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
+        u = torch.rand(scores.shape, generator=generator).clamp_(1e-10, 1 - 1e-10)
+        scores = z / temperature - torch.log(-torch.log(u))
+    elif choice != "topk":
+        raise ValueError(f"token choice must be 'topk' or 'gumbel', got {choice!r}")
+    return scores.argsort(dim=1, descending=True, stable=True)
 
 
 def mask_to_pixels(mask: Tensor, patch_size: int, grid: Tuple[int, int]) -> Tensor:

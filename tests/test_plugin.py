@@ -6,7 +6,8 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from avalanche.training.plugins import EWCPlugin, LwFPlugin
 
-from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin
+from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin, TokenScorer, get_scorer
+from avalanche_cts.tokens import patchify
 
 
 class Probe(SupervisedPlugin):
@@ -83,8 +84,8 @@ def test_zero_mode_model_sees_masked_images_and_full_images_at_eval(digits_bench
     ours = CoreTokensetReplayPlugin(buf, replay_mode="zero", dropout_schedule=schedule)
     assert ours.keep_rate == 0.3  # the memory's retention by default
     masks, seen = [], []
-    draw = ours.dropout_mask
-    ours.dropout_mask = lambda b, device=None: masks.append(draw(b, device)) or masks[-1]
+    draw = ours.dropout.keep_mask
+    ours.dropout.keep_mask = lambda *a: masks.append(draw(*a)) or masks[-1]
     hook = micro_vit.patch_embed.register_forward_pre_hook(
         lambda m, inp: seen.append(inp[0].detach().clone()))
     probe = Probe()
@@ -111,12 +112,8 @@ def test_zero_mode_model_sees_masked_images_and_full_images_at_eval(digits_bench
 def test_dropout_fraction_leaves_the_rest_of_the_batch_whole(digits_benchmark, micro_vit):
     ours = CoreTokensetReplayPlugin(CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.25),
                                     dropout_fraction=0.5)
-    from avalanche_cts.models import get_adapter
-
-    ours._adapter = get_adapter(micro_vit)
     torch.manual_seed(0)
-    keep = ours.dropout_mask(4000)
-    counts = keep.sum(1)
+    counts = ours.dropout.counts(4000, 16)
     assert set(counts.tolist()) == {4, 16}
     assert (counts == 4).float().mean().item() == pytest.approx(0.5, abs=0.03)
 
@@ -167,3 +164,111 @@ def test_non_vit_model_rejected_at_training(digits_benchmark):
     s = _strategy(model, [CoreTokensetReplayPlugin(CoreTokensetBuffer(budget_fraction=0.1))])
     with pytest.raises(TypeError, match="not a supported vision transformer"):
         s.train(digits_benchmark.train_stream[0])
+
+
+class PlantedScorer(TokenScorer):
+    """Scores a token by its mean pixel value (a planted, model-free relevance)."""
+
+    def __init__(self):
+        self.images = 0
+
+    def score(self, model, images, targets=None):
+        self.images += len(images)
+        return patchify(images, 2).float().mean(-1)
+
+
+def _record_masks(plugin):
+    """Wrap the plugin's mask draw: record (images, mask) of every new-data batch."""
+    seen, draw = [], plugin.dropout.keep_mask
+
+    def wrapped(model, batch, num_tokens):
+        keep = draw(model, batch, num_tokens)
+        seen.append((batch[0].detach().clone(), keep))
+        return keep
+
+    plugin.dropout.keep_mask = wrapped
+    return seen
+
+
+@pytest.mark.parametrize("refresh", ["step", "epoch", "experience"])
+def test_matched_dropout_keeps_the_memory_scorers_top_tokens(digits_benchmark, micro_vit, refresh):
+    scorer = PlantedScorer()
+    buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.25, scorer=scorer,
+                             token_choice="topk")
+    ours = CoreTokensetReplayPlugin(buf, replay_mode="zero", dropout_tokens="matched",
+                                    dropout_refresh=refresh)
+    seen = _record_masks(ours)
+    s = _strategy(micro_vit, [ours], epochs=2)
+    exp = digits_benchmark.train_stream[0]
+    s.train(exp)
+    assert len(seen) > 0
+    for images, keep in seen:
+        brightness = patchify(images, 2).mean(-1)  # independent of the plugin's code path
+        expected = torch.zeros_like(keep)
+        expected.scatter_(1, brightness.argsort(dim=1, descending=True, stable=True)[:, :4], True)
+        assert torch.equal(keep, expected)
+    n = len(exp.dataset)
+    scored = ours.dropout.state()["scored_images"]
+    assert scored == {"step": 2 * n, "epoch": 2 * n, "experience": n}[refresh]
+    if refresh != "step":
+        assert ours.dropout.state()["cache_misses"] == 0
+        assert ours.dropout.state()["cache_hits"] == 2 * n
+
+
+def test_matched_dropout_scores_images_it_has_not_seen_on_the_spot(micro_vit):
+    from avalanche_cts.dropout import NewDataDropout
+
+    d = NewDataDropout(0.25, tokens="matched", refresh="experience", scorer=PlantedScorer(),
+                       token_choice="topk")
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(10, 1, 8, 8, generator=g)
+    d.refresh_scores(micro_vit, list(zip(images, torch.zeros(10, dtype=torch.long))))
+    batch = torch.cat([images[:4], torch.rand(3, 1, 8, 8, generator=g)])  # 3 never scored
+    keep = d.keep_mask(micro_vit, [batch, torch.zeros(7, dtype=torch.long)], 16)
+    assert d.state() == dict(scored_images=13, cache_hits=4, cache_misses=3)
+    top = patchify(batch, 2).mean(-1).argsort(dim=1, descending=True, stable=True)[:, :4]
+    assert torch.equal(keep, torch.zeros_like(keep).scatter_(1, top, True))
+
+
+def test_matched_dropout_with_gumbel_draws_anew_and_favours_high_scores(micro_vit):
+    from avalanche_cts.dropout import NewDataDropout
+
+    d = NewDataDropout(0.25, tokens="matched", scorer=PlantedScorer(), token_choice="gumbel",
+                       temperature=0.5)
+    images = torch.zeros(2000, 1, 8, 8)
+    images[:, :, :2, :2] = 1.0  # token 0 bright in every image
+    torch.manual_seed(0)
+    keep = d.keep_mask(micro_vit, [images, torch.zeros(2000, dtype=torch.long)], 16)
+    assert (keep.sum(1) == 4).all()
+    freq = keep.float().mean(0)
+    assert freq[0] > 0.99 and freq[1:].max() < 0.5  # the planted token, then the others at random
+    assert keep[:, 1:].float().std(0).min() > 0.1  # other tokens vary between draws
+
+
+def test_matched_dropout_with_a_random_scorer_is_random_dropout(micro_vit):
+    from avalanche_cts.dropout import NewDataDropout
+
+    images = torch.rand(64, 1, 8, 8)
+    batch = [images, torch.zeros(64, dtype=torch.long)]
+    masks = []
+    for tokens in ("random", "matched"):
+        scorer = get_scorer("random", seed=3)
+        state = scorer.generator.get_state()
+        d = NewDataDropout(0.25, tokens=tokens, scorer=scorer)
+        torch.manual_seed(1)
+        masks.append(d.keep_mask(micro_vit, batch, 16))
+        assert torch.equal(scorer.generator.get_state(), state)  # the memory's stream untouched
+    assert torch.equal(*masks)
+
+
+def test_dropout_scorer_overrides_the_memorys_scorer(digits_benchmark, micro_vit):
+    planted = PlantedScorer()
+    buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.25, scorer="random",
+                             token_choice="topk")
+    ours = CoreTokensetReplayPlugin(buf, dropout_tokens="matched", dropout_scorer=planted)
+    assert buf.scorer.name == "random" and ours.dropout.scorer is planted
+    seen = _record_masks(ours)
+    _strategy(micro_vit, [ours]).train(digits_benchmark.train_stream[0])
+    images, keep = seen[0]
+    top = patchify(images, 2).mean(-1).argsort(dim=1, descending=True, stable=True)[:, :4]
+    assert torch.equal(keep, torch.zeros_like(keep).scatter_(1, top, True))

@@ -119,3 +119,45 @@ def test_caption_records_keep_one_reference(model):
     assert buf.nbytes == expected_bytes(buf) <= 20_000
     rec = buf.dataset()[0]
     assert len(rec[5]["question"]) == 0 and len(rec[5]["target"]) >= 5
+
+
+@pytest.mark.parametrize("refresh", ["step", "experience"])
+def test_matched_dropout_explains_each_items_answer(vqa_stream, refresh):
+    """Matched dropout on BLIP keeps the tokens that explain each item's own answer (the
+    scorer's target is the batch's text), top-k at the memory's retention."""
+    import copy
+
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_cts import get_scorer
+    from avalanche_cts.vl.template import VLNaive
+
+    torch.manual_seed(0)
+    model = create_blip("blip_vqa_tiny")
+    buf = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.25, scorer="gradlrp",
+                             token_choice="topk")
+    plugin = CoreTokensetReplayPlugin(buf, replay_mode="zero", dropout_tokens="matched",
+                                      dropout_refresh=refresh, seed=0)
+    seen, draw = [], plugin.dropout.keep_mask
+
+    def wrapped(m, batch, num_tokens):
+        if not seen:  # the first batch, under the model the scores were computed with
+            ref = get_scorer("gradlrp")
+            seen.append((ref.score(m, batch["pixel_values"], batch),
+                         ref.score(m, batch["pixel_values"], None)))
+        keep = draw(m, batch, num_tokens)
+        seen.append(keep)
+        return keep
+
+    plugin.dropout.keep_mask = wrapped
+    s = VLNaive(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                tokenizer=vqa_stream.tokenizer, train_mb_size=16, train_epochs=1, eval_mb_size=16,
+                evaluator=EvaluationPlugin(loggers=[]), plugins=[plugin])
+    s.train(vqa_stream.train_stream[0])
+    (answer_scores, pooled_scores), keep = seen[0], seen[1]
+    k = round(0.25 * 64)
+    top = answer_scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    assert torch.equal(keep, torch.zeros_like(keep).scatter_(1, top, True))
+    pooled = pooled_scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    assert not torch.equal(top, pooled)  # the answer target matters
+    assert len(seen) - 1 == s.clock.train_exp_iterations

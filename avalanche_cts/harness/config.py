@@ -14,7 +14,14 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-from ..recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES, TOKEN_CHOICES
+from ..recipe import (
+    DEFAULT_RECIPE,
+    DROPOUT_REFRESH,
+    DROPOUT_SCHEDULES,
+    DROPOUT_TOKENS,
+    REPLAY_MODES,
+    TOKEN_CHOICES,
+)
 from .names import (
     LOGGERS,
     LR_SCHEDULES,
@@ -80,6 +87,11 @@ class RunConfig:
     """``fixed`` keep rate, or ``uniform``: a keep rate drawn per sample in [rate, 1]."""
     dropout_fraction: float = DEFAULT_RECIPE.dropout_fraction
     """Share of each new-data batch that gets token dropout."""
+    dropout_tokens: str = DEFAULT_RECIPE.dropout_tokens
+    """Which tokens dropped new data keeps: ``random`` or ``matched`` (the memory's scorer
+    and token choice applied to the batch)."""
+    dropout_refresh: str = DEFAULT_RECIPE.dropout_refresh
+    """When matched scores are computed: ``step``, ``epoch`` or ``experience``."""
     model: str = "vit_fmnist_tiny"
     model_kwargs: Dict = field(default_factory=dict)
     epochs: int = 2
@@ -145,6 +157,10 @@ class RunConfig:
                f"one of {list(DROPOUT_SCHEDULES)}")
         _check(_is_num(c.dropout_fraction) and 0 <= c.dropout_fraction <= 1,
                "dropout_fraction", c.dropout_fraction, "a fraction in [0, 1]")
+        _check(c.dropout_tokens in DROPOUT_TOKENS, "dropout_tokens", c.dropout_tokens,
+               f"one of {list(DROPOUT_TOKENS)}")
+        _check(c.dropout_refresh in DROPOUT_REFRESH, "dropout_refresh", c.dropout_refresh,
+               f"one of {list(DROPOUT_REFRESH)}")
         _check(isinstance(c.model, str) and bool(c.model), "model", c.model,
                "a preset or timm model name")
         for name in ("model_kwargs", "options"):

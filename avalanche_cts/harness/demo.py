@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from ..recipe import DEFAULT_RECIPE, DROPOUT_SCHEDULES, REPLAY_MODES, TOKEN_CHOICES
+from ..recipe import (DEFAULT_RECIPE, DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS,
+                      REPLAY_MODES, TOKEN_CHOICES)
 from .names import SCORERS, SELECTORS
 
 __all__ = ["DEMO_METHODS", "add_arguments", "add_recipe_arguments", "main", "recipe_settings"]
@@ -56,12 +57,18 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    choices=DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
     p.add_argument("--dropout-fraction", type=float, default=DEFAULT_RECIPE.dropout_fraction,
                    metavar="F", help="share of each new-data batch with token dropout")
+    p.add_argument("--dropout-tokens", default=DEFAULT_RECIPE.dropout_tokens,
+                   choices=DROPOUT_TOKENS, help="which tokens dropped new data keeps: random, "
+                   "or matched to the memory (its scorer and token choice)")
+    p.add_argument("--dropout-refresh", default=DEFAULT_RECIPE.dropout_refresh,
+                   choices=DROPOUT_REFRESH, help="when matched scores are computed")
 
 
 def recipe_settings(args: argparse.Namespace) -> Dict:
     """The ``RunConfig`` fields of :func:`add_recipe_arguments`."""
     return {k: getattr(args, k) for k in ("token_choice", "replay_mode", "dropout",
-                                          "dropout_schedule", "dropout_fraction")}
+                                          "dropout_schedule", "dropout_fraction",
+                                          "dropout_tokens", "dropout_refresh")}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

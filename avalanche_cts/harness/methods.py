@@ -151,7 +151,8 @@ def _token_method(cfg: RunConfig, model, evaluator):
     plugin = CoreTokensetReplayPlugin(
         buffer, batch_size_mem=cfg.batch_size_mem, replay_mode=cfg.replay_mode,
         dropout=cfg.dropout, dropout_schedule=cfg.dropout_schedule,
-        dropout_fraction=cfg.dropout_fraction, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
+        dropout_fraction=cfg.dropout_fraction, dropout_tokens=cfg.dropout_tokens,
+        dropout_refresh=cfg.dropout_refresh, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
         **cfg.options.get("plugin", {}))
     plugin.prepare_model(model)
     return _supervised(cfg, model, evaluator, plugins=[plugin])

@@ -29,6 +29,7 @@ __all__ = [
     "plot_accuracy_vs_memory",
     "plot_matrices",
     "plot_metric_over_tasks",
+    "plasticity",
     "plot_run",
     "summary_rows",
     "write_csv",
@@ -218,7 +219,16 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-_METRICS = ("final_acc", "avg_inc_acc", "forgetting")
+_METRICS = ("final_acc", "avg_inc_acc", "forgetting", "plasticity")
+
+
+def plasticity(matrix: Sequence[Sequence[float]]) -> float:
+    """Mean accuracy on each task right after training on it, the first task excluded:
+    ``mean_{i>0} acc[i][i]`` (a model that stops learning new tasks scores ~0 here while
+    its final accuracy can look like a model's that learns every task weakly). ``nan`` for
+    a single task."""
+    diag = [matrix[i][i] for i in range(1, len(matrix))]
+    return sum(diag) / len(diag) if diag else float("nan")
 
 
 def aggregate(results: Sequence[Dict], label: Callable[[Dict], str]) -> List[Dict]:
@@ -239,7 +249,8 @@ def aggregate(results: Sequence[Dict], label: Callable[[Dict], str]) -> List[Dic
                    memory_records=statistics.fmean(r["memory_records"] for r in rs),
                    wall_time_s=statistics.fmean(r["wall_time_s"] for r in rs))
         for m in _METRICS:
-            row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in rs])
+            values = [plasticity(r["acc_matrix"]) if m == "plasticity" else r[m] for r in rs]
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(values)
         mats = [r["acc_matrix"] for r in rs]
         row["acc_matrix"] = [[statistics.fmean(m[i][j] for m in mats) for j in range(len(mats[0][i]))]
                              for i in range(len(mats[0]))]
@@ -256,7 +267,7 @@ def _retention(cfg: Dict) -> Optional[float]:
 def format_table(rows: Sequence[Dict]) -> str:
     """A plain-text table of :func:`aggregate` rows (accuracies in %, mean ± std)."""
     head = (f"{'method':<22}{'budget':>7}{'t':>7}{'records':>9}{'bytes':>10}"
-            f"{'final acc':>15}{'avg inc acc':>15}{'forgetting':>15}{'runs':>5}")
+            f"{'final acc':>15}{'avg inc acc':>15}{'forgetting':>15}{'plasticity':>15}{'runs':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         budget = "" if r["budget"] is None else f"{100 * r['budget']:g}%"
@@ -264,7 +275,7 @@ def format_table(rows: Sequence[Dict]) -> str:
         cells = [f"{100 * r[m + '_mean']:6.1f} ± {100 * r[m + '_std']:4.1f}" for m in _METRICS]
         lines.append(f"{r['label']:<22}{budget:>7}{t:>7}{r['memory_records']:>9.0f}"
                      f"{r['memory_bytes']:>10.0f}{cells[0]:>15}{cells[1]:>15}{cells[2]:>15}"
-                     f"{r['n']:>5}")
+                     f"{cells[3]:>15}{r['n']:>5}")
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
 from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
+from .report import plasticity
 from .sample_buffers import ByteBudgetResize
 from .training_path import compile_blocks, enable_training_path, set_fused_attention
 
@@ -126,7 +127,8 @@ def accuracy_summary(matrix: List[List[float]],
     """Metrics of an accuracy matrix ``acc[i][j]`` (test experience j after training i).
 
     final accuracy = mean_j acc[T-1][j]; average incremental accuracy = mean_i of
-    mean_{j<=i} acc[i][j]; forgetting = mean_{j<T-1} (max_{i<T-1} acc[i][j] - acc[T-1][j]).
+    mean_{j<=i} acc[i][j]; forgetting = mean_{j<T-1} (max_{i<T-1} acc[i][j] - acc[T-1][j]);
+    plasticity = mean_{i>0} acc[i][i] (:func:`~.report.plasticity`).
     With the test set ``sizes`` of the experiences, also the sample-weighted versions
     (accuracy on all seen-class test images, as InfLoRA reports): ``final_acc_weighted``,
     ``avg_inc_acc_weighted``.
@@ -136,7 +138,8 @@ def accuracy_summary(matrix: List[List[float]],
     avg_inc = sum(sum(matrix[i][: i + 1]) / (i + 1) for i in range(n)) / n
     forg = [max(matrix[i][j] for i in range(j, n - 1)) - matrix[-1][j] for j in range(n - 1)]
     out = dict(final_acc=final, avg_inc_acc=avg_inc,
-               forgetting=sum(forg) / len(forg) if forg else 0.0)
+               forgetting=sum(forg) / len(forg) if forg else 0.0,
+               plasticity=plasticity(matrix))
     if sizes is not None:
         seen = [sum(matrix[i][j] * sizes[j] for j in range(i + 1)) / sum(sizes[: i + 1])
                 for i in range(n)]

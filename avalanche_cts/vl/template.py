@@ -93,8 +93,13 @@ class VLTemplate(SupervisedTemplate):
         return self.mbatch["task_labels"]
 
     def _unpack_minibatch(self):
+        """To the device; training images get their random resized crop here, before the
+        plugins' ``before_forward`` (token dropout sees the images the model sees)."""
         self.mbatch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
                        for k, v in self.mbatch.items()}
+        if self.is_training and self.crop_scale is not None:
+            self.mbatch["pixel_values"] = random_resized_crop(self.mbatch["pixel_values"],
+                                                              self.crop_scale)
 
     def _loader(self, batch_size: int, shuffle: bool, **kwargs) -> DataLoader:
         data = self.adapted_dataset
@@ -125,11 +130,7 @@ class VLTemplate(SupervisedTemplate):
     def forward(self):
         """Training: ``(B,)`` per-item losses. Evaluation: the generated strings."""
         if self.is_training:
-            batch = self.mbatch
-            if self.crop_scale is not None:
-                batch = dict(batch, pixel_values=random_resized_crop(batch["pixel_values"],
-                                                                     self.crop_scale))
-            return self.adapter.sample_losses(batch)
+            return self.adapter.sample_losses(self.mbatch)
         return self.generate(self.mbatch)
 
     def criterion(self):

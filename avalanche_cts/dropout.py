@@ -1,0 +1,197 @@
+"""Token dropout of new data: which tokens a new sample keeps while it is trained.
+
+The memory replays partial inputs; new data is trained on partial inputs too, so the model
+cannot tell the two apart by their shape (paper section 4.1). :class:`NewDataDropout` draws
+the ``(B, T)`` keep mask of every new-data batch:
+
+* how many tokens: ``round(rate * T)`` per sample (``schedule="fixed"``) or a rate drawn per
+  sample in ``[rate, 1]`` (``"uniform"``), for a ``fraction`` of each batch (the rest whole);
+* which tokens (:data:`~avalanche_cts.recipe.DROPOUT_TOKENS`): ``random`` (the paper), or
+  ``matched``: the tokens the memory itself would keep, i.e. the memory's scorer applied to
+  the batch (target: its labels, or each item's answer or caption for BLIP) and the memory's
+  token choice (top-k, or Gumbel top-k drawn anew every step);
+* when the matched scores are computed (:data:`~avalanche_cts.recipe.DROPOUT_REFRESH`): every
+  ``step`` under the current model, or once per ``epoch`` / ``experience`` for the whole
+  training set and looked up per batch by image fingerprint (a batch whose images were not
+  scored, e.g. under random augmentation, is scored on the spot).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .models import attention_access
+from .recipe import DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS
+from .tokens import random_keep_mask, rank_tokens
+
+__all__ = ["NewDataDropout", "ScoreCache", "batch_images_targets", "fingerprints"]
+
+_FINGERPRINT_SEED = 20241008
+_PROJECTIONS: Dict[Tuple[int, str], Tensor] = {}
+
+
+def batch_images_targets(batch) -> Tuple[Tensor, object]:
+    """``(images (B, C, H, W), scorer targets)`` of a training mini-batch: the labels of a
+    classification tuple ``(x, y, ...)``, or the collated text batch of a BLIP dict batch
+    (each item's answer or caption)."""
+    if isinstance(batch, dict):
+        return batch["pixel_values"], batch
+    return batch[0], batch[1]
+
+
+def fingerprints(images: Tensor) -> Tensor:
+    """``(B,)`` float64 fingerprint of each image: a fixed random projection of its values
+    (equal images give equal fingerprints; different images collide with probability ~0)."""
+    flat = images.detach().flatten(1).double()
+    key = (flat.shape[1], str(flat.device))
+    if key not in _PROJECTIONS:
+        gen = torch.Generator().manual_seed(_FINGERPRINT_SEED)
+        _PROJECTIONS[key] = torch.randn(flat.shape[1], generator=gen,
+                                        dtype=torch.float64).to(flat.device)
+    return (flat * _PROJECTIONS[key]).sum(1)
+
+
+class ScoreCache:
+    """Token scores of a training set, looked up by image fingerprint.
+
+    :param keys: ``(N,)`` fingerprints; :param scores: ``(N, T)`` float32 scores (CPU).
+    """
+
+    def __init__(self, keys: Tensor, scores: Tensor):
+        order = keys.argsort()
+        self.keys = keys[order].cpu()
+        self.scores = scores[order].cpu()
+
+    def lookup(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(scores (B, T), found (B,) bool)`` of a batch; rows not found are 0."""
+        f = fingerprints(images).cpu()
+        right = torch.searchsorted(self.keys, f).clamp_(max=len(self.keys) - 1)
+        left = (right - 1).clamp_(min=0)
+        best = torch.where((self.keys[left] - f).abs() < (self.keys[right] - f).abs(), left, right)
+        found = (self.keys[best] - f).abs() <= 1e-9 * (f.abs() + 1.0)
+        scores = torch.zeros(len(f), self.scores.shape[1])
+        scores[found] = self.scores[best[found]]
+        return scores, found
+
+
+class NewDataDropout:
+    """Keep masks of new-data batches under a recipe (see the module docstring).
+
+    :param rate: keep rate in (0, 1].
+    :param schedule: ``"fixed"`` or ``"uniform"`` (rate drawn per sample in ``[rate, 1]``).
+    :param fraction: share in [0, 1] of each batch that is dropped.
+    :param tokens: ``"random"`` or ``"matched"``.
+    :param refresh: when matched scores are computed: ``"step"``, ``"epoch"``, ``"experience"``.
+    :param scorer: the token scorer of ``matched`` (the memory's).
+    :param token_choice: ``"topk"`` or ``"gumbel"`` (the memory's).
+    :param temperature: Gumbel temperature (the memory's).
+    :param batch_size: batch size of the epoch/experience scoring passes.
+
+    Random draws use torch's global RNG (saved in run checkpoints). A random scorer under
+    ``matched`` is random dropout, drawn as such (the memory's scorer stream is not touched).
+    """
+
+    def __init__(self, rate: float, *, schedule: str = "fixed", fraction: float = 1.0,
+                 tokens: str = "random", refresh: str = "step", scorer=None,
+                 token_choice: str = "topk", temperature: float = 1.0, batch_size: int = 128):
+        if schedule not in DROPOUT_SCHEDULES:
+            raise ValueError(f"dropout_schedule must be one of {DROPOUT_SCHEDULES}, got {schedule!r}")
+        if tokens not in DROPOUT_TOKENS:
+            raise ValueError(f"dropout_tokens must be one of {DROPOUT_TOKENS}, got {tokens!r}")
+        if refresh not in DROPOUT_REFRESH:
+            raise ValueError(f"dropout_refresh must be one of {DROPOUT_REFRESH}, got {refresh!r}")
+        if tokens == "matched" and scorer is None:
+            raise ValueError("dropout_tokens='matched' needs the memory's token scorer")
+        self.rate = float(rate)
+        self.schedule = schedule
+        self.fraction = float(fraction)
+        self.tokens = tokens
+        self.refresh = refresh
+        self.scorer = scorer
+        self.token_choice = token_choice
+        self.temperature = float(temperature)
+        self.batch_size = int(batch_size)
+        self.cache: Optional[ScoreCache] = None
+        self.scored_images = 0
+        """Images scored so far (steps and refreshes): the cost of ``matched``."""
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether any token is dropped at all."""
+        return self.rate < 1.0 and self.fraction > 0.0
+
+    @property
+    def scored(self) -> bool:
+        """Whether keep masks follow scores (``matched`` with a scorer that is not random)."""
+        return self.tokens == "matched" and getattr(self.scorer, "name", "") != "random"
+
+    def counts(self, batch: int, num_tokens: int) -> Tensor:
+        """``(B,)`` tokens each sample keeps (``num_tokens``: the sample stays whole)."""
+        t = self.rate
+        rates = torch.full((batch,), t)
+        if self.schedule == "uniform":
+            rates = t + (1.0 - t) * torch.rand(batch)
+        counts = (rates * num_tokens).round().clamp(1, num_tokens).long()
+        if self.fraction < 1.0:
+            counts = torch.where(torch.rand(batch) < self.fraction, counts,
+                                 torch.full_like(counts, num_tokens))
+        return counts
+
+    def keep_mask(self, model, batch, num_tokens: int) -> Optional[Tensor]:
+        """``(B, T)`` bool keep mask of a training mini-batch on its device (``None``: keep all)."""
+        images, targets = batch_images_targets(batch)
+        counts = self.counts(len(images), num_tokens)
+        if bool((counts == num_tokens).all()):
+            return None
+        if not self.scored:
+            return random_keep_mask(counts, num_tokens).to(images.device)
+        scores = self._batch_scores(model, images, targets)
+        rank = rank_tokens(scores, self.token_choice, self.temperature).argsort(1)
+        return (rank < counts[:, None]).to(images.device)
+
+    def _batch_scores(self, model, images: Tensor, targets) -> Tensor:
+        if self.cache is None:
+            self.scored_images += len(images)
+            return self.scorer.score(model, images, targets).float().cpu()
+        scores, found = self.cache.lookup(images)
+        self.cache_hits += int(found.sum())
+        self.cache_misses += int((~found).sum())
+        if not bool(found.all()):
+            miss = (~found).nonzero().flatten()
+            self.scored_images += len(miss)
+            rows = miss.to(images.device)
+            sub = attention_access(model).take_targets(targets, rows)
+            scores[miss] = self.scorer.score(model, images[rows], sub).float().cpu()
+        return scores
+
+    def refresh_scores(self, model, dataset, collate=None, device="cpu") -> None:
+        """Score every image of ``dataset`` (the training set) under ``model`` for lookups."""
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
+                            collate_fn=collate)
+        keys, scores = [], []
+        for batch in loader:
+            images, targets = batch_images_targets(batch)
+            images = images.to(device)
+            targets = _to(targets, device)
+            keys.append(fingerprints(images).cpu())
+            scores.append(self.scorer.score(model, images, targets).float().cpu())
+            self.scored_images += len(images)
+        self.cache = ScoreCache(torch.cat(keys), torch.cat(scores)) if keys else None
+        """``None`` for an empty training set: every batch is scored on the spot."""
+
+    def state(self) -> Dict[str, int]:
+        """Cost counters: images scored, cache hits and misses."""
+        return dict(scored_images=self.scored_images, cache_hits=self.cache_hits,
+                    cache_misses=self.cache_misses)
+
+
+def _to(targets, device):
+    if isinstance(targets, dict):
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in targets.items()}
+    return torch.as_tensor(targets).to(device)
+

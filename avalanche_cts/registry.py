@@ -1,9 +1,15 @@
-"""Name registries for interchangeable components (scorers, selectors), and a seeded mixin."""
+"""One registry type for every kind of named component: scorers, selectors, methods,
+benchmarks, model presets.
+
+A :class:`Registry` maps names to objects (classes or functions). Built-in entries are
+declared as ``"module:attribute"`` strings and imported on first use, so listing names (the
+command line's help, settings checks) imports nothing heavy; users add their own with
+:meth:`Registry.register` (a decorator or a call).
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, List, Type, TypeVar, Union
-
-import torch
+import importlib
+from typing import Any, Dict, Generic, List, Mapping, Optional, TypeVar, Union
 
 __all__ = ["Registry", "Seeded"]
 
@@ -11,45 +17,78 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to subclasses of ``base``; ``get`` builds one by name or passes an object through.
+    """Names -> objects of one kind.
 
-    :param kind: what the registry holds, for error messages (e.g. ``"token scorer"``).
+    :param kind: what the registry holds, for messages (e.g. ``"token scorer"``).
+    :param entries: built-in names -> ``"module:attribute"`` (imported when first used) or
+        the object itself (e.g. a preset's settings).
+    :param base: ``"module:attribute"`` of the base class of what :meth:`build` returns; an
+        object of that class passes through :meth:`build` unchanged.
     """
 
-    def __init__(self, kind: str, base: Type[T]):
+    def __init__(self, kind: str, entries: Optional[Mapping[str, str]] = None,
+                 base: Optional[str] = None):
         self.kind = kind
-        self.base = base
-        self._classes: Dict[str, Type[T]] = {}
+        self._entries: Dict[str, Union[str, Any]] = dict(entries or {})
+        self._base = base
 
-    def register(self, name: str) -> Callable[[Type[T]], Type[T]]:
-        """Class decorator adding ``cls`` under ``name`` (also stored as ``cls.name``)."""
+    def register(self, name: str, obj: Any = None) -> Any:
+        """Add ``obj`` under ``name`` (``register(name)`` is a decorator); a class gets
+        ``cls.name = name``. Returns ``obj``."""
 
-        def deco(cls: Type[T]) -> Type[T]:
-            cls.name = name
-            self._classes[name] = cls
-            return cls
+        def add(o):
+            if isinstance(o, type):
+                o.name = name
+            self._entries[name] = o
+            return o
 
-        return deco
+        return add if obj is None else add(obj)
 
     def names(self) -> List[str]:
-        """Registered names, sorted."""
-        return sorted(self._classes)
+        """Registered names, sorted (imports nothing)."""
+        return sorted(self._entries)
 
-    def get(self, obj: Union[str, T], **options) -> T:
-        """An object of the class registered as ``obj`` (built with ``options``), or ``obj`` itself."""
-        if isinstance(obj, self.base):
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def load(self, name: str) -> T:
+        """The object registered as ``name`` (imported on first use)."""
+        if not isinstance(name, str) or name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; choose one of {self.names()}")
+        obj = self._entries[name]
+        if isinstance(obj, str):
+            obj = _resolve(obj)
+            self._entries[name] = obj
+        return obj
+
+    def build(self, obj: Union[str, T], **options) -> T:
+        """An object of the class registered as ``obj`` built with ``options``, or ``obj``
+        itself when it already is one (of ``base``)."""
+        if not isinstance(obj, str):
+            base = _resolve(self._base) if self._base else None
+            if base is not None and not isinstance(obj, base):
+                raise ValueError(f"unknown {self.kind} {obj!r}; choose one of {self.names()} "
+                                 f"or pass a {base.__name__}")
             if options:
                 raise ValueError(f"options can only be given together with a {self.kind} name")
             return obj
-        if not isinstance(obj, str) or obj.lower() not in self._classes:
-            raise ValueError(f"unknown {self.kind} {obj!r}; choose one of {self.names()}")
-        return self._classes[obj.lower()](**options)
+        return self.load(obj.lower() if obj.lower() in self._entries else obj)(**options)
+
+
+def _resolve(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class Seeded:
     """Holds a CPU ``torch.Generator`` seeded with ``seed``; successive draws continue its stream."""
 
     def __init__(self, seed: int = 0):
+        import torch
+
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 

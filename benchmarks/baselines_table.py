@@ -133,7 +133,7 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def measured_rows(results_dir: Path) -> List[Dict[str, str]]:
     """Rows of the runs under ``results_dir`` (runner layout ``<grid>/<cell>/result.json``,
-    read by :func:`avalanche_cts.report.summary_rows`), seeds aggregated (accuracy in %).
+    read by :func:`avalanche_cts.harness.report.summary_rows`), seeds aggregated (accuracy in %).
     Backbone and hardware come from the results' ``backbone`` / ``hardware`` entries when
     present, else the model name and ``device x world_size``."""
     from avalanche_cts.harness.report import summary_rows

@@ -40,39 +40,20 @@ from torch.utils.data import DataLoader
 
 from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin, collate_tokens, get_adapter
 from avalanche_cts.benchmarks import synthetic_benchmark
 from avalanche_cts.models import create_model
 from avalanche_cts.scorers import list_scorers
-from avalanche_cts.harness.training_path import compile_blocks, enable_training_path, set_fused_attention
+from avalanche_cts.strategies.training import Naive, compile_blocks, set_fused_attention
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {  # model, image (C, H), batch, steps, warm-up, scorer images, precision, workers
-    "gpu": dict(
-        model="vit_base_patch16_224",
-        channels=3,
-        size=224,
-        batch=128,
-        steps=30,
-        warmup=8,
-        score_images=256,
-        precision="bf16",
-        workers=8,
-    ),
-    "cpu": dict(
-        model="vit_fmnist_tiny",
-        channels=1,
-        size=28,
-        batch=32,
-        steps=8,
-        warmup=2,
-        score_images=32,
-        precision="fp32",
-        workers=0,
-    ),
+    "gpu": dict(model="vit_base_patch16_224", channels=3, size=224, batch=128, steps=30, warmup=8,
+                score_images=256, precision="bf16", workers=8),
+    "cpu": dict(model="vit_fmnist_tiny", channels=1, size=28, batch=32, steps=8, warmup=2,
+                score_images=32, precision="fp32", workers=0),
 }
 
 
@@ -151,8 +132,8 @@ def strategy_loop(model, exp, plugin, batch, s, device, cuda) -> Dict:
         device=device,
         evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
         plugins=[plugin, clock],
+        precision=s["precision"],
     )
-    enable_training_path(strategy, precision=s["precision"])
     _reset(cuda)
     strategy.train(
         exp, num_workers=s["workers"], drop_last=True, persistent_workers=s["workers"] > 0
@@ -229,13 +210,11 @@ def memory_updates(model, exp, t, device, cuda) -> Dict[str, Dict]:
     return out
 
 
-def main(argv=None) -> Dict:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--cpu", action="store_true", help="small CPU fallback even when CUDA is present"
-    )
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu", action="store_true",
+                   help="small CPU fallback even when CUDA is present")
     p.add_argument("--model", help="timm model name (default: per device)")
     p.add_argument("--batch", type=int, help="rows per training step")
     p.add_argument("--retention", type=float, default=0.1, help="token retention t of the memory")
@@ -244,62 +223,69 @@ def main(argv=None) -> Dict:
     p.add_argument("--skip-scorers", action="store_true")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=str(RESULTS))
-    args = p.parse_args(argv)
-    cuda = torch.cuda.is_available() and not args.cpu
+    return p.parse_args(argv)
+
+
+def setup(args, cuda: bool):
+    """``(settings, device, model, new-data experience, memory experience)``."""
     s = dict(SETTINGS["gpu" if cuda else "cpu"])
-    s.update(
-        {k: v for k, v in dict(model=args.model, batch=args.batch, steps=args.steps).items() if v}
-    )
+    s.update({k: v for k, v in dict(model=args.model, batch=args.batch, steps=args.steps).items()
+              if v})
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
-    b, t = s["batch"], args.retention
+    b = s["batch"]
     image = dict(image_size=s["size"], channels=s["channels"], test_per_class=1, seed=0)
     new_exp = synthetic_benchmark(
         1, n_classes=2, train_per_class=(s["warmup"] + s["steps"] + 1) * b // 2, **image
     ).train_stream[0]
     mem_exp = synthetic_benchmark(
-        1, n_classes=2, train_per_class=s["score_images"] // 2, **image
-    ).train_stream[0]
+        1, n_classes=2, train_per_class=s["score_images"] // 2, **image).train_stream[0]
     torch.manual_seed(0)
-    model = create_model(
-        s["model"], num_classes=100, img_size=s["size"], in_chans=s["channels"]
-    ).to(device)
+    model = create_model(s["model"], num_classes=100, img_size=s["size"],
+                         in_chans=s["channels"]).to(device)
     set_fused_attention(model, True)
     if args.compile:
         compile_blocks(model)
-    res: Dict = dict(
-        settings=s,
-        retention=t,
-        device=str(device),
-        compile=args.compile,
-        device_name=torch.cuda.get_device_name()
-        if cuda
-        else platform.processor() or platform.machine(),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-    )
+    return s, device, model, new_exp, mem_exp
+
+
+def training_cases(model, new_exp, mem_exp, t: float, s: Dict, device, cuda: bool) -> Dict:
+    """Step times of the plain loop, the strategy with an empty plugin, zero-filled and sparse
+    replay, and memory batches alone."""
+    b = s["batch"]
     cases = {"plain": plain_loop(model, new_exp.dataset, b, s, device, cuda)}
-    empty = CoreTokensetReplayPlugin(
-        CoreTokensetBuffer(budget_bytes=1, token_retention=t), dropout=1.0
-    )
+    empty = CoreTokensetReplayPlugin(CoreTokensetBuffer(budget_bytes=1, token_retention=t),
+                                     dropout=1.0)
     cases["strategy"] = strategy_loop(model, new_exp, empty, b, s, device, cuda)
     for mode in ("zero", "sparse"):
-        plugin = CoreTokensetReplayPlugin(
-            _filled(model, mem_exp, t, device), replay_mode=mode, batch_size_mem=b // 2
-        )
+        plugin = CoreTokensetReplayPlugin(_filled(model, mem_exp, t, device), replay_mode=mode,
+                                          batch_size_mem=b // 2)
         cases[f"replay_{mode}"] = strategy_loop(model, new_exp, plugin, b // 2, s, device, cuda)
     cases.update(memory_batches(model, mem_exp, t, b, s, device, cuda))
     for c in cases.values():
         c["images_per_s"] = c["rows"] / c["step_s"]
-    res["training"] = cases
+    return cases
+
+
+def main(argv=None) -> Dict:
+    args = parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.cpu
+    s, device, model, new_exp, mem_exp = setup(args, cuda)
+    t = args.retention
+    res: Dict = dict(
+        settings=s, retention=t, device=str(device), compile=args.compile,
+        device_name=torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        torch=torch.__version__, threads=torch.get_num_threads())
+    cases = res["training"] = training_cases(model, new_exp, mem_exp, t, s, device, cuda)
+    plain = cases["plain"]["step_s"]
     res["ratios"] = dict(
-        strategy_over_plain=cases["strategy"]["step_s"] / cases["plain"]["step_s"],
-        replay_zero_over_plain=cases["replay_zero"]["step_s"] / cases["plain"]["step_s"],
-        replay_sparse_over_plain=cases["replay_sparse"]["step_s"] / cases["plain"]["step_s"],
+        strategy_over_plain=cases["strategy"]["step_s"] / plain,
+        replay_zero_over_plain=cases["replay_zero"]["step_s"] / plain,
+        replay_sparse_over_plain=cases["replay_sparse"]["step_s"] / plain,
         mem_sparse_over_mem_full=cases["mem_sparse"]["step_s"] / cases["mem_full"]["step_s"],
     )
     res["goals_met"] = dict(

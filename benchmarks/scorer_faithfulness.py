@@ -26,7 +26,7 @@ from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
 from avalanche_cts.models import create_model, get_adapter
 from avalanche_cts.harness.report import write_csv
 from avalanche_cts.scorers import get_scorer
-from avalanche_cts.viz import top_tokens_mask
+from avalanche_cts.harness.viz import top_tokens_mask
 
 SCORERS = ("random", "rollout", "gradcam", "gradlrp", "atman", "atman:threshold=1.1")
 

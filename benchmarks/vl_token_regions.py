@@ -34,10 +34,10 @@ def main() -> None:
     torch.set_num_threads(1)
     from avalanche_cts.harness.pretrain_vl import load_pretrained_blip
     from avalanche_cts.models import get_adapter
-    from avalanche_cts.normalization import CLIP_MEAN, CLIP_STD
+    from avalanche_cts.tokens.normalization import CLIP_MEAN, CLIP_STD
     from avalanche_cts.scorers import get_scorer
-    from avalanche_cts.vl.metrics import vqa_exact_match
-    from avalanche_cts.vl.scenes import VQA_TASKS, scene_vqa
+    from avalanche_cts.evaluation.metrics import vqa_exact_match
+    from avalanche_cts.benchmarks.vl.scenes import VQA_TASKS, scene_vqa
 
     bm = scene_vqa(args.train, args.test, seed=args.seed, normalization=(CLIP_MEAN, CLIP_STD))
     rows = []

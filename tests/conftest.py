@@ -85,3 +85,21 @@ def write_fake_fmnist(root, paint, seed: int, gz_train: bool = False):
         write_idx(root / f"{split}-images-idx3-ubyte", x, gz=gz_train and split == "train")
         write_idx(root / f"{split}-labels-idx1-ubyte", y, gz=False)
     return root
+
+
+def run_interrupted(cfg, bm, out, stop_at: str):
+    """Run ``cfg`` into ``out``, stopped (KeyboardInterrupt) at the log line containing
+    ``stop_at``, then resumed; returns the resumed result and the resumed run's log lines."""
+    from dataclasses import replace
+
+    from avalanche_cts.harness.runner import run
+
+    def crash(line):
+        if stop_at in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(cfg, out_dir=str(out)), bm, log=crash)
+    assert not (out / "result.json").exists()  # an interrupted run leaves no result
+    lines = []
+    return run(replace(cfg, out_dir=str(out)), bm, log=lines.append), lines

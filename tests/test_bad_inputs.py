@@ -12,7 +12,7 @@ from avalanche_cts.benchmarks import cluttered_fashion_mnist, make_benchmark, sp
 from avalanche_cts.benchmarks import synthetic_benchmark
 from avalanche_cts.harness.checkpoint import load_backbone, load_run_state, load_weights
 from avalanche_cts.harness.config import RunConfig
-from avalanche_cts.normalization import Normalization
+from avalanche_cts.tokens.normalization import Normalization
 from avalanche_cts.scorers import get_scorer
 from avalanche_cts.selectors import ClassFeatures, get_selector
 

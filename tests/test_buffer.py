@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from avalanche_cts import CoreTokensetBuffer, create_model
-from avalanche_cts.memory import GROUP_HEADER_BYTES, PixelCodec, TokenGroup
-from avalanche_cts.tokens import patchify
+from avalanche_cts.memory.budget import water_fill
+from avalanche_cts.memory.records import GROUP_HEADER_BYTES, TokenGroup
+from avalanche_cts.memory.codec import PixelCodec
+from avalanche_cts.tokens.patches import patchify
 
 
 def _agent(model):
@@ -84,7 +86,7 @@ def test_stored_tokens_rebuild_original_patches(digits_benchmark, micro_vit):
         matches = (tokens == decoded).all(-1).all(-1)
         assert matches.any(), f"record {i} matches no original image"
     # zero-filled rebuild: kept patches in place, the rest zero
-    from avalanche_cts.memory import collate_tokens
+    from avalanche_cts.memory.records import collate_tokens
 
     batch = collate_tokens([ds[0]])
     img = batch.images(buf.codec, 2, 1, (4, 4))
@@ -125,7 +127,9 @@ def test_resize_keeps_priority_prefix_per_class(digits_benchmark, micro_vit):
     next(_fill(buf, digits_benchmark, micro_vit, 1))
     before = {k: g.values.clone() for k, g in buf.groups.items()}
     buf.resize(None, 7)
-    assert buf.num_records == 7 and buf.max_size == 7
+    assert buf.num_records == 7
+    with pytest.raises(TypeError, match="byte budget"):  # no sample count to read
+        buf.max_size
     assert sorted(len(g) for g in buf.groups.values()) == [3, 4]
     for k, g in buf.groups.items():
         assert torch.equal(g.values, before[k][: g.values.shape[0]])
@@ -175,3 +179,26 @@ def test_bad_model_patch_size_and_empty_experience(digits_benchmark, micro_vit):
     with pytest.raises(ValueError, match="has no samples"):
         buf.post_adapt(_agent(micro_vit), empty)
     assert buf.num_records == 0 and buf.seen_samples == 0  # nothing half-done
+
+
+def test_water_fill_hand_examples():
+    # equal shares of 9: group 0 (cap 1) takes all it can, the other two split 8
+    assert water_fill(9, [1, 10, 10]) == [1, 4, 4]
+    assert water_fill(3, [4, 0, 4]) == [2, 0, 1]  # remainder to the first open group
+    assert water_fill(100, [3, 4]) == [3, 4]
+    assert water_fill(5, []) == []
+
+
+def test_water_fill_sums_exactly_caps_and_shares_equally():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        size = int(torch.randint(1, 12, (1,), generator=g))
+        caps = torch.randint(0, 50, (size,), generator=g).tolist()
+        total = int(torch.randint(0, sum(caps) + 20, (1,), generator=g))
+        out = water_fill(total, caps)
+        assert sum(out) == min(total, sum(caps))
+        assert all(0 <= k <= n for k, n in zip(out, caps))
+        open_ = [k for k, n in zip(out, caps) if k < n]
+        if open_:  # equal shares; a full group holds no more than the open ones + 1
+            assert max(open_) - min(open_) <= 1
+            assert all(k <= max(open_) + 1 for k, n in zip(out, caps) if k == n)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from avalanche_cts import checkpoint as ckpt
+from avalanche_cts.harness import checkpoint as ckpt
 from avalanche_cts.harness.checkpoint import load_backbone, load_weights
 from avalanche_cts.models import create_model
 

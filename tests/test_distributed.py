@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from avalanche_cts import CoreTokensetBuffer
 from avalanche_cts.benchmarks import synthetic_benchmark
-from avalanche_cts.harness.distributed import DistributedCoreTokensetBuffer, buffer_digest
+from avalanche_cts.memory.distributed import DistributedCoreTokensetBuffer, buffer_digest
 from avalanche_cts.harness import RunConfig, run
 from avalanche_cts.models import create_model
 

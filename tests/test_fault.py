@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_interrupted
 
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys, torch
@@ -72,13 +73,5 @@ def test_rehearsal_free_baselines_resume_identically(tmp_path, method, options):
     cfg = RunConfig(method=method, model="vit_digits_micro", epochs=2, batch_size=16, lr=0.01,
                     seed=1, options=options)
     whole = run(replace(cfg, out_dir=str(tmp_path / "a")), bm, log=None)
-
-    def crash(line):
-        if "exp 2/3" in line:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(replace(cfg, out_dir=str(tmp_path / "b")), bm, log=crash)
-    lines = []
-    resumed = run(replace(cfg, out_dir=str(tmp_path / "b")), bm, log=lines.append)
+    resumed, lines = run_interrupted(cfg, bm, tmp_path / "b", "exp 2/3")
     assert "resumed" in lines[0] and resumed["acc_matrix"] == whole["acc_matrix"]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from avalanche_cts.models import MASK_TOKEN, TimmViTAdapter, get_adapter
-from avalanche_cts.tokens import patchify, random_keep_mask
+from avalanche_cts.tokens.patches import patchify, random_keep_mask
 
 VARIANTS = {
     "cls": dict(),

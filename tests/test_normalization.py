@@ -5,12 +5,17 @@ import pytest
 import torch
 
 from avalanche_cts import CoreTokensetBuffer, create_model
-from avalanche_cts.memory import PixelCodec
+from avalanche_cts.memory.codec import PixelCodec
 from avalanche_cts.models import get_adapter
 from avalanche_cts.models import resolve_normalization
-from avalanche_cts.normalization import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
-                                         Normalization)
-from avalanche_cts.tokens import patchify
+from avalanche_cts.tokens.normalization import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalization,
+)
+from avalanche_cts.tokens.patches import patchify
 
 CONSTANTS = {
     "imagenet": Normalization(IMAGENET_MEAN, IMAGENET_STD),

@@ -7,7 +7,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EWCPlugin, LwFPlugin
 
 from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin, TokenScorer, get_scorer
-from avalanche_cts.tokens import patchify
+from avalanche_cts.tokens.patches import patchify
 
 
 class Probe(SupervisedPlugin):
@@ -216,7 +216,7 @@ def test_matched_dropout_keeps_the_memory_scorers_top_tokens(digits_benchmark, m
 
 
 def test_matched_dropout_scores_images_it_has_not_seen_on_the_spot(micro_vit):
-    from avalanche_cts.dropout import NewDataDropout
+    from avalanche_cts.memory.dropout import NewDataDropout
 
     d = NewDataDropout(0.25, tokens="matched", refresh="experience", scorer=PlantedScorer(),
                        token_choice="topk")
@@ -231,7 +231,7 @@ def test_matched_dropout_scores_images_it_has_not_seen_on_the_spot(micro_vit):
 
 
 def test_matched_dropout_with_gumbel_draws_anew_and_favours_high_scores(micro_vit):
-    from avalanche_cts.dropout import NewDataDropout
+    from avalanche_cts.memory.dropout import NewDataDropout
 
     d = NewDataDropout(0.25, tokens="matched", scorer=PlantedScorer(), token_choice="gumbel",
                        temperature=0.5)
@@ -246,7 +246,7 @@ def test_matched_dropout_with_gumbel_draws_anew_and_favours_high_scores(micro_vi
 
 
 def test_matched_dropout_with_a_random_scorer_is_random_dropout(micro_vit):
-    from avalanche_cts.dropout import NewDataDropout
+    from avalanche_cts.memory.dropout import NewDataDropout
 
     images = torch.rand(64, 1, 8, 8)
     batch = [images, torch.zeros(64, dtype=torch.long)]

@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import run_interrupted
 import torch
 
 from avalanche_cts.benchmarks import synthetic_benchmark
@@ -97,16 +98,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_bm, tmp_path):
         lr_schedule="cosine",
     )
     full = run(replace(cfg, out_dir=str(tmp_path / "full")), tiny_bm, log=None)
-
-    def crash(line):
-        if "exp 1/2" in line:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(replace(cfg, out_dir=str(tmp_path / "cut")), tiny_bm, log=crash)
-    assert not (tmp_path / "cut" / "result.json").exists()
-    lines = []
-    resumed = run(replace(cfg, out_dir=str(tmp_path / "cut")), tiny_bm, log=lines.append)
+    resumed, lines = run_interrupted(cfg, tiny_bm, tmp_path / "cut", "exp 1/2")
     assert "resumed" in lines[0]
     assert resumed["acc_matrix"] == full["acc_matrix"]
     assert resumed["memory_bytes"] == full["memory_bytes"]
@@ -114,7 +106,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_bm, tmp_path):
     b = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    from avalanche_cts.harness.distributed import buffer_digest
+    from avalanche_cts.memory.distributed import buffer_digest
     from avalanche_cts import CoreTokensetBuffer
 
     digests = []

@@ -7,16 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avalanche_cts.models import create_model
-from avalanche_cts.scorers import (
-    AtManScorer,
-    GradLRPScorer,
-    RolloutScorer,
-    TimmAttentionAccess,
-    attention_access,
-    get_scorer,
-    list_scorers,
-)
+from avalanche_cts.models import TimmAttentionAccess, attention_access, create_model
+from avalanche_cts.scorers import AtManScorer, GradLRPScorer, RolloutScorer, get_scorer, list_scorers
 from avalanche_cts.scorers.atman import suppression_multipliers
 from avalanche_cts.scorers.gradlrp import gradient_weighted_attention
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from avalanche_cts.models import HFBlipVisionAdapter, HFViTAdapter, get_adapter
-from avalanche_cts.scorers import attention_access, get_scorer
+from avalanche_cts.models import attention_access
+from avalanche_cts.scorers import get_scorer
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)

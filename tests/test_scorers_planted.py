@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from avalanche_cts.models import create_model
 from avalanche_cts.scorers import get_scorer
-from avalanche_cts.tokens import unpatchify
+from avalanche_cts.tokens.patches import unpatchify
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from avalanche_cts.models import create_model
-from avalanche_cts.viz import render_relevance_maps, top_tokens_mask
+from avalanche_cts.harness.viz import render_relevance_maps, top_tokens_mask
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Sample selectors: gradient kernel, budget split, herding, CRAIG, GradMatch.
+"""Sample selectors: gradient kernel, herding, CRAIG, GradMatch.
 
 Every expected value comes from an independent computation (autograd gradients,
 brute force, re-solved least squares, or a hand-worked example).
@@ -17,10 +17,8 @@ from avalanche_cts.selectors import (
     GradMatchSelector,
     HerdingSelector,
     RandomSelector,
-    allocate_budget,
     facility_location,
     get_selector,
-    merge_class_orders,
     omp_select,
 )
 
@@ -89,46 +87,6 @@ def test_kernel_float32_tolerance():
     g = GradientFeatures.from_class_features(f)
     assert g.kernel().dtype == torch.float32
     torch.testing.assert_close(g.kernel().double(), a @ a.T, atol=1e-4, rtol=1e-4)
-
-
-# ----------------------------------------------------------------------- budget
-def test_allocate_budget_hand_examples():
-    # quotas 2.5, 1.5, 1.0 -> floors 2, 1, 1; one left, tie of remainders -> first class
-    assert allocate_budget([5, 3, 2], 5) == [3, 1, 1]
-    # equal shares of 9: class 0 (1 sample) takes all, the other two split 8
-    assert allocate_budget([1, 10, 10], 9, proportional=False) == [1, 4, 4]
-    assert allocate_budget({"a": 4, "b": 0, "c": 4}, 3) == {"a": 2, "b": 0, "c": 1}
-    assert allocate_budget([3, 4], 100) == [3, 4]
-    assert allocate_budget([], 5) == []
-
-
-@pytest.mark.parametrize("proportional", [True, False])
-def test_allocate_budget_sums_exactly_and_caps(proportional):
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        size = int(torch.randint(1, 12, (1,), generator=g))
-        counts = torch.randint(0, 50, (size,), generator=g).tolist()
-        budget = int(torch.randint(0, sum(counts) + 20, (1,), generator=g))
-        out = allocate_budget(counts, budget, proportional)
-        assert sum(out) == min(budget, sum(counts))
-        assert all(0 <= k <= n for k, n in zip(out, counts))
-        if proportional and budget < sum(counts):  # largest remainder: within 1 of the quota
-            assert all(abs(k - budget * n / sum(counts)) < 1 for k, n in zip(out, counts))
-        open_ = [k for k, n in zip(out, counts) if k < n]
-        if open_ and not proportional:  # water-filling: equal shares, full classes below them
-            assert max(open_) - min(open_) <= 1
-            assert all(k <= max(open_) + 1 for k, n in zip(out, counts) if k == n)
-
-
-def test_merge_class_orders_prefixes_are_proportional():
-    orders = [torch.arange(0, 30), torch.arange(100, 110)]
-    merged = merge_class_orders(orders, [30, 10])
-    assert sorted(merged.tolist()) == list(range(30)) + list(range(100, 110))
-    for m in range(1, 41):
-        first = (merged[:m] < 100).sum().item()
-        assert abs(first - 0.75 * m) <= 1
-    # each class keeps its own order
-    assert merged[merged < 100].tolist() == list(range(30))
 
 
 # ---------------------------------------------------------------------- herding

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from avalanche_cts.tokens import (
+from avalanche_cts.tokens.patches import (
     check_patch_size,
     gather_tokens,
     keep_count,

@@ -8,12 +8,21 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin
 from avalanche_cts.models import create_blip
-from avalanche_cts.normalization import CLIP_MEAN, CLIP_STD
-from avalanche_cts.vl.data import ImageTextDataset, VLCollator, vl_benchmark
-from avalanche_cts.vl.metrics import vqa_metrics
-from avalanche_cts.vl.scenes import COLOURS, SHAPES, _pick, _place, _radius, draw_scenes, scene_tokenizer
-from avalanche_cts.vl.template import VLNaive
-from avalanche_cts.vl.text import TextSpec, encode
+from avalanche_cts.tokens.normalization import CLIP_MEAN, CLIP_STD
+from avalanche_cts.benchmarks.vl.data import ImageTextDataset, vl_benchmark
+from avalanche_cts.models.blip_text import VLCollator
+from avalanche_cts.evaluation.metrics import vqa_metrics
+from avalanche_cts.benchmarks.vl.scenes import (
+    COLOURS,
+    SHAPES,
+    _pick,
+    _place,
+    _radius,
+    draw_scenes,
+    scene_tokenizer,
+)
+from avalanche_cts.strategies.vl import VLNaive
+from avalanche_cts.models.blip_text import TextSpec, encode
 
 torch.set_num_threads(1)
 NORM = (CLIP_MEAN, CLIP_STD)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin
-from avalanche_cts.memory import GROUP_HEADER_BYTES, TEXT_DTYPE, TokenGroup
+from avalanche_cts.memory.records import GROUP_HEADER_BYTES, TEXT_DTYPE, TokenGroup
 from avalanche_cts.models import create_blip, get_adapter
-from avalanche_cts.normalization import CLIP_MEAN, CLIP_STD
-from avalanche_cts.vl.data import primary_target
-from avalanche_cts.vl.scenes import scene_captions, scene_vqa
+from avalanche_cts.tokens.normalization import CLIP_MEAN, CLIP_STD
+from avalanche_cts.models.blip_text import primary_target
+from avalanche_cts.benchmarks.vl.scenes import scene_captions, scene_vqa
 
 torch.set_num_threads(1)
 NORM = (CLIP_MEAN, CLIP_STD)
@@ -130,7 +130,7 @@ def test_matched_dropout_explains_each_items_answer(vqa_stream, refresh):
     from avalanche.training.plugins import EvaluationPlugin
 
     from avalanche_cts import get_scorer
-    from avalanche_cts.vl.template import VLNaive
+    from avalanche_cts.strategies.vl import VLNaive
 
     torch.manual_seed(0)
     model = create_blip("blip_vqa_tiny")

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from avalanche_cts.vl.metrics import (
+from avalanche_cts.evaluation.metrics import (
     bleu4,
     caption_scores,
     label_answer,
@@ -11,7 +11,8 @@ from avalanche_cts.vl.metrics import (
     vqa_exact_match,
     vqa_soft_accuracy,
 )
-from avalanche_cts.vl.text import normalize_answer, pre_caption, pre_question, process_punctuation
+from avalanche_cts.evaluation.answers import normalize_answer, process_punctuation
+from avalanche_cts.models.blip_text import pre_caption, pre_question
 
 
 @pytest.mark.parametrize("raw, normalised", [

@@ -9,9 +9,9 @@ from avalanche_cts.models import (
     get_adapter,
     resize_position_embeddings,
 )
-from avalanche_cts.normalization import CLIP_MEAN, CLIP_STD
-from avalanche_cts.tokens import patchify
-from avalanche_cts.vl.scenes import scene_captions, scene_vqa
+from avalanche_cts.tokens.normalization import CLIP_MEAN, CLIP_STD
+from avalanche_cts.tokens.patches import patchify
+from avalanche_cts.benchmarks.vl.scenes import scene_captions, scene_vqa
 
 torch.set_num_threads(1)
 NORM = (CLIP_MEAN, CLIP_STD)
@@ -62,7 +62,7 @@ def test_ragged_sparse_records_equal_their_own_forwards(vqa):
     keep = torch.zeros(2, 64, dtype=torch.bool)
     keep[0, :5] = True
     keep[1, 10:19] = True
-    from avalanche_cts.tokens import gather_tokens
+    from avalanche_cts.tokens.patches import gather_tokens
 
     values, positions, valid = gather_tokens(patchify(x, 8), keep)
     with torch.no_grad():
@@ -171,8 +171,8 @@ def test_collate_uses_generate_conventions(stream):
 
 
 def test_unknown_words_raise():
-    from avalanche_cts.vl.scenes import scene_tokenizer
-    from avalanche_cts.vl.text import encode
+    from avalanche_cts.benchmarks.vl.scenes import scene_tokenizer
+    from avalanche_cts.models.blip_text import encode
 
     with pytest.raises(ValueError, match="'zebra'"):
         encode(scene_tokenizer(), "what colour is the zebra", "question")

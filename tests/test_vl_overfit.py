@@ -4,10 +4,16 @@ import pytest
 import torch
 
 from avalanche_cts.models import create_blip, get_adapter
-from avalanche_cts.normalization import CLIP_MEAN, CLIP_STD
-from avalanche_cts.vl.data import ImageTextDataset, VLCollator
-from avalanche_cts.vl.scenes import CAPTION_PROMPT, scene_captions, scene_tokenizer, scene_vqa
-from avalanche_cts.vl.text import TextSpec, encode
+from avalanche_cts.tokens.normalization import CLIP_MEAN, CLIP_STD
+from avalanche_cts.benchmarks.vl.data import ImageTextDataset
+from avalanche_cts.models.blip_text import VLCollator
+from avalanche_cts.benchmarks.vl.scenes import (
+    CAPTION_PROMPT,
+    scene_captions,
+    scene_tokenizer,
+    scene_vqa,
+)
+from avalanche_cts.models.blip_text import TextSpec, encode
 
 torch.set_num_threads(1)
 NORM = (CLIP_MEAN, CLIP_STD)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from avalanche_cts.benchmarks import DatasetLayoutError, make_benchmark
-from avalanche_cts.vl.real import coco_class_captions, vqa_sequence
-from avalanche_cts.vl.scenes import scene_tokenizer
+from avalanche_cts.benchmarks.vl.real import coco_class_captions, vqa_sequence
+from avalanche_cts.benchmarks.vl.scenes import scene_tokenizer
 
 WORDS = ("what", "colour", "is", "the", "red", "blue", "yes", "no", "a", "car", "truck",
          "book", "on", "road", "2", "3", "how", "many", "are", "there", "cars", "?", "picture", "of")
@@ -14,7 +14,7 @@ WORDS = ("what", "colour", "is", "the", "red", "blue", "yes", "no", "a", "car", 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from avalanche_cts.vl.text import closed_tokenizer
+    from avalanche_cts.models.blip_text import closed_tokenizer
 
     return closed_tokenizer(WORDS, tmp_path_factory.mktemp("vocab"))
 

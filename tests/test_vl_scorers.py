@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from avalanche_cts.models import create_blip, get_adapter
-from avalanche_cts.normalization import CLIP_MEAN, CLIP_STD
+from avalanche_cts.tokens.normalization import CLIP_MEAN, CLIP_STD
 from avalanche_cts.scorers import get_scorer
-from avalanche_cts.vl.data import VLCollator
-from avalanche_cts.vl.scenes import pretraining_vqa, scene_captions, scene_tokenizer
-from avalanche_cts.vl.text import TextSpec
+from avalanche_cts.models.blip_text import VLCollator
+from avalanche_cts.benchmarks.vl.scenes import pretraining_vqa, scene_captions, scene_tokenizer
+from avalanche_cts.models.blip_text import TextSpec
 
 torch.set_num_threads(1)
 NORM = (CLIP_MEAN, CLIP_STD)

@@ -19,17 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..normalization import NormalizationLike
+from ..tokens.normalization import NormalizationLike
 from .fmnist import (
     DEFAULT_HELDOUT,
     PathLike,
     UInt8ImageDataset,
     check_count,
     class_incremental_stream,
-    heldout_indices,
-    load_fashion_mnist,
-    per_class_subset,
-    train_validation_indices,
+    stream_images,
 )
 
 __all__ = [
@@ -156,21 +153,11 @@ def cluttered_fashion_mnist(
     check_count("train_per_class", train_per_class, allow_none=False)
     check_count("test_per_class", test_per_class, allow_none=False)
     check_count("heldout_per_class", heldout_per_class, allow_none=False)
-    xtr, ytr, xte, yte = load_fashion_mnist(data_root)
-    keep = torch.ones(len(ytr), dtype=torch.bool)
-    keep[heldout_indices(ytr, heldout_per_class)] = False
-    pool_x, pool_y = xtr[keep], ytr[keep]
-    g = torch.Generator().manual_seed(seed)
-    if validation:
-        itr, iev = train_validation_indices(pool_y, train_per_class, test_per_class, g)
-        ev_x, ev_y = pool_x[iev], pool_y[iev]
-    else:
-        itr = per_class_subset(pool_y, train_per_class, g)
-        iev = per_class_subset(yte, test_per_class, g)
-        ev_x, ev_y = xte[iev], yte[iev]
+    tr_x, tr_y, ev_x, ev_y, pool_x = stream_images(data_root, heldout_per_class, seed,
+                                                   train_per_class, test_per_class, validation)
     gen = torch.Generator().manual_seed(seed + 7919)
     sets = []
-    for x, y in ((pool_x[itr], pool_y[itr]), (ev_x, ev_y)):
+    for x, y in ((tr_x, tr_y), (ev_x, ev_y)):
         scenes, masks = compose_scenes(x, pool_x, gen, style)
         sets.append(SceneDataset(scenes, y, masks, normalization=normalization))
     info = dict(name="cluttered_fmnist", n_experiences=n_experiences, seed=seed,

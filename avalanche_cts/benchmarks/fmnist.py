@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..models import resolve_normalization
-from ..normalization import NormalizationLike
+from ..tokens.normalization import NormalizationLike
 
 __all__ = [
     "DEBIAN_FMNIST_DIR",
@@ -34,6 +34,8 @@ __all__ = [
     "heldout_indices",
     "load_fashion_mnist",
     "per_class_subset",
+    "split_fashion_mnist_pretrained",
+    "stream_images",
     "split_fashion_mnist",
     "check_count",
     "train_validation_indices",
@@ -226,6 +228,32 @@ def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
     return bm
 
 
+def stream_images(data_root: Optional[PathLike], heldout_per_class: int, seed: int,
+                  train_per_class: Optional[int], test_per_class: Optional[int],
+                  validation: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The images of a Fashion-MNIST stream: ``(train_x, train_y, eval_x, eval_y, pool_x)``.
+
+    The pool is the training set without the last ``heldout_per_class`` images of every class
+    (pretraining's); training images are a seeded per-class subset of it; evaluation images
+    come from the test set, or (``validation``) from the pool, disjoint from the training
+    subset (``train_per_class=None`` then takes the rest of each class).
+    """
+    xtr, ytr, xte, yte = load_fashion_mnist(data_root)
+    keep = torch.ones(len(ytr), dtype=torch.bool)
+    keep[heldout_indices(ytr, heldout_per_class)] = False
+    pool_x, pool_y = xtr[keep], ytr[keep]
+    g = torch.Generator().manual_seed(seed)
+    if validation:
+        n_train = train_per_class or int(torch.bincount(pool_y).min()) - test_per_class
+        itr, iev = train_validation_indices(pool_y, n_train, test_per_class, g)
+        ev_x, ev_y = pool_x[iev], pool_y[iev]
+    else:
+        itr = per_class_subset(pool_y, train_per_class, g)
+        iev = per_class_subset(yte, test_per_class, g)
+        ev_x, ev_y = xte[iev], yte[iev]
+    return pool_x[itr], pool_y[itr], ev_x, ev_y, pool_x
+
+
 def split_fashion_mnist(
     n_experiences: int = 5,
     *,
@@ -254,23 +282,18 @@ def split_fashion_mnist(
     if isinstance(heldout_per_class, bool) or not isinstance(heldout_per_class, int) or \
             heldout_per_class < 0:
         raise ValueError(f"heldout_per_class must be an integer >= 0, got {heldout_per_class!r}")
-    xtr, ytr, xte, yte = load_fashion_mnist(data_root)
-    keep = torch.ones(len(ytr), dtype=torch.bool)
-    keep[heldout_indices(ytr, heldout_per_class)] = False
-    xtr, ytr = xtr[keep], ytr[keep]
-    g = torch.Generator().manual_seed(seed)
-    if validation:
-        n_train = train_per_class or int(torch.bincount(ytr).min()) - test_per_class
-        itr, iev = train_validation_indices(ytr, n_train, test_per_class, g)
-        ev_x, ev_y = xtr[iev], ytr[iev]
-    else:
-        itr = per_class_subset(ytr, train_per_class, g)
-        iev = per_class_subset(yte, test_per_class, g)
-        ev_x, ev_y = xte[iev], yte[iev]
-    train = UInt8ImageDataset(xtr[itr], ytr[itr], normalization)
+    tr_x, tr_y, ev_x, ev_y, _ = stream_images(data_root, heldout_per_class, seed,
+                                              train_per_class, test_per_class, validation)
+    train = UInt8ImageDataset(tr_x, tr_y, normalization)
     test = UInt8ImageDataset(ev_x, ev_y, normalization)
     info = dict(name="fmnist", n_experiences=n_experiences, seed=seed,
                 train_per_class=train_per_class, test_per_class=test_per_class,
                 validation=validation, heldout_per_class=heldout_per_class,
                 data_root=None if data_root is None else str(data_root))
     return class_incremental_stream(train, test, n_experiences, seed, fixed_class_order, info)
+
+
+def split_fashion_mnist_pretrained(**kwargs):
+    """:func:`split_fashion_mnist` without the :data:`DEFAULT_HELDOUT` images per class that
+    the embedded backbone was pretrained on (the stream of ``fmnist_pretrained``)."""
+    return split_fashion_mnist(**{"heldout_per_class": DEFAULT_HELDOUT, **kwargs})

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 from torch.utils.data import Dataset
 
 from ..models import resolve_normalization
-from ..normalization import NormalizationLike
+from ..tokens.normalization import NormalizationLike
 
 __all__ = [
     "DatasetLayoutError",
@@ -101,33 +101,40 @@ def image_transforms(image_size: int = 224, resize: Optional[int] = None,
 
 
 def class_incremental(
-    train: Dataset,
-    test: Dataset,
+    train: Sequence[Tuple[str, int]],
+    test: Sequence[Tuple[str, int]],
+    classes: Sequence[str],
     n_experiences: int,
-    class_order: Sequence[int],
+    order: Sequence[int],
     image_size: int = 224,
     resize: Optional[int] = None,
     normalization: NormalizationLike = None,
+    **info,
 ):
-    """Avalanche ``nc_benchmark``: consecutive blocks of ``class_order`` form the experiences;
-    labels keep their dataset values (one head over all classes)."""
+    """Avalanche ``nc_benchmark`` over image files ``(path, label)``: consecutive blocks of
+    ``order`` (class ids) form the experiences; labels keep their values (one head over all
+    classes). ``benchmark.info`` is ``info`` with the task count, sizes, classes and order."""
     from avalanche.benchmarks import nc_benchmark
 
-    n = len(class_order)
+    n = len(order)
     if n_experiences <= 0 or n % n_experiences:
         raise ValueError(f"n_experiences={n_experiences} does not divide the {n} classes evenly")
-    for name, ds in (("train", train), ("test", test)):
-        empty = sorted(set(class_order) - set(ds.targets))
+    train_set, test_set = ImageFiles(train, classes), ImageFiles(test, classes)
+    for name, ds in (("train", train_set), ("test", test_set)):
+        empty = sorted(set(order) - set(ds.targets))
         if empty:
             raise DatasetLayoutError(f"classes {empty[:10]} have no {name} images")
     train_t, eval_t = image_transforms(image_size, resize, normalization)
-    return nc_benchmark(
-        train,
-        test,
+    bm = nc_benchmark(
+        train_set,
+        test_set,
         n_experiences=n_experiences,
         task_labels=False,
         shuffle=False,
-        fixed_class_order=list(class_order),
+        fixed_class_order=list(order),
         train_transform=train_t,
         eval_transform=eval_t,
     )
+    bm.info = dict(info, n_experiences=n_experiences, n_train=len(train), n_test=len(test),
+                   classes=list(classes), order=list(order))
+    return bm

@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..normalization import NormalizationLike
-from .folders import ImageFiles, PathLike, check_dir, class_incremental, scan_classes
+from ..tokens.normalization import NormalizationLike
+from .folders import PathLike, check_dir, class_incremental, scan_classes
 
 __all__ = [
     "IMAGENET100_LAYOUT",
@@ -117,25 +117,7 @@ def SplitImageNet100(
     for name in ("train", "val"):
         folder = check_dir(root / name, f"ImageNet {name} folder", IMAGENET100_LAYOUT)
         splits[name] = scan_classes(folder, classes, IMAGENET100_LAYOUT)
-    order = seeded_class_order(len(classes), seed)
-    bm = class_incremental(
-        ImageFiles(splits["train"], classes),
-        ImageFiles(splits["val"], classes),
-        n_experiences,
-        order,
-        image_size,
-        resize,
-        normalization,
-    )
-    bm.info = dict(
-        name="imagenet100",
-        root=str(root),
-        subset=subset,
-        seed=seed,
-        n_experiences=n_experiences,
-        n_train=len(splits["train"]),
-        n_test=len(splits["val"]),
-        classes=classes,
-        order=order,
-    )
-    return bm
+    return class_incremental(splits["train"], splits["val"], classes, n_experiences,
+                             seeded_class_order(len(classes), seed), image_size, resize,
+                             normalization, name="imagenet100", root=str(root), subset=subset,
+                             seed=seed)

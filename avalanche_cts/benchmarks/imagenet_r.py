@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..normalization import NormalizationLike
+from ..tokens.normalization import NormalizationLike
 from .folders import (
     DatasetLayoutError,
     ImageFiles,
@@ -204,51 +204,33 @@ def SplitImageNetR(
             "class_order='coda' needs split='coda' (the order comes from the split files)"
         )
     root = check_dir(root, "ImageNet-R root", IMAGENET_R_LAYOUT)
+    classes, train, test, labels = _split(root, split, split_files, train_fraction, seed)
+    order = (coda_class_order(labels, classes, seed) if class_order == "coda"
+             else list(range(len(classes))))
+    return class_incremental(train, test, classes, n_experiences, order, image_size, resize,
+                             normalization, name="imagenet_r", root=str(root), split=split,
+                             class_order=class_order, seed=seed)
+
+
+def _split(root: Path, split: str, split_files, train_fraction: float, seed: int):
+    """``(classes, train, test, CODA labels or None)``: the files of the train and test splits."""
+    labels = None
     if split == "random":
         classes = _class_folders(root)
         samples = scan_classes(root, classes, IMAGENET_R_LAYOUT)
         tr, te = random_split_indices(len(samples), train_fraction, seed)
-        train, test = [samples[i] for i in tr], [samples[i] for i in te]
-    elif split == "folders":
+        return classes, [samples[i] for i in tr], [samples[i] for i in te], labels
+    if split == "folders":
         train_root = check_dir(root / "train", "ImageNet-R train folder", IMAGENET_R_LAYOUT)
         test_root = check_dir(root / "test", "ImageNet-R test folder", IMAGENET_R_LAYOUT)
         classes = _class_folders(train_root)
-        train = scan_classes(train_root, classes, IMAGENET_R_LAYOUT)
-        test = scan_classes(test_root, classes, IMAGENET_R_LAYOUT)
-    else:
-        (train_raw, labels), (test_raw, _) = (
-            read_coda_split(f, root) for f in _coda_files(split_files)
-        )
-        classes = sorted(set(labels.values()))
-        index = {c: i for i, c in enumerate(classes)}
-        train = [(p, index[w]) for p, w in train_raw]
-        test = [(p, index[w]) for p, w in test_raw if w in index]
-        if len(test) != len(test_raw):
-            raise DatasetLayoutError("the CODA test split has classes the train split lacks")
-    order = (
-        coda_class_order(labels, classes, seed)
-        if class_order == "coda"
-        else list(range(len(classes)))
-    )
-    bm = class_incremental(
-        ImageFiles(train, classes),
-        ImageFiles(test, classes),
-        n_experiences,
-        order,
-        image_size,
-        resize,
-        normalization,
-    )
-    bm.info = dict(
-        name="imagenet_r",
-        root=str(root),
-        split=split,
-        class_order=class_order,
-        seed=seed,
-        n_experiences=n_experiences,
-        n_train=len(train),
-        n_test=len(test),
-        classes=classes,
-        order=order,
-    )
-    return bm
+        return (classes, scan_classes(train_root, classes, IMAGENET_R_LAYOUT),
+                scan_classes(test_root, classes, IMAGENET_R_LAYOUT), labels)
+    (train_raw, labels), (test_raw, _) = (read_coda_split(f, root) for f in _coda_files(split_files))
+    classes = sorted(set(labels.values()))
+    index = {c: i for i, c in enumerate(classes)}
+    train = [(p, index[w]) for p, w in train_raw]
+    test = [(p, index[w]) for p, w in test_raw if w in index]
+    if len(test) != len(test_raw):
+        raise DatasetLayoutError("the CODA test split has classes the train split lacks")
+    return classes, train, test, labels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..normalization import NormalizationLike
+from ..tokens.normalization import NormalizationLike
 from .fmnist import UInt8ImageDataset, check_count, class_incremental_stream
 
 __all__ = ["synthetic_benchmark"]

@@ -58,7 +58,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 def _run_command(args) -> None:
     import torch
 
-    from .distributed import init_distributed, is_main_process
+    from ..memory.distributed import init_distributed, is_main_process
     from .execute import execute_cells
     from .grid import expand_cells, load_config, select_cells
     from .report import write_summary

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-from ..recipe import (
+from ..memory.recipe import (
     DEFAULT_RECIPE,
     DROPOUT_REFRESH,
     DROPOUT_SCHEDULES,
@@ -22,19 +22,15 @@ from ..recipe import (
     REPLAY_MODES,
     TOKEN_CHOICES,
 )
-from .names import (
-    LOGGERS,
-    LR_SCHEDULES,
-    METHODS,
-    OPTIMIZERS,
-    PRECISIONS,
-    SCORERS,
-    SELECTORS,
-    is_known,
-)
+from ..scorers import SCORERS
+from ..selectors import SELECTORS
+from ..strategies import LR_SCHEDULES, PRECISIONS
+from . import METHODS
 
 __all__ = [
+    "LOGGERS",
     "NO_MEMORY_METHODS",
+    "OPTIMIZERS",
     "TOKEN_METHODS",
     "RunConfig",
     "fingerprint",
@@ -45,6 +41,11 @@ NO_MEMORY_METHODS = ("naive", "cumulative", "inflora", "coda_prompt")
 """Methods whose results do not depend on ``budget``."""
 TOKEN_METHODS = ("coreset", "core_tokens", "core_tokenset")
 """Methods that use :class:`~avalanche_cts.CoreTokensetBuffer` and its replay plugin."""
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+"""Optimisers of ``RunConfig.optimizer``."""
+LOGGERS = ("progress", "text", "csv", "tensorboard")
+"""Avalanche loggers of ``RunConfig.loggers``."""
 
 _NOT_SHAPING = ("out_dir", "resume", "loggers", "num_workers", "pin_memory")
 """Settings that do not change a run's numbers."""
@@ -134,7 +135,7 @@ class RunConfig:
 
     def __post_init__(self):
         c = self
-        _check(is_known("method", c.method, METHODS), "method", c.method, f"one of {list(METHODS)}")
+        _check(c.method in METHODS, "method", c.method, f"one of {METHODS.names()}")
         if c.method in NO_MEMORY_METHODS:
             _check(_is_num(c.budget) and c.budget >= 0, "budget", c.budget, "a number >= 0")
         else:
@@ -145,8 +146,8 @@ class RunConfig:
                "token_retention", c.token_retention, "None or a fraction in (0, 1]")
         _check(_is_num(c.retention_exponent) and 0 < c.retention_exponent <= 1,
                "retention_exponent", c.retention_exponent, "a number in (0, 1]")
-        _check(is_known("selector", c.selector, SELECTORS), "selector", c.selector, f"one of {list(SELECTORS)}")
-        _check(is_known("scorer", c.scorer, SCORERS), "scorer", c.scorer, f"one of {list(SCORERS)}")
+        _check(c.selector in SELECTORS, "selector", c.selector, f"one of {SELECTORS.names()}")
+        _check(c.scorer in SCORERS, "scorer", c.scorer, f"one of {SCORERS.names()}")
         _check(c.token_choice in TOKEN_CHOICES, "token_choice", c.token_choice,
                f"one of {list(TOKEN_CHOICES)}")
         _check(c.replay_mode in REPLAY_MODES, "replay_mode", c.replay_mode,

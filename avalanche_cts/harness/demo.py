@@ -4,7 +4,7 @@ On an embedded stream (default: Split Fashion-MNIST with the shipped ``vit_fmnis
 5 experiences x 2 classes; ``--benchmark cluttered_fmnist`` for the paper-regime stream) it
 trains naive fine-tuning and cumulative training (the floor and the ceiling), Avalanche's
 replay, a whole-sample coreset and a core tokenset with the default recipe
-(:data:`~avalanche_cts.recipe.DEFAULT_RECIPE`, rollout tokens) at the same memory budgets in
+(:data:`~avalanche_cts.memory.recipe.DEFAULT_RECIPE`, rollout tokens) at the same memory budgets in
 bytes, for several seeds, with the training settings chosen on the benchmark's validation
 split, and reports what a continual-learning
 researcher expects: final and average incremental accuracy and forgetting (mean ± std over
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from ..recipe import (DEFAULT_RECIPE, DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS,
-                      REPLAY_MODES, TOKEN_CHOICES)
-from .names import SCORERS, SELECTORS
+from ..memory import recipe
+from ..scorers import SCORERS
+from ..selectors import SELECTORS
 
 __all__ = ["DEMO_METHODS", "add_arguments", "add_recipe_arguments", "main", "recipe_settings"]
 
@@ -46,22 +46,23 @@ TRAINING = {"fmnist_pretrained": dict(lr=3e-4, epochs=4), "cluttered_fmnist": di
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
-    """The recipe's options, defaults from :data:`~avalanche_cts.recipe.DEFAULT_RECIPE`."""
-    p.add_argument("--token-choice", default=DEFAULT_RECIPE.token_choice, choices=TOKEN_CHOICES,
+    """The recipe's options, defaults from :data:`~avalanche_cts.memory.recipe.DEFAULT_RECIPE`."""
+    d = recipe.DEFAULT_RECIPE
+    p.add_argument("--token-choice", default=d.token_choice, choices=recipe.TOKEN_CHOICES,
                    help="how tokens follow the scores")
-    p.add_argument("--replay-mode", default=DEFAULT_RECIPE.replay_mode, choices=REPLAY_MODES,
+    p.add_argument("--replay-mode", default=d.replay_mode, choices=recipe.REPLAY_MODES,
                    help="how stored tokens are fed back")
-    p.add_argument("--dropout", type=float, default=DEFAULT_RECIPE.dropout, metavar="KEEP",
+    p.add_argument("--dropout", type=float, default=d.dropout, metavar="KEEP",
                    help="token keep rate on new data (None: the memory's retention; 1: off)")
-    p.add_argument("--dropout-schedule", default=DEFAULT_RECIPE.dropout_schedule,
-                   choices=DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
-    p.add_argument("--dropout-fraction", type=float, default=DEFAULT_RECIPE.dropout_fraction,
-                   metavar="F", help="share of each new-data batch with token dropout")
-    p.add_argument("--dropout-tokens", default=DEFAULT_RECIPE.dropout_tokens,
-                   choices=DROPOUT_TOKENS, help="which tokens dropped new data keeps: random, "
-                   "or matched to the memory (its scorer and token choice)")
-    p.add_argument("--dropout-refresh", default=DEFAULT_RECIPE.dropout_refresh,
-                   choices=DROPOUT_REFRESH, help="when matched scores are computed")
+    p.add_argument("--dropout-schedule", default=d.dropout_schedule,
+                   choices=recipe.DROPOUT_SCHEDULES, help="fixed keep rate or drawn per sample")
+    p.add_argument("--dropout-fraction", type=float, default=d.dropout_fraction, metavar="F",
+                   help="share of each new-data batch with token dropout")
+    p.add_argument("--dropout-tokens", default=d.dropout_tokens, choices=recipe.DROPOUT_TOKENS,
+                   help="which tokens dropped new data keeps: random, or matched to the memory "
+                        "(its scorer and token choice)")
+    p.add_argument("--dropout-refresh", default=d.dropout_refresh, choices=recipe.DROPOUT_REFRESH,
+                   help="when matched scores are computed")
 
 
 def recipe_settings(args: argparse.Namespace) -> Dict:
@@ -81,12 +82,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="R", help="memory budgets, fractions in (0, 1] of the bytes seen")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
                    help="seeds (the table shows mean ± std over them)")
-    p.add_argument("--selector", default="random", choices=SELECTORS, help="sample selector")
-    p.add_argument("--scorer", default="rollout", choices=SCORERS,
+    p.add_argument("--selector", default="random", choices=SELECTORS.names(), help="sample selector")
+    p.add_argument("--scorer", default="rollout", choices=SCORERS.names(),
                    help="token scorer (rollout: best on the validation split)")
     add_recipe_arguments(p)
     p.add_argument("--retention-exponent", type=float,
-                   default=DEFAULT_RECIPE.retention_exponent, metavar="E",
+                   default=recipe.DEFAULT_RECIPE.retention_exponent, metavar="E",
                    help="core tokenset split of a budget r: t = r ** E tokens per sample "
                         "(default: %(default).3g)")
     p.add_argument("--epochs", type=int, default=None,
@@ -148,8 +149,14 @@ def write_report(results: List[Dict], out: Path, title: str) -> str:
     """Write ``results.json``, ``results.csv``, ``accuracy_vs_memory.png`` and
     ``accuracy_matrices.png``; return the text report (table and matrices)."""
     from .. import __version__
-    from .report import (aggregate, format_matrix, format_table, plot_accuracy_vs_memory,
-                         plot_matrices, write_csv)
+    from .report import (
+        aggregate,
+        format_matrix,
+        format_table,
+        plot_accuracy_vs_memory,
+        plot_matrices,
+        write_csv,
+    )
 
     rows = aggregate(results, _label)
     (out / "results.json").write_text(json.dumps(dict(version=__version__, title=title,

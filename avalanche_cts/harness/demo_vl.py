@@ -1,7 +1,7 @@
 """The embedded vision-language job: sequential VQA and class-incremental captioning with a tiny
 BLIP on generated scenes, core tokensets against a coreset and fine-tuning at equal bytes.
 
-Streams (:mod:`avalanche_cts.vl.scenes`): VQA in three visually distinct tasks (colour of a shape
+Streams (:mod:`avalanche_cts.benchmarks.vl.scenes`): VQA in three visually distinct tasks (colour of a shape
 on texture, counting a shape on flat grey, what is left of a shape on dark; exact match) and
 captioning in five class tasks (BLEU-4, ROUGE-L). The model is the pretrained ``blip_vqa_tiny``
 / ``blip_caption_tiny`` (:mod:`.pretrain_vl`, pretrained once and cached). Methods: naive

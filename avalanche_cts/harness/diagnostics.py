@@ -15,8 +15,8 @@ from typing import Dict, Optional
 import torch
 
 from ..benchmarks.cluttered import object_token_mask
-from ..buffer import CoreTokensetBuffer
-from ..tokens import patchify, unpatchify
+from ..memory.buffer import CoreTokensetBuffer
+from ..tokens.patches import patchify, unpatchify
 
 __all__ = ["memory_diagnostics"]
 

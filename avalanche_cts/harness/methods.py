@@ -1,6 +1,8 @@
 """Continual-learning methods by name: each builds an Avalanche strategy from a ``RunConfig``.
 
-Built in (``list_methods()``):
+Built in (:data:`avalanche_cts.harness.METHODS`), every strategy on the training path
+(:class:`~avalanche_cts.strategies.training.TrainingPath`: ``cfg.precision``, ``cfg.grad_accum``,
+``cfg.lr_schedule``):
 
 * ``naive`` (no memory, the floor) and ``cumulative`` (retrains on all data seen so far, the
   ceiling);
@@ -16,69 +18,49 @@ Built in (``list_methods()``):
 
 For BLIP VQA and captioning models (``cfg.model`` a BLIP preset or checkpoint) ``naive``,
 ``cumulative`` and the token-memory methods use the VL templates
-(:class:`~avalanche_cts.vl.template.VLNaive`, :class:`~avalanche_cts.vl.template.VLCumulative`;
+(:class:`~avalanche_cts.strategies.vl.VLNaive`, :class:`~avalanche_cts.strategies.vl.VLCumulative`;
 ``cfg.options["template"]``: their generation and crop keywords); the replay plugin's memory
 loss is then the answer/caption NLL. Avalanche's sample buffers and the rehearsal-free
 baselines are classification methods.
 
-Register more with ``@register_method("name")`` on ``fn(cfg, model, evaluator) -> strategy``.
+Register more with ``@avalanche_cts.harness.register_method("name")`` on
+``fn(cfg, model, evaluator) -> strategy``.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Dict
 
 import torch
 from torch import nn
 
 from avalanche.training.plugins import EvaluationPlugin
 
-from ..buffer import CoreTokensetBuffer
+from ..memory.buffer import CoreTokensetBuffer
 from ..models import resolve_normalization
-from ..plugin import CoreTokensetReplayPlugin
-from ..strategies.inflora import InfLoRA
-from ..strategies.prompt import CODAPrompt
+from ..memory.plugin import CoreTokensetReplayPlugin
+from ..strategies.training import CODAPrompt, Cumulative, InfLoRA, Naive, VLCumulative, VLNaive
 from .config import RunConfig
-from .distributed import DistributedCoreTokensetBuffer, rank, world_size
-from .sample_buffers import ByteBudgetResize
+from ..memory.distributed import DistributedCoreTokensetBuffer, rank, world_size
+from ..memory.sample_buffers import ByteBudgetResize
 
 __all__ = [
-    "BUFFER_METHODS",
-    "PEFT_METHODS",
     "RANK_SEED_STRIDE",
     "build_strategy",
     "is_vl_model",
-    "list_methods",
     "make_optimizer",
-    "register_method",
     "strategy_kwargs",
 ]
 
 RANK_SEED_STRIDE = 1_000_003
 """Seed offset per rank for what should differ between ranks (dropout masks, memory batches)."""
 
-MethodBuilder = Callable[[RunConfig, nn.Module, EvaluationPlugin], "object"]
-_METHODS: Dict[str, MethodBuilder] = {}
-
-
-def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    """Register a strategy builder ``fn(cfg, model, evaluator) -> SupervisedTemplate``."""
-
-    def deco(fn: MethodBuilder) -> MethodBuilder:
-        _METHODS[name] = fn
-        return fn
-
-    return deco
-
-
-def list_methods() -> List[str]:
-    return sorted(_METHODS)
 
 
 def build_strategy(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin):
     """The Avalanche strategy of ``cfg.method`` around ``model``."""
-    if cfg.method not in _METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; registered: {list_methods()}")
-    return _METHODS[cfg.method](cfg, model, evaluator)
+    from . import METHODS
+
+    return METHODS.load(cfg.method)(cfg, model, evaluator)
 
 
 def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
@@ -93,7 +75,8 @@ def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
 
 
 def strategy_kwargs(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin) -> Dict:
-    """Keyword arguments shared by Avalanche strategies (optimiser from ``cfg.optimizer``)."""
+    """Keyword arguments shared by the strategies (optimiser from ``cfg.optimizer``; the
+    training path's precision, gradient accumulation and schedule)."""
     return dict(
         model=model,
         optimizer=make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad)),
@@ -103,6 +86,10 @@ def strategy_kwargs(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugi
         eval_mb_size=cfg.eval_batch_size,
         device=cfg.device,
         evaluator=evaluator,
+        precision=cfg.precision,
+        grad_accum=cfg.grad_accum,
+        lr_schedule=cfg.lr_schedule,
+        sampler_seed=cfg.seed,
     )
 
 
@@ -115,34 +102,33 @@ def is_vl_model(model: nn.Module) -> bool:
 
 def _supervised(cfg: RunConfig, model: nn.Module, evaluator, cumulative: bool = False,
                 plugins=()):
-    """Avalanche's ``Naive`` / ``Cumulative``, or their VL templates for BLIP models."""
+    """``Naive`` / ``Cumulative`` on the training path, or their VL templates for BLIP models."""
     kw = dict(strategy_kwargs(cfg, model, evaluator), plugins=list(plugins))
     if is_vl_model(model):
         from ..models import blip_tokenizer
-        from ..vl.template import VLCumulative, VLNaive
 
         if world_size() > 1:
             raise ValueError("BLIP runs train on one device: start them without torchrun")
         cls = VLCumulative if cumulative else VLNaive
         return cls(tokenizer=blip_tokenizer(cfg.model, cfg.checkpoint), **kw,
                    **cfg.options.get("template", {}))
-    from avalanche.training import Cumulative, Naive
-
     return (Cumulative if cumulative else Naive)(**kw)
 
 
-@register_method("naive")
-def _naive(cfg, model, evaluator):
+def naive(cfg, model, evaluator):
+    """Fine-tuning, the floor."""
     return _supervised(cfg, model, evaluator)
 
 
-@register_method("cumulative")
-def _cumulative(cfg, model, evaluator):
+def cumulative(cfg, model, evaluator):
+    """Training on all data seen so far, the ceiling."""
     return _supervised(cfg, model, evaluator, cumulative=True)
 
 
 # ------------------------------------------------------------- token memories
-def _token_method(cfg: RunConfig, model, evaluator):
+def token_memory(cfg: RunConfig, model, evaluator):
+    """``coreset``, ``core_tokens``, ``core_tokenset``: our buffer and replay plugin at
+    ``cfg.retention()``."""
     buffer_cls = DistributedCoreTokensetBuffer if world_size() > 1 else CoreTokensetBuffer
     buffer = buffer_cls(budget_fraction=cfg.budget, token_retention=cfg.retention(),
                         selector=cfg.selector, scorer=cfg.scorer, token_choice=cfg.token_choice,
@@ -158,72 +144,59 @@ def _token_method(cfg: RunConfig, model, evaluator):
     return _supervised(cfg, model, evaluator, plugins=[plugin])
 
 
-for _name in ("coreset", "core_tokens", "core_tokenset"):
-    register_method(_name)(_token_method)
-
-
 # ------------------------------------------------------ Avalanche's sample buffers
-def _reservoir(cfg, model):
-    from avalanche.training.storage_policy import ReservoirSamplingBuffer
-
-    return ReservoirSamplingBuffer(max_size=1)
-
-
-def _class_balanced(cfg, model):
-    from avalanche.training.storage_policy import ClassBalancedBuffer
-
-    return ClassBalancedBuffer(max_size=1, adaptive_size=True)
-
-
-def _herding(cfg, model):
-    from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
-
-    return ParametricBuffer(max_size=1, groupby="class",
-                            selection_strategy=HerdingSelectionStrategy(model, "head_drop"))
-
-
-BUFFER_METHODS = {"replay": _class_balanced, "replay_reservoir": _reservoir,
-                  "replay_class_balanced": _class_balanced, "replay_herding": _herding}
-"""Method name -> storage-policy factory ``(cfg, model) -> ExemplarsBuffer``."""
-
-
 def _classification_only(name: str, model: nn.Module) -> None:
     if is_vl_model(model):
         raise ValueError(f"method {name!r} is for classifiers; BLIP runs use naive, cumulative, "
                          f"coreset, core_tokens or core_tokenset")
 
 
-def _buffer_method(make_policy: Callable) -> Callable:
-    def build(cfg, model, evaluator):
-        from avalanche.training import Naive
+def _sample_replay(cfg, model, evaluator, policy):
+    """Avalanche's ``ReplayPlugin`` over ``policy``, resized to the bytes of ``cfg.budget``."""
+    from avalanche.training.plugins import ReplayPlugin
 
-        _classification_only(cfg.method, model)
-        from avalanche.training.plugins import ReplayPlugin
-
-        policy = make_policy(cfg, model)
-        replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,
-                              batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
-                              storage_policy=policy)
-        resize = ByteBudgetResize(policy, cfg.budget, resolve_normalization(model))
-        return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[resize, replay])
-
-    return build
+    _classification_only(cfg.method, model)
+    replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,
+                          batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
+                          storage_policy=policy)
+    resize = ByteBudgetResize(policy, cfg.budget, resolve_normalization(model))
+    return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[resize, replay])
 
 
-PEFT_METHODS = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
-"""Method name -> rehearsal-free strategy class."""
+def replay_class_balanced(cfg, model, evaluator):
+    """Avalanche's ``ClassBalancedBuffer`` (``replay`` is this one)."""
+    from avalanche.training.storage_policy import ClassBalancedBuffer
+
+    return _sample_replay(cfg, model, evaluator, ClassBalancedBuffer(max_size=1, adaptive_size=True))
 
 
-def _peft_method(cls: type) -> Callable:
-    def build(cfg, model, evaluator):
-        _classification_only(cfg.method, model)
-        return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
-                   weight_decay=cfg.weight_decay, **cfg.options)
+def replay_reservoir(cfg, model, evaluator):
+    """Avalanche's ``ReservoirSamplingBuffer``."""
+    from avalanche.training.storage_policy import ReservoirSamplingBuffer
 
-    return build
+    return _sample_replay(cfg, model, evaluator, ReservoirSamplingBuffer(max_size=1))
 
 
-for _name, _factory in BUFFER_METHODS.items():
-    register_method(_name)(_buffer_method(_factory))
-for _name, _cls in PEFT_METHODS.items():
-    register_method(_name)(_peft_method(_cls))
+def replay_herding(cfg, model, evaluator):
+    """Avalanche's class-grouped herding ``ParametricBuffer``."""
+    from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
+
+    return _sample_replay(cfg, model, evaluator, ParametricBuffer(
+        max_size=1, groupby="class", selection_strategy=HerdingSelectionStrategy(model, "head_drop")))
+
+
+# ------------------------------------------------------------- rehearsal-free
+def _peft(cls, cfg, model, evaluator):
+    _classification_only(cfg.method, model)
+    return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
+               weight_decay=cfg.weight_decay, **cfg.options)
+
+
+def inflora(cfg, model, evaluator):
+    """InfLoRA (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
+    return _peft(InfLoRA, cfg, model, evaluator)
+
+
+def coda_prompt(cfg, model, evaluator):
+    """CODA-Prompt (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
+    return _peft(CODAPrompt, cfg, model, evaluator)

@@ -45,7 +45,7 @@ from ..benchmarks.cluttered import compose_scenes
 from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
 from ..cache import cache_root
 from ..models import create_model, get_adapter, resolve_normalization
-from ..tokens import random_keep_mask
+from ..tokens.patches import random_keep_mask
 from .checkpoint import fresh_head, read_checkpoint
 
 __all__ = [
@@ -63,6 +63,17 @@ PathLike = Union[str, Path]
 _MODES = ("zero", "sparse", "mask")
 _INIT_STREAM = 0x9E37_79B9
 """Offset of the pretraining initialisation stream (never a run's head stream)."""
+
+
+def check_spec(spec, counts: Sequence[str]) -> None:
+    """Refuse a pretraining spec whose ``counts`` are not positive integers or whose learning
+    rate is not in (0, 1)."""
+    for name in counts:
+        v = getattr(spec, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not 0 < spec.lr < 1:
+        raise ValueError(f"need 0 < lr < 1: {spec}")
 
 
 @dataclass(frozen=True)
@@ -85,14 +96,11 @@ class PretrainSpec:
     def __post_init__(self):
         if self.benchmark not in ("fmnist", "cluttered_fmnist"):
             raise ValueError(f"pretraining knows fmnist and cluttered_fmnist, got {self.benchmark!r}")
-        for name in ("heldout_per_class", "val_per_class", "epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_spec(self, ("heldout_per_class", "val_per_class", "epochs", "batch_size"))
         if self.val_per_class >= self.heldout_per_class:
             raise ValueError("val_per_class must be smaller than heldout_per_class")
-        if not 0 < self.lr < 1 or not 0 <= self.drop_share <= 1 or not 0 < self.min_keep <= 1:
-            raise ValueError(f"need 0 < lr < 1, drop_share in [0, 1], min_keep in (0, 1]: {self}")
+        if not 0 <= self.drop_share <= 1 or not 0 < self.min_keep <= 1:
+            raise ValueError(f"need drop_share in [0, 1], min_keep in (0, 1]: {self}")
 
     def file_name(self) -> str:
         return (f"{self.model}_{self.benchmark}-held{self.heldout_per_class}-val{self.val_per_class}"

@@ -2,7 +2,7 @@
 before the paper's fine-tuning.
 
 1. **Other questions, other images.** ``blip_vqa_tiny`` is trained on
-   :func:`~avalanche_cts.vl.scenes.pretraining_vqa`: question templates the streams never ask
+   :func:`~avalanche_cts.benchmarks.vl.scenes.pretraining_vqa`: question templates the streams never ask
    (colour of the object on the left/right, shape of the <colour> object, is there a <shape>,
    how many objects), on a background the streams never use (a vertical gradient), with fresh
    scenes every epoch from their own random stream. It learns what pretrained BLIP knows
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from ..models import create_blip, get_adapter
-from ..normalization import CLIP_MEAN, CLIP_STD
+from ..tokens.normalization import CLIP_MEAN, CLIP_STD
 from .checkpoint import read_checkpoint
-from .pretrain import ResumableTraining, checkpoint_path, existing_checkpoint
+from .pretrain import ResumableTraining, check_spec, checkpoint_path, existing_checkpoint
 
 __all__ = ["BLIP_PRETRAINED", "EMBEDDED_BLIP", "BlipPretrainSpec", "load_pretrained_blip",
            "pretrain_blip"]
@@ -55,12 +55,7 @@ class BlipPretrainSpec:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("questions_per_epoch", "epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"need 0 < lr < 1: {self}")
+        check_spec(self, ("questions_per_epoch", "epochs", "batch_size"))
 
     def file_name(self) -> str:
         return (f"{self.model}_scenes-q{self.questions_per_epoch}_e{self.epochs}_lr{self.lr:g}"
@@ -74,17 +69,17 @@ EMBEDDED_BLIP = ("blip_vqa_tiny", "blip_caption_tiny")
 
 
 def _norm():
-    from ..normalization import Normalization
+    from ..tokens.normalization import Normalization
 
     return Normalization(CLIP_MEAN, CLIP_STD)
 
 
 @torch.no_grad()
 def exact_match(model: nn.Module, data, tokenizer, batch_size: int = 250) -> float:
-    """Greedy exact match of a VQA model on an :class:`~avalanche_cts.vl.data.ImageTextDataset`."""
-    from ..vl.data import VLCollator
-    from ..vl.metrics import vqa_exact_match
-    from ..vl.text import TextSpec
+    """Greedy exact match of a VQA model on an :class:`~avalanche_cts.benchmarks.vl.data.ImageTextDataset`."""
+    from ..models.blip_text import VLCollator
+    from ..evaluation.metrics import vqa_exact_match
+    from ..models.blip_text import TextSpec
 
     adapter = get_adapter(model)
     collate = VLCollator(TextSpec.from_tokenizer(tokenizer), "vqa")
@@ -107,9 +102,9 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
                   cache_dir: Optional[PathLike] = None, log=print) -> Path:
     """Pretrain a tiny BLIP (protocol in the module docstring) or find its checkpoint; an
     interrupted run resumes from its last finished epoch. Returns the checkpoint path."""
-    from ..vl.data import VLCollator
-    from ..vl.scenes import pretraining_vqa, scene_tokenizer, scene_vqa
-    from ..vl.text import TextSpec
+    from ..models.blip_text import VLCollator
+    from ..benchmarks.vl.scenes import pretraining_vqa, scene_tokenizer, scene_vqa
+    from ..models.blip_text import TextSpec
 
     spec = BLIP_PRETRAINED[spec] if isinstance(spec, str) else spec
     found = existing_checkpoint(spec, cache_dir)

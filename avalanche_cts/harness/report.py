@@ -1,4 +1,4 @@
-"""Figures and tables of run results (the dicts :func:`avalanche_cts.experiment.run` returns).
+"""Figures and tables of run results (the dicts :func:`avalanche_cts.harness.runner.run` returns).
 
 * :func:`plot_run`: one run's accuracy matrix (heat map) and its accuracy on the seen
   experiences after each one.

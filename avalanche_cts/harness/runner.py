@@ -1,7 +1,7 @@
 """Run one continual-learning method on a benchmark and collect its metrics.
 
 :func:`run` builds the method's strategy (:mod:`.methods`), gives it the GPU training path
-(:mod:`.training_path`: bf16 autocast, gradient accumulation, cosine schedule, DDP under
+(:mod:`avalanche_cts.strategies.training`: bf16 autocast, gradient accumulation, cosine schedule, DDP under
 ``torchrun``), loads the backbone (:mod:`.checkpoint`, fresh heads from their own random
 stream), attaches Avalanche loggers, and with ``out_dir`` writes ``result.json``,
 ``accuracy.png`` and a run checkpoint after every experience (``state.pt``), from which an
@@ -29,8 +29,8 @@ from torch import nn
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from ..buffer import CoreTokensetBuffer
-from ..plugin import CoreTokensetReplayPlugin
+from ..memory.buffer import CoreTokensetBuffer
+from ..memory.plugin import CoreTokensetReplayPlugin
 from .checkpoint import (
     load_backbone,
     load_run_state,
@@ -40,14 +40,14 @@ from .checkpoint import (
 )
 from .config import RunConfig, fingerprint, settings_diff
 from .diagnostics import memory_diagnostics
-from .distributed import is_main_process, rank, world_size
+from ..memory.distributed import is_main_process, rank, world_size
 from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
 from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
 from .report import plasticity
-from .sample_buffers import ByteBudgetResize
-from .training_path import compile_blocks, enable_training_path, set_fused_attention
+from ..memory.sample_buffers import ByteBudgetResize
+from ..strategies.training import compile_blocks, set_fused_attention
 
 __all__ = [
     "StaleResultError",
@@ -206,7 +206,7 @@ def _evaluator(loggers: List, kind: str = "classification") -> EvaluationPlugin:
         if loggers:
             metrics += [accuracy_metrics(epoch=True, stream=True), loss_metrics(epoch=True)]
     else:
-        from ..vl.metrics import caption_metrics, vqa_metrics
+        from ..evaluation.metrics import caption_metrics, vqa_metrics
 
         metrics = vqa_metrics() if kind == "vqa" else caption_metrics()
         if loggers:
@@ -271,6 +271,27 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
         ``benchmark.n_classes`` outputs).
     :param data: the data settings recorded with the result (default ``benchmark.info``).
     """
+    device, model = _prepare(cfg, benchmark, model)
+    settings = run_settings(cfg, getattr(benchmark, "info", None) or {} if data is None else data)
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    kind = stream_kind(benchmark)
+    with ExitStack() as stack:
+        strategy = build_strategy(replace(cfg, device=str(device)), model,
+                                  _evaluator(_loggers(cfg, out, stack), kind))
+        _, unsupported = run_state_parts(strategy)
+        state_path = out / "state.pt" if out is not None and not unsupported else None
+        matrices, seconds = _experiences(cfg, strategy, benchmark, settings, state_path, log)
+    result = _result(cfg, strategy, benchmark, settings, matrices, seconds, device)
+    if out is not None and is_main_process():
+        from .report import plot_run
+
+        save_result(result, out / "result.json")
+        plot_run(result, out / "accuracy.png")
+    return result
+
+
+def _prepare(cfg: RunConfig, benchmark, model: Optional[nn.Module]) -> Tuple[torch.device, nn.Module]:
+    """Seeds, the device and the model (built when not given), checked against the data."""
     from avalanche.training.determinism.rng_manager import RNGManager
 
     RNGManager.set_random_seeds(cfg.seed)
@@ -284,72 +305,77 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
     set_fused_attention(model, True)
     if cfg.compile:
         compile_blocks(model)
-    settings = run_settings(cfg, getattr(benchmark, "info", None) or {} if data is None else data)
-    out = Path(cfg.out_dir) if cfg.out_dir else None
-    with ExitStack() as stack:
-        kind = stream_kind(benchmark)
-        strategy = build_strategy(replace(cfg, device=str(device)), model,
-                                  _evaluator(_loggers(cfg, out, stack), kind))
-        enable_training_path(strategy, precision=cfg.precision, grad_accum=cfg.grad_accum,
-                             lr_schedule=cfg.lr_schedule, sampler_seed=cfg.seed)
-        _, unsupported = run_state_parts(strategy)
-        state_path = out / "state.pt" if out is not None and not unsupported else None
-        start, matrices, elapsed = 0, {}, 0.0
-        if state_path is not None and cfg.resume and state_path.is_file():
-            start, matrices, elapsed = _resume(settings, state_path, strategy, benchmark)
-            if log:
-                log(f"[{cfg.key()}] resumed from {state_path} after {start} experiences")
-        if world_size() > 1:
-            torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * rank() + start)
-        loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
-        sizes = [len(e.dataset) for e in benchmark.test_stream]
-        n = len(benchmark.train_stream)
-        t0 = time.perf_counter()
-        for i, exp in enumerate(benchmark.train_stream):
-            if i < start:
-                continue
-            strategy.train(exp, persistent_workers=cfg.num_workers > 0, **loader_kw)
-            metrics = strategy.eval(benchmark.test_stream, **loader_kw)
-            rows: Dict[str, List[float]] = {}
-            for name, value in metrics.items():
-                m = _EXP_KEY.search(name)
-                if m and not m.group(1).endswith("_Forgetting"):
-                    rows.setdefault(m.group(1), [0.0] * n)[int(m.group(2))] = float(value)
-            for name, row in rows.items():
-                matrices.setdefault(name, []).append(row)
+    return device, model
+
+
+def _experiences(cfg: RunConfig, strategy, benchmark, settings: Dict, state_path: Optional[Path],
+                 log) -> Tuple[Dict[str, List[List[float]]], float]:
+    """Train on each experience (from a checkpoint's, when resuming) and evaluate on the
+    whole test stream after it; returns the metric matrices and the seconds spent."""
+    kind = stream_kind(benchmark)
+    start, matrices, elapsed = 0, {}, 0.0
+    if state_path is not None and cfg.resume and state_path.is_file():
+        start, matrices, elapsed = _resume(settings, state_path, strategy, benchmark)
+        if log:
+            log(f"[{cfg.key()}] resumed from {state_path} after {start} experiences")
+    if world_size() > 1:
+        torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * rank() + start)
+    loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
+    n = len(benchmark.train_stream)
+    t0 = time.perf_counter()
+    for i, exp in enumerate(benchmark.train_stream):
+        if i < start:
+            continue
+        strategy.train(exp, persistent_workers=cfg.num_workers > 0, **loader_kw)
+        rows = _metric_rows(strategy.eval(benchmark.test_stream, **loader_kw), n)
+        for name, row in rows.items():
+            matrices.setdefault(name, []).append(row)
+        seconds = elapsed + time.perf_counter() - t0
+        if state_path is not None and is_main_process():
+            save_run_state(state_path, strategy, next_experience=i + 1, acc_matrix=matrices,
+                           elapsed_s=seconds, config=settings)
+        if log:
             row = rows[PRIMARY_METRIC[kind]]
-            seconds = elapsed + time.perf_counter() - t0
-            if state_path is not None and is_main_process():
-                save_run_state(state_path, strategy, next_experience=i + 1, acc_matrix=matrices,
-                               elapsed_s=seconds, config=settings)
-            if log:
-                seen = sum(row[: i + 1]) / (i + 1)
-                mem = _memory_stats(strategy)["memory_bytes"]
-                log(f"[{cfg.key()}] exp {i + 1}/{n}: {PRIMARY_METRIC[kind]} on seen {seen:.3f}, "
-                    f"memory {mem} B, {seconds:.1f} s")
+            mem = _memory_stats(strategy)["memory_bytes"]
+            log(f"[{cfg.key()}] exp {i + 1}/{n}: {PRIMARY_METRIC[kind]} on seen "
+                f"{sum(row[: i + 1]) / (i + 1):.3f}, memory {mem} B, {seconds:.1f} s")
+    return matrices, elapsed + time.perf_counter() - t0
+
+
+def _metric_rows(metrics: Dict[str, float], n: int) -> Dict[str, List[float]]:
+    """Per metric, its value on each of the ``n`` test experiences (Avalanche's per-experience
+    keys; forgetting left out)."""
+    rows: Dict[str, List[float]] = {}
+    for name, value in metrics.items():
+        m = _EXP_KEY.search(name)
+        if m and not m.group(1).endswith("_Forgetting"):
+            rows.setdefault(m.group(1), [0.0] * n)[int(m.group(2))] = float(value)
+    return rows
+
+
+def _result(cfg: RunConfig, strategy, benchmark, settings: Dict,
+            matrices: Dict[str, List[List[float]]], seconds: float, device) -> Dict:
+    """The JSON-ready result of a finished run."""
     from .. import __version__
 
+    kind = stream_kind(benchmark)
+    sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix = matrices[PRIMARY_METRIC[kind]]
     result = dict(config=asdict(cfg), key=cfg.key(), settings=settings,
                   fingerprint=fingerprint(settings), version=__version__, acc_matrix=matrix,
-                  wall_time_s=elapsed + time.perf_counter() - t0, test_sizes=sizes,
+                  wall_time_s=seconds, test_sizes=sizes,
                   benchmark=getattr(benchmark, "info", None), world_size=world_size(),
                   device=str(device), **accuracy_summary(matrix, sizes), **_memory_stats(strategy))
     if kind != "classification":
         result.update(kind=kind, metric=PRIMARY_METRIC[kind], metric_matrices=matrices,
                       metric_summaries={k: accuracy_summary(v) for k, v in matrices.items()})
     for p in strategy.plugins:
-        diag = (memory_diagnostics(p.storage_policy, benchmark)
-                if isinstance(p, CoreTokensetReplayPlugin) else None)
-        if diag is not None:
-            result["memory_diagnostics"] = diag
+        if isinstance(p, CoreTokensetReplayPlugin):
+            diag = memory_diagnostics(p.storage_policy, benchmark)
+            if diag is not None:
+                result["memory_diagnostics"] = diag
     if device.type == "cuda":
         result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-    if out is not None and is_main_process():
-        from .report import plot_run
-
-        save_result(result, out / "result.json")
-        plot_run(result, out / "accuracy.png")
     return result
 
 

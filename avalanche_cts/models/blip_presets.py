@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional
 
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["BLIP_PRESETS", "blip_tokenizer", "create_blip", "is_blip_name"]
 
 _TINY_INIT = 0.08
@@ -30,12 +32,12 @@ _TINY_VISION = dict(image_size=64, patch_size=8, hidden_size=64, num_hidden_laye
 _TINY_TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=128, max_position_embeddings=48, initializer_range=_TINY_INIT)
 
-BLIP_PRESETS: Dict[str, Dict[str, Any]] = {
+BLIP_PRESETS: Registry = Registry("BLIP model", {
     "blip_vqa_tiny": dict(kind="vqa", vision=_TINY_VISION, text=_TINY_TEXT),
     "blip_caption_tiny": dict(kind="caption", vision=_TINY_VISION, text=_TINY_TEXT),
     "Salesforce/blip-vqa-base": dict(kind="vqa", image_size=480),
     "Salesforce/blip-image-captioning-base": dict(kind="caption", image_size=384),
-}
+})
 """Tiny presets (``vision``/``text`` config keywords) and checkpoints (``image_size``)."""
 
 
@@ -45,18 +47,18 @@ def is_blip_name(name: str) -> bool:
 
 
 def list_blip() -> List[str]:
-    return sorted(BLIP_PRESETS)
+    return BLIP_PRESETS.names()
 
 
 def blip_tokenizer(name: str, checkpoint: Optional[str] = None):
     """The tokenizer a BLIP model ``name`` reads: the scene vocabulary for tiny presets, the
     checkpoint's (local folder ``checkpoint`` or the hub name) otherwise."""
     _check(name)
-    if "vision" in BLIP_PRESETS[name]:
-        from ..vl.vocab import scene_tokenizer
+    if "vision" in BLIP_PRESETS.load(name):
+        from .blip_vocab import scene_tokenizer
 
         return scene_tokenizer()
-    from ..vl.text import load_tokenizer
+    from .blip_text import load_tokenizer
 
     return load_tokenizer(checkpoint or name)
 
@@ -84,7 +86,7 @@ def create_blip(name: str, *, checkpoint: Optional[str] = None, image_size: Opti
     from .hf_blip import resize_position_embeddings
 
     _check(name)
-    preset = BLIP_PRESETS[name]
+    preset = BLIP_PRESETS.load(name)
     cls = BlipForQuestionAnswering if preset["kind"] == "vqa" else BlipForConditionalGeneration
     if "vision" in preset and checkpoint is None:
         tok = blip_tokenizer(name)

@@ -11,7 +11,7 @@ size than the config's (the VQA checkpoint's 384 px config at 480 px), forwards 
 ``interpolate_pos_encoding=True`` and the sparse path uses the same bicubically interpolated
 position table; :func:`resize_position_embeddings` makes the change permanent.
 
-Partial inputs (:data:`avalanche_cts.recipe.REPLAY_MODES`): ``zero`` fills dropped tokens with 0
+Partial inputs (:data:`avalanche_cts.memory.recipe.REPLAY_MODES`): ``zero`` fills dropped tokens with 0
 (the mean colour in normalised space); ``sparse`` runs only kept tokens, each with its own
 position embedding, after the class token (BLIP's encoder has no attention mask, so a batch
 is split into groups of equal token count); ``mask`` puts a learned mask token (plus its
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..normalization import CLIP_MEAN, CLIP_STD, Normalization
-from ..tokens import check_patch_size, mask_to_pixels, scatter_tokens, unpatchify
+from ..tokens.normalization import CLIP_MEAN, CLIP_STD, Normalization
+from ..tokens.patches import check_patch_size, mask_to_pixels, scatter_tokens, unpatchify
 from .hf_vit import HFVisionAdapter, _pair
 
 __all__ = ["HFBlipVisionAdapter", "is_hf_blip", "resize_position_embeddings"]

@@ -10,7 +10,7 @@ records) shares one implementation:
   dropout); ``record_states`` on stored tokens (zero-filled, sparse or mask token);
 * ``target_nll``: the teacher-forced negative log-likelihood of each answer or caption (summed
   over its tokens, optional label smoothing as BLIP's ``label_smoothing``), from batches made by
-  :class:`~avalanche_cts.vl.data.VLCollator`; ``sample_losses`` weights and sums them per item
+  :class:`~avalanche_cts.models.blip_text.VLCollator`; ``sample_losses`` weights and sums them per item
   (BLIP's weighted VQA answer loss);
 * ``generate``: greedy or beam decoding from ``[DEC]`` (VQA, stops at ``[SEP]``) or from
   ``[DEC]`` + the caption prompt, on image states from full images or from a token set;
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..tokens import gather_tokens, patchify
+from ..tokens.patches import gather_tokens, patchify
 from .hf_blip import HFBlipVisionAdapter, _vision_tower
 
 __all__ = ["BlipVLAdapter", "is_blip_vl", "sequence_nll"]
@@ -148,7 +148,7 @@ class BlipVLAdapter(HFBlipVisionAdapter):
         return out.index_add(0, text["target_owner"], w * values)
 
     def sample_losses(self, batch: Dict) -> Tensor:
-        """``(B,)`` training loss of each item of a :class:`~avalanche_cts.vl.data.VLCollator`
+        """``(B,)`` training loss of each item of a :class:`~avalanche_cts.models.blip_text.VLCollator`
         batch: the weighted target NLL with the model's label smoothing (token dropout applies
         inside :meth:`partial_inputs`)."""
         images = batch["pixel_values"]
@@ -157,7 +157,7 @@ class BlipVLAdapter(HFBlipVisionAdapter):
         return self.per_item(nll, batch, images.shape[0])
 
     def record_loss(self, batch, values: Tensor, mode: str) -> Tensor:
-        """``(B,)`` loss of memory records (:data:`avalanche_cts.plugin.MemoryLoss`): their
+        """``(B,)`` loss of memory records (:data:`avalanche_cts.memory.plugin.MemoryLoss`): their
         tokens in replay ``mode`` and the stored question and answer or caption."""
         states, mask = self.record_states(values, batch.positions, batch.valid, mode)
         nll = self.target_nll(states, mask, batch.text, self.label_smoothing)

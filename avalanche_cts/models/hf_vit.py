@@ -13,8 +13,8 @@ from typing import Iterator, List, Sequence, Tuple
 from torch import Tensor, nn
 
 from .attention import AttentionAccess
-from ..normalization import Normalization
-from ..tokens import check_patch_size, mask_to_pixels
+from ..tokens.normalization import Normalization
+from ..tokens.patches import check_patch_size, mask_to_pixels
 
 __all__ = ["HFVisionAdapter", "HFViTAdapter", "is_hf_vit"]
 

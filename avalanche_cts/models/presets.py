@@ -11,11 +11,12 @@ from typing import Any, Dict, List, Optional
 
 from torch import nn
 
-from ..normalization import Normalization
+from ..registry import Registry
+from ..tokens.normalization import Normalization
 
 __all__ = ["PRESETS", "create_model", "list_presets", "model_normalization"]
 
-PRESETS: Dict[str, Dict[str, Any]] = {
+PRESETS: Registry = Registry("model preset", {
     # Fashion-MNIST 28x28 grey: 7x7 = 49 tokens of 4x4 pixels
     "vit_fmnist_tiny": dict(
         base="vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1,
@@ -34,12 +35,13 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10,
         mean=(0.0,), std=(1.0,),
     ),
-}
+})
+"""timm ViT presets: the base model and its keyword overrides, and the input mean/std."""
 
 
 def list_presets() -> List[str]:
     """Names accepted by :func:`create_model` besides timm's own."""
-    return sorted(PRESETS)
+    return PRESETS.names()
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -55,7 +57,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
             f"unknown model {name!r}: use a preset ({', '.join(list_presets())}) or a timm "
             f"model name (timm.list_models('vit_*'))"
         )
-    cfg = dict(PRESETS.get(name, {}))
+    cfg = dict(PRESETS.load(name)) if name in PRESETS else {}
     if cfg and pretrained:
         raise ValueError(
             f"{name!r} is a preset of this library and has no published weights: load a local "
@@ -101,13 +103,13 @@ def model_normalization(name: str, in_chans: Optional[int] = None) -> Normalizat
     for that name (tags such as ``.augreg_in21k``
     included), for ``in_chans`` channels (default: the model's)."""
     if name in PRESETS:
-        cfg = PRESETS[name]
+        cfg = PRESETS.load(name)
         norm = Normalization(cfg["mean"], cfg["std"])
         return norm.for_channels(in_chans or cfg["in_chans"])
     from .blip_presets import is_blip_name
 
     if is_blip_name(name):
-        from ..normalization import CLIP_MEAN, CLIP_STD
+        from ..tokens.normalization import CLIP_MEAN, CLIP_STD
 
         return Normalization(CLIP_MEAN, CLIP_STD).for_channels(in_chans or 3)
     import timm

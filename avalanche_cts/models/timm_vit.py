@@ -2,7 +2,7 @@
 
 The adapter does not wrap or copy the model: it reads the model's own modules, so the
 model a strategy trains is the one that replays tokens. A partial input (kept tokens with
-their grid positions) runs in one of three modes (:data:`avalanche_cts.recipe.REPLAY_MODES`):
+their grid positions) runs in one of three modes (:data:`avalanche_cts.memory.recipe.REPLAY_MODES`):
 
 * ``zero`` (paper): dropped tokens are 0 in the normalised input image (the mean colour),
   sequence length T;
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..normalization import Normalization
-from ..tokens import gather_tokens, mask_to_pixels, patchify, scatter_tokens, unpatchify
+from ..tokens.normalization import Normalization
+from ..tokens.patches import gather_tokens, mask_to_pixels, patchify, scatter_tokens, unpatchify
 from .attention import AttentionAccess, fused_attention_off
 
 __all__ = ["MASK_TOKEN", "TimmAttentionAccess", "TimmViTAdapter"]

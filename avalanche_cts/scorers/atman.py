@@ -15,7 +15,6 @@ from torch import Tensor
 
 from ..models.attention import AttentionAccess
 from .attribution import TARGETS, AttributionScorer
-from .base import register_scorer
 
 __all__ = ["AtManScorer", "suppression_multipliers"]
 
@@ -40,7 +39,6 @@ def suppression_multipliers(
     return torch.cat([m.new_ones(b, p_tok, num_prefix_tokens), m], dim=2)
 
 
-@register_scorer("atman")
 class AtManScorer(AttributionScorer):
     """``rel_i = L(x with token i suppressed, y) - L(x, y)``; higher = suppressing i hurts more.
 
@@ -58,6 +56,8 @@ class AtManScorer(AttributionScorer):
         lowered to fit a rough per-copy estimate ``4 B * N * (H * N + 8 * D)``.
     :param target: ``"label"`` (default) or ``"pred"``.
     """
+
+    name = "atman"
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The token scorer interface and its registry.
+"""The token scorer interface.
 
 Every scorer shares one call, ``score(model, images, targets) -> (B, T)`` float32
 relevance of the patch tokens (prefix tokens excluded), higher = more relevant.
@@ -11,9 +11,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..registry import Registry
 
-__all__ = ["TokenScorer", "check_inputs", "register_scorer", "get_scorer", "list_scorers"]
+__all__ = ["TokenScorer", "check_inputs"]
 
 
 def check_inputs(access, images: Tensor, targets) -> None:
@@ -58,11 +57,3 @@ class TokenScorer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-_REGISTRY: Registry[TokenScorer] = Registry("token scorer", TokenScorer)
-register_scorer = _REGISTRY.register
-"""Class decorator adding a scorer to the registry under a name."""
-list_scorers = _REGISTRY.names
-get_scorer = _REGISTRY.get
-"""A scorer object from a registered name (with options), or the scorer passed in."""

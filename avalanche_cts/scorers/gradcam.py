@@ -6,12 +6,10 @@ from torch import Tensor
 
 from ..models.attention import AttentionAccess
 from .attribution import GradientScorer
-from .base import register_scorer
 
 __all__ = ["GradCamScorer"]
 
 
-@register_scorer("gradcam")
 class GradCamScorer(GradientScorer):
     """``GC_j = max(0, mean_h w_h A_L^h[q, p + j])``, ``w_h = mean_j ∂y_c/∂A_L^h[q, p + j]``.
 
@@ -21,6 +19,8 @@ class GradCamScorer(GradientScorer):
 
     :param target: ``"label"`` (default) or ``"pred"``.
     """
+
+    name = "gradcam"
 
     def relevance(self, access: AttentionAccess, images: Tensor, targets) -> Tensor:
         with torch.enable_grad():

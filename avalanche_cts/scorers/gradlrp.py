@@ -8,7 +8,6 @@ from torch import Tensor
 
 from ..models.attention import AttentionAccess
 from .attribution import GradientScorer
-from .base import register_scorer
 
 __all__ = ["GradLRPScorer", "gradient_weighted_attention"]
 
@@ -21,7 +20,6 @@ def gradient_weighted_attention(grad: Tensor, attn: Tensor) -> Tensor:
     return (grad.float() * attn.float()).clamp_(min=0).mean(dim=1)
 
 
-@register_scorer("gradlrp")
 class GradLRPScorer(GradientScorer):
     """``R = (I + Ā_L) ⋯ (I + Ā_s)``, score ``qᵀ R[:, p + j]`` (``q``: class-token row, patch
     mean, or for BLIP the relevance of each output token, :meth:`AttentionAccess.readout_weights`).
@@ -33,6 +31,8 @@ class GradLRPScorer(GradientScorer):
     :param start_layer: first block s of the product (negative counts from the end).
     :param target: ``"label"`` (default) or ``"pred"``.
     """
+
+    name = "gradlrp"
 
     def __init__(self, start_layer: int = 0, target: str = "label"):
         super().__init__(target)

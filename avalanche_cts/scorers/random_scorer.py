@@ -7,17 +7,18 @@ from torch import Tensor, nn
 from ..models import get_adapter
 from ..models.attention import AttentionAccess
 from ..registry import Seeded
-from .base import TokenScorer, check_inputs, register_scorer
+from .base import TokenScorer, check_inputs
 
 __all__ = ["RandomScorer"]
 
 
-@register_scorer("random")
 class RandomScorer(Seeded, TokenScorer):
     """Uniform random scores from a seeded generator, so selections are reproducible.
 
     :param seed: seed of the generator; successive calls continue the same stream.
     """
+
+    name = "random"
 
     def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
         source = model if isinstance(model, AttentionAccess) else get_adapter(model)

@@ -8,7 +8,6 @@ from torch import Tensor
 
 from ..models.attention import AttentionAccess
 from .attribution import AttributionScorer
-from .base import register_scorer
 
 __all__ = ["RolloutScorer", "fuse_heads", "discard_lowest", "residual_rownorm", "rollout_row"]
 
@@ -52,7 +51,6 @@ def rollout_row(maps: Sequence[Tensor], query: Tensor) -> Tensor:
     return r
 
 
-@register_scorer("rollout")
 class RolloutScorer(AttributionScorer):
     """Rollout: ``r = qᵀ Ã_L ⋯ Ã_s``, ``Ã_b = rownorm(fuse_h(A_b) + I)``; score ``r[p + j]``.
 
@@ -64,6 +62,8 @@ class RolloutScorer(AttributionScorer):
     :param discard_ratio: fraction of the lowest fused attention entries zeroed per sample before
         the identity is added (0 keeps all).
     """
+
+    name = "rollout"
 
     def __init__(self, start_layer: int = 0, head_fusion: str = "mean", discard_ratio: float = 0.0):
         if head_fusion not in HEAD_FUSIONS:

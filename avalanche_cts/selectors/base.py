@@ -1,4 +1,4 @@
-"""The sample selector interface and its registry.
+"""The sample selector interface.
 
 A selector picks ``k`` samples of one class, in priority order (the last ones are the
 first to be dropped when the memory shrinks), with a weight each.
@@ -12,15 +12,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..registry import Registry
 
 __all__ = [
     "ClassFeatures",
     "Selection",
     "SampleSelector",
-    "register_selector",
-    "get_selector",
-    "list_selectors",
 ]
 
 @dataclass
@@ -105,11 +101,3 @@ class SampleSelector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-_REGISTRY: Registry[SampleSelector] = Registry("sample selector", SampleSelector)
-register_selector = _REGISTRY.register
-"""Class decorator adding a selector to the registry under a name."""
-list_selectors = _REGISTRY.names
-get_selector = _REGISTRY.get
-"""A selector object from a registered name (with options), or the selector passed in."""

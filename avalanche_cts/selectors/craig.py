@@ -12,7 +12,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .base import ClassFeatures, SampleSelector, Selection, register_selector
+from .base import ClassFeatures, SampleSelector, Selection
 from .features import CHUNK_BYTES, GRADIENT_MODES, GradientFeatures, row_chunks
 
 __all__ = ["FL_METHODS", "facility_location", "CraigSelector"]
@@ -53,57 +53,82 @@ def facility_location(
     if method not in FL_METHODS:
         raise ValueError(f"unknown facility-location method {method!r}; choose one of {FL_METHODS}")
     k = max(0, min(int(k), n))
-    cur = torch.full((n,), float(bound), device=device, dtype=dtype)
-    assign = torch.zeros(n, dtype=torch.long, device=device)
-    chosen = torch.zeros(n, dtype=torch.bool, device=device)
+    g = _Greedy(rows, n, bound, device, dtype, block_bytes)
     order = torch.empty(k, dtype=torch.long, device=device)
-    ninf = float("-inf")
-
-    def gains(idx: Tensor) -> Tensor:
-        parts = [
-            (cur - rows(idx[sl])).clamp_min_(0).sum(1)
-            for sl in row_chunks(len(idx), n * dtype.itemsize, block_bytes)
-        ]
-        return torch.cat(parts) if parts else cur.new_empty(0)
-
-    everyone = torch.arange(n, device=device)
     if method == "lazy":
-        ub = gains(everyone)  # exact gains of the empty set
-        fresh = torch.ones(n, dtype=torch.bool, device=device)
+        g.ub = g.gains(g.everyone)  # exact gains of the empty set
+        g.fresh = torch.ones(n, dtype=torch.bool, device=device)
     per_step = max(1, math.ceil(n / max(k, 1) * math.log(1 / epsilon)))
     for t in range(k):
         if method == "naive":
-            g = torch.full((n,), ninf, device=device, dtype=dtype)
-            rest = everyone[~chosen]
-            g[rest] = gains(rest)
-            j = g.argmax()
+            j = g.best_of_all()
         elif method == "stochastic":
-            rest = everyone[~chosen]
-            cand = rest[torch.randperm(len(rest), generator=generator)[:per_step].to(rest.device)]
-            cand = cand.sort().values
-            j = cand[gains(cand).argmax()]
+            j = g.best_of_sample(per_step, generator)
         else:
-            while True:
-                masked = ub.masked_fill(chosen, ninf)
-                j = masked.argmax()
-                if fresh[j]:
-                    break
-                stale = masked.masked_fill(fresh, ninf)
-                m = min(batch, int((~(fresh | chosen)).sum()))
-                cand = stale.topk(m).indices
-                ub[cand] = gains(cand)
-                fresh[cand] = True
-            fresh.zero_()
-        d = rows(j.reshape(1))[0]
-        assign[d < cur] = t
-        cur = torch.minimum(cur, d)
-        chosen[j] = True
+            j = g.best_lazily(batch)
+        g.add(j, t)
         order[t] = j
-    weights = torch.bincount(assign, minlength=k)[:k].to(torch.float32)
+    weights = torch.bincount(g.assign, minlength=k)[:k].to(torch.float32)
     return order, weights
 
 
-@register_selector("craig")
+class _Greedy:
+    """State of a greedy facility-location run: each point's distance to the chosen set
+    (``cur``), the chosen point it is nearest to (``assign``), and for the lazy method the
+    gains' upper bounds (``ub``) and which of them are exact for this step (``fresh``)."""
+
+    def __init__(self, rows: DistanceRows, n: int, bound: float, device, dtype, block_bytes: int):
+        self.rows, self.n, self.dtype, self.block_bytes = rows, n, dtype, block_bytes
+        self.cur = torch.full((n,), float(bound), device=device, dtype=dtype)
+        self.assign = torch.zeros(n, dtype=torch.long, device=device)
+        self.chosen = torch.zeros(n, dtype=torch.bool, device=device)
+        self.everyone = torch.arange(n, device=device)
+        self.ub: Optional[Tensor] = None
+        self.fresh: Optional[Tensor] = None
+
+    def gains(self, idx: Tensor) -> Tensor:
+        """Gains of candidates ``idx``, computed in row blocks of at most ``block_bytes``."""
+        parts = [(self.cur - self.rows(idx[sl])).clamp_min_(0).sum(1)
+                 for sl in row_chunks(len(idx), self.n * self.dtype.itemsize, self.block_bytes)]
+        return torch.cat(parts) if parts else self.cur.new_empty(0)
+
+    def best_of_all(self) -> Tensor:
+        g = torch.full((self.n,), float("-inf"), device=self.cur.device, dtype=self.dtype)
+        rest = self.everyone[~self.chosen]
+        g[rest] = self.gains(rest)
+        return g.argmax()
+
+    def best_of_sample(self, size: int, generator) -> Tensor:
+        rest = self.everyone[~self.chosen]
+        cand = rest[torch.randperm(len(rest), generator=generator)[:size].to(rest.device)]
+        cand = cand.sort().values
+        return cand[self.gains(cand).argmax()]
+
+    def best_lazily(self, batch: int) -> Tensor:
+        """The argmax of the gains: re-evaluate the ``batch`` largest stale bounds until the
+        largest bound is exact (gains only shrink as the set grows)."""
+        ninf = float("-inf")
+        while True:
+            masked = self.ub.masked_fill(self.chosen, ninf)
+            j = masked.argmax()
+            if self.fresh[j]:
+                break
+            stale = masked.masked_fill(self.fresh, ninf)
+            m = min(batch, int((~(self.fresh | self.chosen)).sum()))
+            cand = stale.topk(m).indices
+            self.ub[cand] = self.gains(cand)
+            self.fresh[cand] = True
+        self.fresh.zero_()
+        return j
+
+    def add(self, j: Tensor, t: int) -> None:
+        """Choose point ``j`` as the ``t``-th facility."""
+        d = self.rows(j.reshape(1))[0]
+        self.assign[d < self.cur] = t
+        self.cur = torch.minimum(self.cur, d)
+        self.chosen[j] = True
+
+
 class CraigSelector(SampleSelector):
     """Per-class CRAIG: facility location on last-layer gradients, weights = cluster sizes.
 
@@ -118,6 +143,8 @@ class CraigSelector(SampleSelector):
     :param dtype: working dtype (float32 default; features are cast once).
     :param seed: seed of the stochastic-greedy generator.
     """
+
+    name = "craig"
 
     needs_features = True
 

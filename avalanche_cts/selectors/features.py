@@ -7,6 +7,9 @@ Inner products use ``<g_i, g_j> = (e_i . e_j)(h_i . h_j + 1)``, i.e. the Gram ma
 
 Modes (``mode=``): ``"last_layer"`` the exact ``[e, e ⊗ h]``; ``"bias"`` ``e`` only;
 ``"class_block"`` the own-class block ``[e_c, e_c h]`` (``c = y_i``, one column of ``E``).
+
+:func:`extract_features` computes what they are built from: a classifier's pre-logits,
+logits and labels over a dataset.
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from .base import ClassFeatures
 
-__all__ = ["GRADIENT_MODES", "CHUNK_BYTES", "GradientFeatures", "row_chunks"]
+__all__ = ["GRADIENT_MODES", "CHUNK_BYTES", "GradientFeatures", "extract_features", "row_chunks"]
 
 GRADIENT_MODES = ("last_layer", "bias", "class_block")
 CHUNK_BYTES = 256 * 2**20  # temporary memory per chunk of a chunked computation
@@ -121,3 +125,34 @@ class GradientFeatures:
                 c[sl] += ((self.e[sl] @ m) * self.h[sl]).sum(1)
         return c, bb
 
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module, data, batch_size: int = 256, device=None
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(pre_logits (n, D), logits (n, C), targets (n,))`` of ``data`` (eval transforms).
+
+    One pass in eval mode through :meth:`TimmViTAdapter.features`; every module's
+    train/eval mode is restored afterwards. Outputs stay on ``device`` (default: the
+    model's).
+    """
+    from ..models import get_adapter
+
+    adapter = get_adapter(model)
+    device = device or next(model.parameters()).device
+    data = data.eval() if hasattr(data, "eval") else data
+    collate = getattr(data, "collate_fn", None)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    pres, logits, targets = [], [], []
+    try:
+        for x, y, *_ in loader:
+            pre, z = adapter.features(x.to(device))
+            pres.append(pre)
+            logits.append(z)
+            targets.append(torch.as_tensor(y).to(device))
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+    return torch.cat(pres), torch.cat(logits), torch.cat(targets).long()

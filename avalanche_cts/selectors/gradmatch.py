@@ -15,7 +15,7 @@ import torch
 from scipy.optimize import nnls
 from torch import Tensor
 
-from .base import ClassFeatures, SampleSelector, Selection, register_selector
+from .base import ClassFeatures, SampleSelector, Selection
 from .features import GRADIENT_MODES, GradientFeatures
 
 __all__ = ["OMPResult", "omp_select", "GradMatchSelector"]
@@ -108,7 +108,6 @@ def omp_select(g: GradientFeatures, k: int, lam: float = 0.5, tol: float = 0.0) 
     return OMPResult(order[:t], w, torch.stack(objective))
 
 
-@register_selector("gradmatch")
 class GradMatchSelector(SampleSelector):
     """Per-class GradMatch; an under-filled budget is filled at random with the mean weight.
 
@@ -118,6 +117,8 @@ class GradMatchSelector(SampleSelector):
     :param dtype: working dtype (float64 default: Cholesky of ``K_SS + λI``).
     :param seed: seed of the fill generator.
     """
+
+    name = "gradmatch"
 
     needs_features = True
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import ClassFeatures, SampleSelector, Selection, register_selector
+from .base import ClassFeatures, SampleSelector, Selection
 
 __all__ = ["herding_order", "HerdingSelector"]
 
@@ -40,12 +40,13 @@ def herding_order(x: Tensor, k: int) -> Tensor:
     return order
 
 
-@register_selector("herding")
 class HerdingSelector(SampleSelector):
     """iCaRL herding on the embeddings; weights 1.
 
     :param dtype: working dtype (default: the embeddings' dtype, at least float32).
     """
+
+    name = "herding"
 
     needs_features = True
 

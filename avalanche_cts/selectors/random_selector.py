@@ -4,17 +4,18 @@ from typing import Optional
 import torch
 
 from ..registry import Seeded
-from .base import ClassFeatures, SampleSelector, Selection, register_selector
+from .base import ClassFeatures, SampleSelector, Selection
 
 __all__ = ["RandomSelector"]
 
 
-@register_selector("random")
 class RandomSelector(Seeded, SampleSelector):
     """Uniform sample without replacement; the draw order is the priority order.
 
     :param seed: seed of the generator; successive calls continue the same stream.
     """
+
+    name = "random"
 
     def _select(self, k: int, n: int, features: Optional[ClassFeatures] = None) -> Selection:
         k = max(0, min(int(k), int(n)))

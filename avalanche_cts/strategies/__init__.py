@@ -1,17 +1,21 @@
-"""Rehearsal-free baselines as Avalanche strategies: InfLoRA and CODA-Prompt."""
-from .base import PEFTTemplate, TaskHeads, count_trainable
-from .inflora import DualGPM, InfLoRA, KVLoRALinear, dualgpm_threshold, inflora_trainable_params
-from .prompt import CODAPrompt, CodaPromptViT
+"""Strategies: the rehearsal-free baselines (InfLoRA, CODA-Prompt), the BLIP VQA and
+captioning templates (:mod:`.vl`) and the training path (bf16, gradient accumulation,
+cosine schedule, DDP) as a declared mixin (:mod:`.training`). Names are imported on first use.
+"""
+from .._lazy import lazy_exports
 
-__all__ = [
-    "PEFTTemplate",
-    "TaskHeads",
-    "count_trainable",
-    "DualGPM",
-    "InfLoRA",
-    "KVLoRALinear",
-    "dualgpm_threshold",
-    "inflora_trainable_params",
-    "CODAPrompt",
-    "CodaPromptViT",
-]
+PRECISIONS = ("fp32", "bf16")
+"""Training precisions of :class:`~.training.TrainingPath` (bf16: autocast)."""
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of :class:`~.training.TrainingPath` (per epoch, every experience)."""
+
+_EXPORTS = {
+    "prompt": ("CODAPrompt", "CodaPromptViT"),
+    "inflora": ("DualGPM", "InfLoRA", "KVLoRALinear", "dualgpm_threshold",
+                "inflora_trainable_params"),
+    "base": ("PEFTTemplate", "TaskHeads", "count_trainable"),
+    "training": ("TrainingPath",),
+    "vl": ("VLCumulative", "VLNaive", "VLTemplate"),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, ("LR_SCHEDULES", "PRECISIONS"))

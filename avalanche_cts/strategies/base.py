@@ -6,9 +6,9 @@
   subclass adapt the model (new head, new low-rank branch or prompt components), builds a
   fresh Adam over the trainable parameters only, trains with the *local* cross-entropy on
   the current head's logits and keeps the frozen backbone in ``eval()`` mode (no dropout, as
-  InfLoRA's code does). The papers' per-epoch cosine schedule, bf16 and DDP come from
-  :func:`avalanche_cts.training_path.enable_training_path` (``lr_schedule="cosine"``), which
-  the experiment runner applies (``RunConfig(lr_schedule="cosine")``).
+  InfLoRA's code does). The papers' per-epoch cosine schedule, bf16 and DDP come from the
+  training path (:class:`avalanche_cts.strategies.training.InfLoRA`, ``lr_schedule="cosine"``),
+  which the harness builds (``RunConfig(lr_schedule="cosine")``).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ item view (:func:`item_view` picks it from the data):
 
 * :class:`ClassItems`: items ``(image, label, ...)``; groups per (class, task); the scorer
   explains the label; selector features are the model's pre-logits and logits.
-* :class:`TextItems`: dict items of :mod:`avalanche_cts.vl.data` (BLIP VQA and captioning);
+* :class:`TextItems`: dict items of :mod:`avalanche_cts.benchmarks.vl.data` (BLIP VQA and captioning);
   one group per task (there are no classes); records also keep the question and the answer
   or caption token ids; the scorer explains each sample's answer or caption (its text
   batch); selector features come from the model adapter's ``selection_features``.
@@ -48,7 +48,7 @@ class ClassItems:
 
     def features(self, model, data, batch_size: int, device) -> Tuple[Tensor, ...]:
         """``(embeddings, logits, targets)`` of all of ``data`` (eval mode)."""
-        from .selectors import extract_features
+        from ..selectors import extract_features
 
         return extract_features(model, data, batch_size=batch_size, device=device)
 
@@ -60,8 +60,8 @@ class ClassItems:
 
 
 class TextItems:
-    """Image-text items (:class:`~avalanche_cts.vl.data.ImageTextDataset`) collated by a
-    :class:`~avalanche_cts.vl.data.VLCollator`. A record keeps ``question`` (empty for
+    """Image-text items (:class:`~avalanche_cts.benchmarks.vl.data.ImageTextDataset`) collated by a
+    :class:`~avalanche_cts.models.blip_text.VLCollator`. A record keeps ``question`` (empty for
     captions) and ``target``: the highest-weight answer or the first reference caption."""
 
     text_fields: Tuple[str, ...] = ("question", "target")
@@ -84,7 +84,7 @@ class TextItems:
                                        [torch.ones(1)] * len(texts))
 
     def batches(self, data, idx: Tensor, batch_size: int, num_workers: int) -> Iterator[Batch]:
-        from .vl.data import primary_target
+        from ..models.blip_text import primary_target
 
         def collate(items):
             texts = [dict(question=it["question"], target=primary_target(it)) for it in items]
@@ -98,8 +98,8 @@ class TextItems:
     def features(self, model, data, batch_size: int, device) -> Tuple[Tensor, ...]:
         """``(embeddings, None, targets (zeros), errors)``: the adapter's selection features of
         every item (eval mode, no gradients)."""
-        from .models import get_adapter
-        from .models.attention import eval_mode
+        from ..models import get_adapter
+        from ..models.attention import eval_mode
 
         adapter = get_adapter(model)
         hs, es = [], []
@@ -118,7 +118,7 @@ class TextItems:
 
 def item_view(data, state: Optional[Dict] = None):
     """The item view of an experience dataset (or of a saved memory's ``state``)."""
-    from .vl.data import VLCollator
+    from ..models.blip_text import VLCollator
 
     if state is not None:
         return TextItems(VLCollator.from_state(state))
@@ -127,6 +127,6 @@ def item_view(data, state: Optional[Dict] = None):
         return TextItems(collate)
     if len(data) and isinstance(data[0], dict):
         raise TypeError(
-            "dict items need a dataset collated by avalanche_cts.vl.data.VLCollator (image-text "
-            "streams of avalanche_cts.vl); other dict layouts are not supported by the memory")
+            "dict items need a dataset collated by avalanche_cts.models.blip_text.VLCollator (image-text "
+            "streams of avalanche_cts.benchmarks.vl); other dict layouts are not supported by the memory")
     return ClassItems()

@@ -1,10 +1,10 @@
 """Avalanche strategies for BLIP VQA and captioning: dict batches, answer/caption NLL, generation.
 
 :class:`VLTemplate` is a ``SupervisedTemplate`` whose mini-batches are the dicts of
-:class:`~avalanche_cts.vl.data.VLCollator`: training minimises the mean per-item loss of
+:class:`~avalanche_cts.models.blip_text.VLCollator`: training minimises the mean per-item loss of
 :meth:`BlipVLAdapter.sample_losses <avalanche_cts.models.hf_blip_vl.BlipVLAdapter.sample_losses>`
 (weighted answer NLL, the model's label smoothing); evaluation generates text (``mb_output`` is
-the list of decoded strings) for the metrics of :mod:`avalanche_cts.vl.metrics`. It composes with
+the list of decoded strings) for the metrics of :mod:`avalanche_cts.evaluation.metrics`. It composes with
 Avalanche plugins and with :class:`~avalanche_cts.CoreTokensetReplayPlugin`, whose token
 dropout reaches the vision tower through the adapter (``partial_inputs``) and whose memory
 loss is the adapter's ``record_loss``. :class:`VLNaive` and :class:`VLCumulative` are the
@@ -22,7 +22,7 @@ from avalanche.training import Cumulative
 from avalanche.training.templates import SupervisedTemplate
 
 from ..models import get_adapter
-from .data import VLCollator
+from ..models.blip_text import VLCollator
 
 __all__ = ["VLCumulative", "VLNaive", "VLTemplate", "random_resized_crop"]
 
@@ -107,7 +107,7 @@ class VLTemplate(SupervisedTemplate):
         if not isinstance(collate, VLCollator):
             raise TypeError(
                 f"{type(self).__name__} needs experiences whose datasets collate with a "
-                f"VLCollator (avalanche_cts.vl streams); this one has {collate!r}")
+                f"VLCollator (avalanche_cts.benchmarks.vl streams); this one has {collate!r}")
         if self.adapter.kind != collate.kind:
             raise ValueError(f"the model does {self.adapter.kind} but the stream is {collate.kind}")
         self._collate = collate

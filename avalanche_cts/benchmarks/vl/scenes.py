@@ -26,10 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..normalization import NormalizationLike
-from .data import ImageTextDataset, VLCollator, vl_benchmark
-from .text import TextSpec, encode
-from .vocab import _PLURAL, CAPTION_CLASSES, COLOURS, SCENE_WORDS, SHAPES, scene_tokenizer
+from ...tokens.normalization import NormalizationLike
+from .data import ImageTextDataset, vl_benchmark
+from ...models.blip_text import VLCollator
+from ...models.blip_text import TextSpec, encode
+from ...models.blip_vocab import (
+    _PLURAL,
+    CAPTION_CLASSES,
+    COLOURS,
+    SCENE_WORDS,
+    SHAPES,
+    scene_tokenizer,
+)
 
 __all__ = [
     "CAPTION_CLASSES",

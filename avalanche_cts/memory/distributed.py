@@ -4,7 +4,7 @@ it works.
 * :func:`init_distributed` starts the process group from ``torchrun``'s environment with
   Avalanche's ``DistributedHelper`` (so Avalanche's loggers write on rank 0 only); Avalanche
   puts rank r on ``cuda:r``, which is right on one node, so several nodes are refused.
-* Training: :class:`~avalanche_cts.training_path.TrainingPath` wraps the model in DDP per
+* Training: :class:`~avalanche_cts.strategies.training.TrainingPath` wraps the model in DDP per
   experience (:func:`wrap_ddp`), shards the batches and evaluates on every rank.
 * Memory: :class:`DistributedCoreTokensetBuffer` gives every rank the same buffer, equal to
   the one a single process builds from the same model and seed: the feature pass and the
@@ -13,7 +13,7 @@ it works.
   selection is decided once, on rank 0, and broadcast; every rank then appends the same
   records and the ranks compare a digest of their memories.
 
-Launch: ``torchrun --nproc_per_node 8 -m avalanche_cts.cli run --config CONFIG``.
+Launch: ``torchrun --nproc_per_node 8 -m avalanche_cts.harness.cli run --config CONFIG``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from ..buffer import CoreTokensetBuffer
+from .buffer import CoreTokensetBuffer
+from .writer import MemoryWriter
 
 __all__ = [
     "DistributedCoreTokensetBuffer",
+    "DistributedMemoryWriter",
     "buffer_digest",
     "init_distributed",
     "is_main_process",
@@ -100,30 +102,11 @@ def _stream_scorer(scorer) -> bool:
     return isinstance(getattr(scorer, "generator", None), torch.Generator)
 
 
-class DistributedCoreTokensetBuffer(CoreTokensetBuffer):
-    """:class:`CoreTokensetBuffer` that shares its work over the ranks of torch.distributed
-    and holds the same memory on every rank (module docstring). Same arguments; behaves as
-    the base class in a single process.
-
-    Scorers with their own RNG stream (``random``) run on every rank over all samples, so
-    their draws follow the single-process order. Joint selectors run on every rank.
-    """
-
-    def post_adapt(self, agent_state, exp):
-        model = agent_state.model
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        super().post_adapt(
-            SimpleNamespace(model=model, device=getattr(agent_state, "device", "cpu")), exp
-        )
-        if world_size() > 1:
-            digests: List[str] = [None] * world_size()
-            dist.all_gather_object(digests, buffer_digest(self))
-            if len(set(digests)) > 1:
-                raise RuntimeError(
-                    f"the replay memory differs across ranks (digests {digests}); "
-                    f"check that every rank holds the same model and data"
-                )
+class DistributedMemoryWriter(MemoryWriter):
+    """:class:`MemoryWriter` that splits the feature and scoring passes over the ranks and
+    decides the selection once, on rank 0 (module docstring); in one process it is the base
+    class. Scorers with their own RNG stream (``random``) run on every rank over all
+    samples, so their draws follow the single-process order."""
 
     def _by_batches(self, n: int, fn: Callable[[Tensor], List[Any]]) -> List[Any]:
         """Per-item results ``fn(positions)`` for positions ``0..n-1``, computed in batches of
@@ -143,32 +126,57 @@ class DistributedCoreTokensetBuffer(CoreTokensetBuffer):
                 out[i] = item
         return out
 
-    def _features(self, model, device, data):
-        base = super()._features
+    def features(self, store, model, device, data, experience):
+        base = super().features
 
         def per_item(pos: Tensor) -> List[Any]:
-            cols = base(model, device, Subset(data, pos.tolist()))
+            cols = base(store, model, device, Subset(data, pos.tolist()), experience)
             return list(zip(*[[None] * len(pos) if c is None else c for c in cols]))
 
         rows = self._by_batches(len(data), per_item)
         return tuple(None if col[0] is None else torch.stack(col) for col in zip(*rows))
 
-    def _choose(self, model, device, data, keys, members, quotas, feats):
-        base = super()._choose
+    def choose(self, store, keys, members, quotas, feats):
+        base = super().choose
         if world_size() == 1:
-            return base(model, device, data, keys, members, quotas, feats)
-        box = [base(model, device, data, keys, members, quotas, feats) if rank() == 0 else None]
+            return base(store, keys, members, quotas, feats)
+        box = [base(store, keys, members, quotas, feats) if rank() == 0 else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def _kept_tokens(self, model, device, data, idx: Tensor):
-        base = super()._kept_tokens
-        if self.tokens_per_sample < self.layout["num_tokens"] and _stream_scorer(self.scorer):
-            return base(model, device, data, idx)
+    def kept_tokens(self, store, model, device, data, idx: Tensor, experience: int):
+        base = super().kept_tokens
+        if store.tokens_per_sample < store.layout["num_tokens"] and _stream_scorer(self.scorer):
+            return base(store, model, device, data, idx, experience)
+
         def per_item(pos: Tensor) -> List[Any]:
-            values, positions, texts = base(model, device, data, idx[pos])
+            values, positions, texts = base(store, model, device, data, idx[pos], experience)
             return list(zip(values, positions, texts or [None] * len(values)))
 
         rows = self._by_batches(len(idx), per_item)
-        texts = [t for _, _, t in rows] if self.items.text_fields else None
+        texts = [t for _, _, t in rows] if store.items.text_fields else None
         return [v for v, _, _ in rows], [q for _, q, _ in rows], texts
+
+
+class DistributedCoreTokensetBuffer(CoreTokensetBuffer):
+    """:class:`CoreTokensetBuffer` that shares its work over the ranks of torch.distributed
+    (:class:`DistributedMemoryWriter`) and holds the same memory on every rank, checked by a
+    digest after every update. Same arguments; behaves as the base class in one process."""
+
+    writer_class = DistributedMemoryWriter
+
+    def post_adapt(self, agent_state, exp):
+        model = agent_state.model
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        super().post_adapt(
+            SimpleNamespace(model=model, device=getattr(agent_state, "device", "cpu")), exp
+        )
+        if world_size() > 1:
+            digests: List[str] = [None] * world_size()
+            dist.all_gather_object(digests, buffer_digest(self))
+            if len(set(digests)) > 1:
+                raise RuntimeError(
+                    f"the replay memory differs across ranks (digests {digests}); "
+                    f"check that every rank holds the same model and data"
+                )

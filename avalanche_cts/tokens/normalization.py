@@ -4,7 +4,7 @@ Streams feed a model ``(x - mean) / std`` of pixels ``x`` in [0, 1], as its own 
 does (timm: ``pretrained_cfg`` mean/std, as ``timm.data.resolve_data_config`` gives them;
 Hugging Face: the image processor's constants). In that space 0 is the mean colour, an empty
 token: zero fill, token dropout and replay put 0 there. The memory stores exact 8-bit pixels
-and inverts the normalisation when encoding (:class:`~avalanche_cts.memory.PixelCodec`).
+and inverts the normalisation when encoding (:class:`~avalanche_cts.memory.records.PixelCodec`).
 """
 from __future__ import annotations
 

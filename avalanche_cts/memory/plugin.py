@@ -14,10 +14,10 @@ from avalanche.core import SupervisedPlugin
 
 from .buffer import CoreTokensetBuffer
 from .dropout import NewDataDropout
-from .memory import TokenBatch
-from .models import get_adapter
+from .records import TokenBatch
+from ..models import get_adapter
 from .recipe import DEFAULT_RECIPE, REPLAY_MODES
-from .scorers import get_scorer
+from ..scorers import get_scorer
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -50,14 +50,14 @@ def default_memory_loss(adapter) -> MemoryLoss:
 class CoreTokensetReplayPlugin(SupervisedPlugin):
     """Core tokenset replay (Paul et al., https://arxiv.org/abs/2410.05800) for any
     ``SupervisedTemplate`` training a timm ViT, or a BLIP VQA/captioning model with
-    :class:`~avalanche_cts.vl.VLTemplate` (dict mini-batches with ``pixel_values``).
+    :class:`~avalanche_cts.strategies.vl.VLTemplate` (dict mini-batches with ``pixel_values``).
 
     * After each experience the storage policy is updated with it.
     * Each training step draws a memory minibatch from its own cycled loader (as DER does)
       and adds its loss to the strategy's (paper Eq. 5:
       ``L = E_new[CE(f(x), y)] + mem_weight * E_mem[CE(f(x_core), y)]``).
     * New data is trained with token dropout, re-drawn every step
-      (:class:`~avalanche_cts.dropout.NewDataDropout`): a sample keeps ``round(rate * T)``
+      (:class:`~avalanche_cts.memory.dropout.NewDataDropout`): a sample keeps ``round(rate * T)``
       tokens, ``rate`` fixed at ``dropout`` or drawn per sample in ``[dropout, 1]``
       (``dropout_schedule="uniform"``), for a ``dropout_fraction`` share of each batch; the
       kept tokens are random (``dropout_tokens="random"``) or those the memory would keep
@@ -68,7 +68,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     * Evaluation always sees full images.
     * A non-finite loss stops training with the step and both loss terms.
 
-    Defaults follow :data:`avalanche_cts.recipe.DEFAULT_RECIPE`.
+    Defaults follow :data:`avalanche_cts.memory.recipe.DEFAULT_RECIPE`.
 
     :param storage_policy: the :class:`CoreTokensetBuffer` to fill and replay.
     :param batch_size_mem: memory rows per step (default: the strategy's ``train_mb_size``).
@@ -143,7 +143,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
             scorer=storage_policy.scorer if dropout_scorer is None else get_scorer(dropout_scorer),
             token_choice=storage_policy.token_choice, temperature=storage_policy.temperature,
             batch_size=storage_policy.batch_size)
-        """Keep masks of new-data batches (:class:`~avalanche_cts.dropout.NewDataDropout`)."""
+        """Keep masks of new-data batches (:class:`~avalanche_cts.memory.dropout.NewDataDropout`)."""
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
         self.memory_loss = memory_loss

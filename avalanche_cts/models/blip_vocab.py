@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-from .text import closed_tokenizer
+from .blip_text import closed_tokenizer
 
 __all__ = ["CAPTION_CLASSES", "COLOURS", "SCENE_WORDS", "SHAPES", "scene_tokenizer"]
 

@@ -11,7 +11,7 @@
   by :func:`~.text.pre_caption` (lower case, punctuation removed) on both sides.
 
 Plugin metrics (``vqa_metrics``, ``caption_metrics``) read the strings a
-:class:`~.template.VLTemplate` generates (``strategy.mb_output``) and the batch's
+:class:`~avalanche_cts.strategies.vl.VLTemplate` generates (``strategy.mb_output``) and the batch's
 ``references``; they emit per experience (``<name>_Exp``) and over the stream
 (``<name>_Stream``), plus ``<name>_Forgetting_Exp``: the value right after training on an
 experience minus its value now (Avalanche's ``ExperienceForgetting`` rule).
@@ -25,7 +25,8 @@ from avalanche.evaluation import GenericPluginMetric, PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
-from .text import normalize_answer, pre_caption, process_punctuation
+from .answers import normalize_answer, process_punctuation
+from ..models.blip_text import pre_caption
 
 __all__ = [
     "TextMetric",

@@ -21,7 +21,7 @@ sample in [rate, 1] (per batch under sparse replay, whose sequences share one le
 DROPOUT_TOKENS = ("random", "matched")
 """Which tokens a dropped new sample keeps: ``random`` (the paper), or ``matched``: those the
 memory would keep (its scorer and token choice on the new batch), so memory records and new
-data have the same shape (:mod:`avalanche_cts.dropout`)."""
+data have the same shape (:mod:`avalanche_cts.memory.dropout`)."""
 DROPOUT_REFRESH = ("step", "epoch", "experience")
 """When ``matched`` scores are computed: every step under the current model, or once per
 epoch / experience for the whole training set (tokens are still drawn every step)."""

@@ -6,11 +6,11 @@ the ``(B, T)`` keep mask of every new-data batch:
 
 * how many tokens: ``round(rate * T)`` per sample (``schedule="fixed"``) or a rate drawn per
   sample in ``[rate, 1]`` (``"uniform"``), for a ``fraction`` of each batch (the rest whole);
-* which tokens (:data:`~avalanche_cts.recipe.DROPOUT_TOKENS`): ``random`` (the paper), or
+* which tokens (:data:`~avalanche_cts.memory.recipe.DROPOUT_TOKENS`): ``random`` (the paper), or
   ``matched``: the tokens the memory itself would keep, i.e. the memory's scorer applied to
   the batch (target: its labels, or each item's answer or caption for BLIP) and the memory's
   token choice (top-k, or Gumbel top-k drawn anew every step);
-* when the matched scores are computed (:data:`~avalanche_cts.recipe.DROPOUT_REFRESH`): every
+* when the matched scores are computed (:data:`~avalanche_cts.memory.recipe.DROPOUT_REFRESH`): every
   ``step`` under the current model, or once per ``epoch`` / ``experience`` for the whole
   training set and looked up per batch by image fingerprint (a batch whose images were not
   scored, e.g. under random augmentation, is scored on the spot).
@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .models import attention_access
+from ..models import attention_access
 from .recipe import DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS
-from .tokens import random_keep_mask, rank_tokens
+from ..tokens.patches import random_keep_mask, rank_tokens
 
 __all__ = ["NewDataDropout", "ScoreCache", "batch_images_targets", "fingerprints"]
 

@@ -13,7 +13,7 @@ import torch
 
 from avalanche.core import SupervisedPlugin
 
-from ..memory import PixelCodec
+from .codec import PixelCodec
 
 __all__ = ["ByteBudgetResize"]
 

@@ -10,8 +10,8 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .scorers import TokenScorer, get_scorer
-from .tokens import keep_count, mask_to_pixels
+from ..scorers import TokenScorer, get_scorer
+from ..tokens.patches import keep_count, mask_to_pixels
 
 __all__ = [
     "DEFAULT_RETENTIONS",
@@ -108,7 +108,7 @@ def render_relevance_maps(
     :param scorers: names or scorer objects; rows are labelled with their names.
     :return: ``(figure, {scorer name: (B, T) scores})``.
     """
-    from .scorers import attention_access
+    from ..models import attention_access
 
     access = attention_access(model)
     scores = {}
@@ -134,7 +134,7 @@ def memory_figure(buffer, records_per_class: int = 8,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .tokens import scatter_tokens, unpatchify
+    from ..tokens.patches import scatter_tokens, unpatchify
 
     layout = buffer.layout
     if layout is None or not buffer.groups:

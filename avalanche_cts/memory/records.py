@@ -20,19 +20,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from .normalization import Normalization
-from .tokens import scatter_tokens, unpatchify
+from ..tokens.patches import scatter_tokens, unpatchify
+from .codec import PixelCodec
 
 __all__ = [
     "GROUP_HEADER_BYTES",
     "POSITION_DTYPE",
     "LENGTH_DTYPE",
     "TEXT_DTYPE",
-    "PixelCodec",
     "TokenGroup",
     "TokenBatch",
     "TextCollate",
+    "TokenMemoryDataset",
     "check_group_state",
     "collate_tokens",
 ]
@@ -43,83 +44,6 @@ TEXT_DTYPE = torch.int16
 """Token ids of stored text (BERT's 30,524-token vocabulary fits)."""
 GROUP_HEADER_BYTES = 16
 """Label and task id of a group, stored as two int64."""
-
-
-@dataclass(frozen=True)
-class PixelCodec:
-    """Converts model inputs (normalised pixels) to the storage dtype and back.
-
-    Works on token values ``(..., V)`` in :func:`~avalanche_cts.tokens.patchify` layout
-    (channel fastest, ``V = P*P*C``). ``uint8`` stores ``round(255 p)`` of the pixel
-    ``p = x * std + mean`` of a model input ``x``, so the bytes held do not depend on the
-    normalisation and an 8-bit image round-trips exactly; other dtypes store ``x`` as is.
-
-    :ivar dtype: storage dtype.
-    :ivar normalization: the model's input normalisation (identity: inputs in [0, 1]).
-    """
-
-    dtype: torch.dtype
-    normalization: Optional[Normalization] = None
-
-    @staticmethod
-    def infer(images: Tensor, normalization: Optional[Normalization] = None) -> "PixelCodec":
-        """uint8 when ``images`` ``(B, C, H, W)`` are exactly 8-bit pixels in [0, 1] after
-        undoing ``normalization``, else their own dtype."""
-        if images.dtype == torch.uint8:
-            return PixelCodec(torch.uint8, normalization)
-        x = images.detach().float()
-        if normalization is not None:
-            x = normalization.for_channels(x.shape[-3]).denormalize(x)
-        if x.numel() and x.min() >= -1e-4 and x.max() <= 1 + 1e-4:
-            if (x * 255 - (x * 255).round()).abs().max() < 1e-3:
-                return PixelCodec(torch.uint8, normalization)
-        return PixelCodec(images.dtype, normalization)
-
-    @property
-    def itemsize(self) -> int:
-        return torch.empty(0, dtype=self.dtype).element_size()
-
-    def _affine(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(mean, std)`` broadcastable to token values ``x`` ``(..., V)``."""
-        c = self.normalization.channels
-        if x.shape[-1] % c:
-            raise ValueError(f"token width {x.shape[-1]} is not a multiple of {c} channels")
-        reps = x.shape[-1] // c
-        mean = torch.tensor(self.normalization.mean, device=x.device).repeat(reps)
-        std = torch.tensor(self.normalization.std, device=x.device).repeat(reps)
-        return mean, std
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Model-input token values ``(..., V)`` to the storage dtype."""
-        if self.dtype != torch.uint8:
-            return x.to(self.dtype)
-        if x.dtype == torch.uint8:
-            return x
-        x = x.float()
-        if self.normalization is not None:
-            mean, std = self._affine(x)
-            x = x * std + mean
-        return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
-
-    def pixels(self, x: Tensor) -> Tensor:
-        """Stored values as float pixels in [0, 1] (for display)."""
-        if self.dtype == torch.uint8:
-            return x.float() / 255.0
-        out = x.float()
-        if self.normalization is not None:
-            mean, std = self._affine(out)
-            out = out * std + mean
-        return out
-
-    def decode(self, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Stored values back to model inputs (normalised), as ``dtype``."""
-        if self.dtype != torch.uint8:
-            return x.to(dtype)
-        out = x.float() / 255.0
-        if self.normalization is not None:
-            mean, std = self._affine(out)
-            out = (out - mean) / std
-        return out.to(dtype)
 
 
 class TokenGroup:
@@ -337,7 +261,7 @@ class TokenBatch:
     :ivar valid: ``(B, K)`` bool, False on padding (``None`` when all records have K tokens).
     :ivar labels: ``(B,)`` int64; ``tasks``: ``(B,)`` int64; ``weights``: ``(B,)`` float32.
     :ivar text: image-text records: the model's text tensors (e.g. a
-        :class:`~avalanche_cts.vl.data.VLCollator` batch of the stored ids), else ``None``.
+        :class:`~avalanche_cts.models.blip_text.VLCollator` batch of the stored ids), else ``None``.
     """
 
     values: Tensor
@@ -394,3 +318,27 @@ def collate_tokens(items: List[Tuple], text: Optional[TextCollate] = None) -> To
         torch.tensor([it[4] for it in items], dtype=torch.float32),
         texts,
     )
+
+
+class TokenMemoryDataset(Dataset):
+    """Flat view over token groups: item ``i`` is ``(values, positions, label, task, weight)``,
+    followed by the record's token ids per text field for image-text records."""
+
+    def __init__(self, groups: List[TokenGroup]):
+        self.groups = [g for g in groups if len(g)]
+        self._offsets = [g.offsets() for g in self.groups]
+        self._text_offsets = [g.text_offsets() for g in self.groups]
+        sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.long)
+        self._starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int):
+        gi = int(torch.searchsorted(self._starts, torch.tensor(i), right=True)) - 1
+        g, j = self.groups[gi], i - int(self._starts[gi])
+        values, positions = g.record(j, self._offsets[gi])
+        w = 1.0 if g.weights is None else float(g.weights[j])
+        if g.texts:
+            return values, positions, g.label, g.task, w, g.record_text(j, self._text_offsets[gi])
+        return values, positions, g.label, g.task, w

@@ -24,10 +24,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..benchmarks.folders import DatasetLayoutError
-from ..normalization import NormalizationLike
-from .data import ImageTextDataset, VLCollator, vl_benchmark
-from .text import TextSpec, encode, load_tokenizer, pre_caption, pre_question
+from ..folders import DatasetLayoutError
+from ...tokens.normalization import NormalizationLike
+from .data import ImageTextDataset, vl_benchmark
+from ...models.blip_text import VLCollator
+from ...models.blip_text import TextSpec, encode, load_tokenizer, pre_caption, pre_question
 
 __all__ = ["COCO_CLASSES", "VQA_LAYOUT", "COCO_LAYOUT", "coco_class_captions", "vqa_sequence"]
 

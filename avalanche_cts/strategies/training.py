@@ -1,8 +1,12 @@
 """The GPU training path for any Avalanche ``SupervisedTemplate`` (Avalanche 0.6 has no AMP,
 no gradient accumulation and leaves DDP wrapping to the user).
 
-:func:`enable_training_path` places :class:`TrainingPath` in front of a strategy's class, so
-the same settings work for ``Naive`` + plugins, ``Cumulative`` and the baselines:
+:class:`TrainingPath` is a mixin declared in front of a strategy class, e.g.
+``class Naive(TrainingPath, avalanche.training.Naive)``; its keywords (``precision``,
+``grad_accum``, ``lr_schedule``, ``sampler_seed``, ``ddp_kwargs``) come with the strategy's
+own. The strategies the harness builds are declared here (:class:`Naive`, :class:`Cumulative`,
+:class:`VLNaive`, :class:`VLCumulative`, :class:`InfLoRA`, :class:`CODAPrompt`). With the
+defaults the loop is Avalanche's. The settings:
 
 * ``precision="bf16"``: forward, loss and the plugins' ``before_backward`` (where memory replay
   runs its own forward) are under ``torch.autocast(bfloat16)``; backward and the optimizer step
@@ -26,42 +30,62 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Optional, Type
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
-from avalanche.training.templates import SupervisedTemplate
+import avalanche.training
+
+from . import LR_SCHEDULES, PRECISIONS
+from .inflora import InfLoRA as _InfLoRA
+from .prompt import CODAPrompt as _CODAPrompt
+from .vl import VLCumulative as _VLCumulative
+from .vl import VLNaive as _VLNaive
 
 __all__ = [
-    "PRECISIONS",
-    "LR_SCHEDULES",
+    "CODAPrompt",
+    "Cumulative",
+    "InfLoRA",
+    "Naive",
     "TrainingPath",
+    "VLCumulative",
+    "VLNaive",
     "compile_blocks",
-    "enable_training_path",
     "set_fused_attention",
 ]
 
-PRECISIONS = ("fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine")
 
+class TrainingPath:
+    """Mixin placed before a ``SupervisedTemplate`` subclass; see the module docstring.
+    (A plain mixin: Avalanche checks a strategy's keywords against the classes of its own
+    MRO, which then include both.)
 
-class TrainingPath(SupervisedTemplate):
-    """Placed before a ``SupervisedTemplate`` subclass in the MRO; see the module docstring.
-    (It derives from ``SupervisedTemplate`` so that the combined class keeps the strategy's
-    instance layout and ``__class__`` can be switched in place.)
-
-    Settings (attributes): ``precision``, ``grad_accum``, ``lr_schedule``, ``sampler_seed``
-    (seed of the distributed sampler), ``ddp_kwargs`` (``DistributedDataParallel`` options).
+    :param precision: ``"fp32"`` or ``"bf16"`` (autocast).
+    :param grad_accum: micro-batches per optimizer step.
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` (per epoch, restarted every experience).
+    :param sampler_seed: seed of the distributed sampler.
+    :param ddp_kwargs: ``DistributedDataParallel`` options.
     """
 
-    precision: str = "fp32"
-    grad_accum: int = 1
-    lr_schedule: str = "constant"
-    sampler_seed: int = 0
-    ddp_kwargs: Dict = {}
     _loss_scale: float = 1.0
     _dist_sampler = None
+
+    def __init__(self, *, precision: str = "fp32", grad_accum: int = 1,
+                 lr_schedule: str = "constant", sampler_seed: int = 0,
+                 ddp_kwargs: Optional[Dict] = None, **kwargs):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if int(grad_accum) < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+        self.precision = precision
+        self.grad_accum = int(grad_accum)
+        self.lr_schedule = lr_schedule
+        self.sampler_seed = int(sampler_seed)
+        self.ddp_kwargs = dict(ddp_kwargs or {})
+        super().__init__(**kwargs)
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -79,63 +103,40 @@ class TrainingPath(SupervisedTemplate):
         return torch.distributed.is_available() and torch.distributed.is_initialized()
 
     # ------------------------------------------------------------- data loaders
-    def make_train_dataloader(
-        self,
-        num_workers=0,
-        shuffle=True,
-        pin_memory=None,
-        persistent_workers=False,
-        drop_last=False,
-        **kwargs,
-    ):
+    def make_train_dataloader(self, shuffle=True, drop_last=False, **kwargs):
+        """Avalanche's loader, or under torch.distributed one over a ``DistributedSampler``
+        (re-seeded every epoch in :meth:`_before_training_epoch`)."""
         if not self._distributed():
-            return super().make_train_dataloader(
-                num_workers=num_workers,
-                shuffle=shuffle,
-                pin_memory=pin_memory,
-                persistent_workers=persistent_workers,
-                drop_last=drop_last,
-                **kwargs,
-            )
+            return super().make_train_dataloader(shuffle=shuffle, drop_last=drop_last, **kwargs)
         from avalanche.benchmarks.utils.data_loader import collate_from_data_or_kwargs
         from torch.utils.data import DataLoader, DistributedSampler
 
-        args = self._obtain_common_dataloader_parameters(
-            batch_size=self.train_mb_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
-        )
+        args = self._loader_args(self.train_mb_size, drop_last=drop_last, **kwargs)
         collate_from_data_or_kwargs(self.adapted_dataset, args)
         self._dist_sampler = DistributedSampler(
             self.adapted_dataset, shuffle=shuffle, seed=self.sampler_seed, drop_last=drop_last
         )
         self.dataloader = DataLoader(self.adapted_dataset, sampler=self._dist_sampler, **args)
 
-    def make_eval_dataloader(
-        self, num_workers=0, shuffle=False, pin_memory=None, persistent_workers=False, **kwargs
-    ):
+    def make_eval_dataloader(self, shuffle=False, **kwargs):
+        """Avalanche's loader; under torch.distributed every rank reads the whole test set."""
         if not self._distributed():
-            return super().make_eval_dataloader(
-                num_workers=num_workers,
-                shuffle=shuffle,
-                pin_memory=pin_memory,
-                persistent_workers=persistent_workers,
-                **kwargs,
-            )
+            return super().make_eval_dataloader(shuffle=shuffle, **kwargs)
         from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
 
-        args = self._obtain_common_dataloader_parameters(
-            batch_size=self.eval_mb_size,
-            num_workers=num_workers,
-            shuffle=shuffle,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-        )
+        args = self._loader_args(self.eval_mb_size, shuffle=shuffle, **kwargs)
         self.dataloader = SingleDatasetDataLoader(
             self.adapted_dataset, distributed_sampling=False, **args
         )
+
+    def _loader_args(self, batch_size: int, num_workers=0, pin_memory=None,
+                     persistent_workers=False, **kwargs) -> Dict:
+        """DataLoader keywords (``shuffle``/``drop_last`` kept from ``kwargs``, the rest of
+        the strategy's ``train``/``eval`` keywords ignored, as Avalanche's loaders do)."""
+        keep = {k: v for k, v in kwargs.items() if k in ("shuffle", "drop_last")}
+        return self._obtain_common_dataloader_parameters(
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=persistent_workers, **keep)
 
     # ---------------------------------------------------------- experience hooks
     def _before_training_exp(self, **kwargs):
@@ -143,7 +144,7 @@ class TrainingPath(SupervisedTemplate):
         for g in self.optimizer.param_groups:
             g.setdefault("initial_lr", g["lr"])
         if self._distributed():
-            from .distributed import wrap_ddp
+            from ..memory.distributed import wrap_ddp
 
             self.model = wrap_ddp(self.model, self.device, **self.ddp_kwargs)
 
@@ -204,44 +205,28 @@ class TrainingPath(SupervisedTemplate):
             super().eval_epoch(**kwargs)
 
 
-_CLASSES: Dict[type, Type] = {}
+class Naive(TrainingPath, avalanche.training.Naive):
+    """Avalanche's ``Naive`` (fine-tuning; add plugins for replay) on the training path."""
 
 
-def enable_training_path(
-    strategy,
-    *,
-    precision: str = "fp32",
-    grad_accum: int = 1,
-    lr_schedule: str = "constant",
-    sampler_seed: int = 0,
-    ddp_kwargs: Optional[Dict] = None,
-):
-    """Give ``strategy`` (any ``SupervisedTemplate``) the training path, in place.
+class Cumulative(TrainingPath, avalanche.training.Cumulative):
+    """Avalanche's ``Cumulative`` (all data seen so far) on the training path."""
 
-    Its class becomes ``TrainingPath + type(strategy)`` (one such class per strategy class);
-    the settings are validated and stored on the instance, which is returned.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if int(grad_accum) < 1:
-        raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
-    cls = type(strategy)
-    if not isinstance(strategy, TrainingPath):
-        if cls not in _CLASSES:
-            _CLASSES[cls] = type(
-                cls.__name__,
-                (TrainingPath, cls),
-                {"__module__": cls.__module__, "__doc__": cls.__doc__},
-            )
-        strategy.__class__ = _CLASSES[cls]
-    strategy.precision = precision
-    strategy.grad_accum = int(grad_accum)
-    strategy.lr_schedule = lr_schedule
-    strategy.sampler_seed = int(sampler_seed)
-    strategy.ddp_kwargs = dict(ddp_kwargs or {})
-    return strategy
+
+class VLNaive(TrainingPath, _VLNaive):
+    """:class:`~avalanche_cts.strategies.vl.VLNaive` on the training path."""
+
+
+class VLCumulative(TrainingPath, _VLCumulative):
+    """:class:`~avalanche_cts.strategies.vl.VLCumulative` on the training path."""
+
+
+class InfLoRA(TrainingPath, _InfLoRA):
+    """:class:`~avalanche_cts.strategies.inflora.InfLoRA` on the training path."""
+
+
+class CODAPrompt(TrainingPath, _CODAPrompt):
+    """:class:`~avalanche_cts.strategies.prompt.CODAPrompt` on the training path."""
 
 
 def set_fused_attention(model: nn.Module, enabled: bool = True) -> int:

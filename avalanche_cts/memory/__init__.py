@@ -1,0 +1,37 @@
+"""The memory: what stores core tokensets and replays them.
+
+* :mod:`.buffer` ``CoreTokensetBuffer``, the Avalanche storage policy: a :mod:`.store`
+  (records, the byte budget, codec, persistence) written by a :mod:`.writer` (quotas,
+  selection, scoring, token choice); :mod:`.distributed` shares the writing over
+  torch.distributed ranks;
+* :mod:`.records` (token groups, batches), :mod:`.codec` (exact pixels), :mod:`.budget`
+  (equal shares), :mod:`.items` (classification or image-text experiences);
+* :mod:`.plugin` ``CoreTokensetReplayPlugin`` (replay, memory loss) with :mod:`.dropout`
+  (token dropout of new data: random or matched to the memory) and the :mod:`.recipe`;
+* :mod:`.sample_buffers`: Avalanche's whole-sample buffers held to the same bytes.
+
+Names are imported on first use.
+"""
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "sample_buffers": ("ByteBudgetResize",),
+    "items": ("ClassItems", "TextItems", "item_view"),
+    "buffer": ("CoreTokensetBuffer",),
+    "plugin": ("CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
+               "classification_loss", "default_memory_loss"),
+    "recipe": ("DEFAULT_RECIPE", "DROPOUT_REFRESH", "DROPOUT_SCHEDULES", "DROPOUT_TOKENS",
+               "Recipe", "TOKEN_CHOICES"),
+    "distributed": ("DistributedCoreTokensetBuffer", "DistributedMemoryWriter", "buffer_digest",
+                    "init_distributed", "is_main_process", "rank", "world_size", "wrap_ddp"),
+    "records": ("GROUP_HEADER_BYTES", "LENGTH_DTYPE", "POSITION_DTYPE", "TEXT_DTYPE",
+                "TextCollate", "TokenBatch", "TokenGroup", "TokenMemoryDataset",
+                "check_group_state", "collate_tokens"),
+    "writer": ("MemoryWriter",),
+    "dropout": ("NewDataDropout", "ScoreCache", "batch_images_targets", "fingerprints"),
+    "codec": ("PixelCodec", "STORAGE_DTYPES"),
+    "store": ("TokenStore", "check_finite"),
+    "budget": ("water_fill",),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,262 @@
+"""``CoreTokensetBuffer``: an Avalanche storage policy that keeps core tokensets under a byte budget.
+
+Classification streams and image-text streams (BLIP VQA and captioning) share it; what
+differs in reading an experience is in :mod:`avalanche_cts.memory.items`.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.training.storage_policy import ExemplarsBuffer
+
+from .._checks import is_int, is_real
+from ..models import get_adapter, resolve_normalization
+from ..scorers import TokenScorer
+from ..selectors import SampleSelector
+from ..tokens.normalization import Normalization, NormalizationLike
+from .codec import STORAGE_DTYPES
+from .items import item_view
+from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
+from .records import TokenBatch, collate_tokens
+from .store import TokenStore
+from .writer import MemoryWriter
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["CoreTokensetBuffer"]
+
+_STATE_KEYS = ("config", "seen_samples", "seen_bytes", "codec", "layout", "groups")
+
+
+def _component(obj) -> str:
+    """A selector's or scorer's identity: its repr without the seed (the random streams
+    travel in the state's RNG part)."""
+    return re.sub(r"seed=\d+(, )?", "", repr(obj))
+
+
+class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
+    """Replay memory of core tokensets under a byte budget, class-balanced (task-balanced for
+    image-text streams, which have no classes).
+
+    After each experience, a sample selector picks samples per class and a token scorer
+    ranks their patch tokens; the top ``round(t*T)`` tokens of each selected sample are
+    stored at their native dtype with int16 positions (image-text records also keep their
+    question and answer or caption token ids, int16, counted in the bytes). The number of
+    samples follows from the budget and the token retention ``t``. When new classes arrive,
+    old classes shrink by dropping their lowest-priority records, which frees their memory.
+
+    ``token_retention=1`` is a whole-sample coreset; a small ``t`` with many samples is
+    "core tokens"; both small is a core tokenset (paper: 10% samples x 10% tokens = 1%).
+
+    Storing (records, bytes, codec, persistence) is the :class:`TokenStore` it derives from;
+    writing (quotas, selection, scoring, token choice) is its :attr:`writer`
+    (:class:`MemoryWriter`). Replay it with
+    :class:`~avalanche_cts.memory.plugin.CoreTokensetReplayPlugin`; Avalanche's
+    ``ReplayPlugin`` and sample-count buffers cannot hold token records (reading
+    ``max_size``, which it does first, raises a ``TypeError`` saying so).
+
+    :param budget_bytes: fixed budget in bytes (exclusive with ``budget_fraction``).
+    :param budget_fraction: budget as a fraction in (0, 1] of the bytes of all data seen so
+        far (whole samples at the storage dtype).
+    :param token_retention: fraction t in (0, 1] of the T patch tokens kept per sample.
+    :param selector: sample selector name (``random``, ``herding``, ``craig``,
+        ``gradmatch``, ...) or object.
+    :param scorer: token scorer name (``random``, ``rollout``, ``gradcam``, ``gradlrp``,
+        ``atman``) or object.
+    :param token_choice: ``"topk"`` keeps the highest-scoring tokens; ``"gumbel"`` samples
+        them without replacement with probabilities softmax(standardised score /
+        ``temperature``) (Gumbel top-k).
+    :param temperature: temperature of ``"gumbel"`` (lower = closer to top-k).
+    :param normalization: the stream's input normalisation, inverted when encoding so that
+        exact 8-bit pixels are stored (a ``Normalization``, ``(mean, std)`` or ``None``: the
+        model's own constants, read from the model at the first update).
+    :param pixel_dtype: storage dtype (``"uint8"``, ``"float16"``, ``"float32"``); ``None``
+        stores uint8 when the images are exact 8-bit pixels after undoing the normalisation.
+    :param weighted: also store the selector's weights (4 bytes per record).
+    :param keep_sources: remember each record's (experience, index) for diagnostics (not
+        counted in the bytes: it is not part of the memory).
+    :param batch_size: batch size of the feature and scoring passes.
+    :param num_workers: DataLoader workers of those passes.
+    :param seed: seed of the default random selector and scorer and of Gumbel sampling.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_bytes: Optional[int] = None,
+        budget_fraction: Optional[float] = None,
+        token_retention: float = 1.0,
+        selector: Union[str, SampleSelector] = "random",
+        scorer: Union[str, TokenScorer] = "random",
+        token_choice: str = DEFAULT_RECIPE.token_choice,
+        temperature: float = 1.0,
+        normalization: NormalizationLike = None,
+        pixel_dtype: Optional[str] = None,
+        weighted: bool = False,
+        keep_sources: bool = False,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        if (budget_bytes is None) == (budget_fraction is None):
+            raise ValueError("give exactly one of budget_bytes or budget_fraction")
+        if budget_bytes is not None and (not is_int(budget_bytes) or budget_bytes <= 0):
+            raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
+        if budget_fraction is not None and not (is_real(budget_fraction)
+                                                and 0.0 < budget_fraction <= 1.0):
+            raise ValueError(
+                f"budget_fraction must be a number in (0, 1] (e.g. 0.01 for 1% of the data), "
+                f"got {budget_fraction!r}"
+            )
+        if not (is_real(token_retention) and 0.0 < token_retention <= 1.0):
+            raise ValueError(
+                f"token_retention must be a number in (0, 1] (fraction of patch tokens kept per "
+                f"sample), got {token_retention!r}"
+            )
+        if token_choice not in TOKEN_CHOICES:
+            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+        if not (is_real(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if pixel_dtype is not None and pixel_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"pixel_dtype must be one of {sorted(STORAGE_DTYPES)} or None, got {pixel_dtype!r}")
+        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                 ("seed", seed, 0)):
+            if not is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        TokenStore.__init__(
+            self, budget_bytes, None if budget_fraction is None else float(budget_fraction),
+            float(token_retention), bool(weighted), bool(keep_sources))
+        self.writer = self.writer_class(selector, scorer, token_choice, temperature, batch_size,
+                                        num_workers, seed)
+        """Selection, scoring and token choice (:class:`MemoryWriter`)."""
+        self.normalization: Optional[Normalization] = (
+            None if normalization is None else resolve_normalization(normalization))
+        self.pixel_dtype = pixel_dtype
+
+    writer_class = MemoryWriter
+    """The writer a buffer builds (the distributed buffer shares the work over ranks)."""
+
+    # the writer's settings, as the buffer was built with them
+    selector = property(lambda self: self.writer.selector)
+    scorer = property(lambda self: self.writer.scorer)
+    token_choice = property(lambda self: self.writer.token_choice)
+    temperature = property(lambda self: self.writer.temperature)
+    batch_size = property(lambda self: self.writer.batch_size)
+
+    @property
+    def max_size(self) -> int:
+        """Not defined: the budget is bytes (see :attr:`budget`, :attr:`nbytes`,
+        :attr:`num_records`). Avalanche's ``ReplayPlugin`` reads it first and is refused here."""
+        raise TypeError(
+            "CoreTokensetBuffer has a byte budget (budget, nbytes, num_records), not a sample "
+            "count (max_size): Avalanche's ReplayPlugin cannot replay its token records (it "
+            "concatenates whole samples with the new data); use "
+            "avalanche_cts.CoreTokensetReplayPlugin(buffer) instead of ReplayPlugin"
+        )
+
+    # -------------------------------------------------------------- Avalanche
+    @property
+    def buffer(self) -> AvalancheDataset:
+        """The memory as an AvalancheDataset of :class:`TokenMemoryDataset` items."""
+        return AvalancheDataset([self.dataset()], collate_fn=self.collate)
+
+    @buffer.setter
+    def buffer(self, new_buffer):
+        raise AttributeError("CoreTokensetBuffer manages its memory itself; use resize() or post_adapt()")
+
+    def collate(self, items: List[Tuple]) -> TokenBatch:
+        """Collate records into a :class:`~avalanche_cts.memory.records.TokenBatch` (stored
+        token ids become the model's text tensors)."""
+        return collate_tokens(items, text=self.items.text_batch if self.items.text_fields else None)
+
+    def update(self, strategy: "SupervisedTemplate", **kwargs):
+        """Add the strategy's current experience (Avalanche's storage-policy call)."""
+        self.post_adapt(strategy, strategy.experience)
+
+    def post_adapt(self, agent_state, exp):
+        """Add experience ``exp`` using ``agent_state.model`` and ``agent_state.device``."""
+        model, device = agent_state.model, getattr(agent_state, "device", "cpu")
+        data = exp.dataset.eval()
+        if len(data) == 0:
+            raise ValueError(
+                f"experience {getattr(exp, 'current_experience', '?')} has no samples: "
+                f"nothing can be stored; remove empty experiences from the stream"
+            )
+        adapter = get_adapter(model)
+        items = item_view(data)
+        if self.layout is not None and type(items) is not type(self.items):
+            raise TypeError(f"the memory holds {type(self.items).__name__} records; this "
+                            f"experience has {type(items).__name__}: one buffer serves one stream")
+        targets, tasks = items.keys(data)
+        if hasattr(adapter, "check_targets") and not items.text_fields:
+            adapter.check_targets(targets)
+        experience = int(getattr(exp, "current_experience", self.experiences))
+        self.admit(adapter, data, items, experience, self.normalization, self.pixel_dtype)
+        self.normalization = self.codec.normalization
+        self.writer.write(self, model, device, data, targets, tasks, experience)
+
+    def resize(self, strategy, new_size: int):
+        """Keep at most ``new_size`` records, class-balanced, dropping lowest-priority ones."""
+        self.keep_records(new_size)
+
+    # ------------------------------------------------------------ persistence
+    def _config(self) -> Dict:
+        return dict(budget_bytes=self.budget_bytes, budget_fraction=self.budget_fraction,
+                    token_retention=self.token_retention, weighted=self.weighted,
+                    token_choice=self.token_choice, temperature=self.temperature,
+                    selector=_component(self.selector), scorer=_component(self.scorer))
+
+    def _generators(self) -> Dict[str, torch.Generator]:
+        """The random streams that travel with the memory: selector, scorer, token draws."""
+        w = self.writer
+        return {name: obj.generator for name, obj in
+                (("selector", w.selector), ("scorer", w.scorer), ("tokens", w))
+                if isinstance(getattr(obj, "generator", None), torch.Generator)}
+
+    def state_dict(self) -> Dict:
+        """Everything needed to resume: memory, counters, layout, codec and RNG states."""
+        return dict(config=self._config(), **self.store_state(),
+                    rng={n: g.get_state() for n, g in self._generators().items()})
+
+    def load_state_dict(self, state: Dict, strict: bool = True) -> None:
+        """Restore a memory saved by :meth:`state_dict` into a buffer of the same configuration.
+
+        The state is checked first (structure, lengths vs values vs positions, positions
+        inside the grid, dtypes vs the codec, bytes within the budget) and nothing changes
+        when it fails. ``strict=False`` accepts another selector, scorer or token choice (the
+        memory is kept; new records follow this buffer's settings).
+
+        :raises ValueError: naming what is wrong.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"a buffer state is a dict from state_dict(), got {type(state).__name__}")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"buffer state lacks {missing}: it was not written by "
+                             f"CoreTokensetBuffer.state_dict()")
+        mine, cfg = self._config(), state["config"]
+        keys = ["budget_bytes", "budget_fraction", "token_retention", "weighted"]
+        if strict:
+            keys += ["selector", "scorer", "token_choice", "temperature"]
+        diff = {k: (cfg.get(k), mine[k]) for k in keys if cfg.get(k) != mine[k]}
+        if diff:
+            raise ValueError(f"saved buffer configuration differs (saved, this): {diff}; build "
+                             f"the buffer with the saved settings"
+                             + ("" if not strict else " or load with strict=False to keep "
+                                "another selector or scorer"))
+        self.load_store_state(state)
+        self.normalization = None if self.codec is None else self.codec.normalization
+        generators = self._generators()
+        for name, st in state.get("rng", {}).items():
+            if name in generators:
+                generators[name].set_state(st)
+
+    def __repr__(self) -> str:
+        b = f"{self.budget_bytes} B" if self.budget_bytes else f"{self.budget_fraction:.2%} of data"
+        return (f"CoreTokensetBuffer(budget={b}, t={self.token_retention}, selector={self.selector!r}, "
+                f"scorer={self.scorer!r}, records={self.num_records}, nbytes={self.nbytes})")

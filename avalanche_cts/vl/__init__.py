@@ -1,1 +1,0 @@
-"""Vision-language continual learning with BLIP (VQA and captioning)."""

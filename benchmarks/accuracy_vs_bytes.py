@@ -1,21 +1,30 @@
 """Accuracy against memory in bytes on the test split: the README's headline (and Table 1).
 
 For an embedded benchmark and the recipe chosen on its validation split
-(``benchmarks/recipe_ablation.py`` writes ``chosen.json``), 3 seeds, budgets 1, 2, 5, 10 and
-20% of the bytes of the data seen:
+(``benchmarks/recipe_ablation.py --plan matched`` writes ``chosen.json``), budgets 1, 2, 5,
+10 and 20% of the bytes of the data seen:
 
-* whole samples: the coreset of our buffer (t = 1, random samples) and Avalanche's replay
-  (``ClassBalancedBuffer`` resized to the same bytes);
-* core tokens (every sample, t = r) and core tokensets (t = r ** e) with the chosen recipe,
-  selector and scorer, and the same core tokenset with random tokens;
-* references without memory bytes: naive fine-tuning, cumulative training, and the
+* the headline rows, ``--seeds`` (default 5): the whole-sample coreset of our buffer (t = 1,
+  random samples), the core tokenset with the chosen recipe, and the same with random tokens;
+* controls at 1% and 5%, the same seeds: the coreset with new data dropped to the core
+  tokenset's keep rate t at random and by the recipe's scorer, the core tokenset with random
+  memory tokens and new data dropped by the scorer, and the core tokenset with random
+  dropout of new data (the paper's);
+* references, seeds 0-2: Avalanche's replay (``ClassBalancedBuffer`` resized to the same
+  bytes), core tokens (every sample, t = r), naive fine-tuning, cumulative training and the
   rehearsal-free InfLoRA and CODA-Prompt.
 
 Every method uses the training settings chosen on the validation split. Writes
-``<out>/table.md`` (mean ± std), ``table.csv``, ``accuracy_vs_memory.png`` (error bars) and
-``matrices.png``; runs are resumable (``<out>/runs``) and never reused for other settings::
+``<out>/table.md`` (mean ± std, the plasticity column, paired per-seed differences of the
+core tokenset against every other row), ``table.csv``, ``accuracy_vs_memory.png`` (error
+bars) and ``matrices.png``; runs are resumable (``<out>/runs``) and never reused for other
+settings. ``--style small_items`` runs the same rows on a second scene style (Cluttered
+Fashion-MNIST only; the recipe is not tuned on it)::
 
     python benchmarks/accuracy_vs_bytes.py --benchmark cluttered_fmnist --jobs 2
+    python benchmarks/accuracy_vs_bytes.py --benchmark cluttered_fmnist --style small_items \
+        --seeds 0 1 2 --budgets 0.01 0.05 --only "coreset (ours, t = 1)" "core tokenset" \
+        "core tokenset, random tokens"
 """
 from __future__ import annotations
 
@@ -31,46 +40,81 @@ from avalanche_cts.harness.execute import cell_data, execute_cells
 from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.runner import StaleResultError, load_result, run_settings
-from avalanche_cts.harness.report import (aggregate, format_table, plot_accuracy_vs_memory,
-                                          plot_matrices, write_csv)
+from avalanche_cts.harness.report import (aggregate, format_table, plasticity,
+                                          plot_accuracy_vs_memory, plot_matrices, write_csv)
 
 from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
 
 HERE = Path(__file__).resolve().parent / "results"
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
+CONTROL_BUDGETS = (0.01, 0.05)
+HEADLINE_SEEDS = (0, 1, 2, 3, 4)
+REFERENCE_SEEDS = (0, 1, 2)
+STYLES = {"small_items": dict(item=20, fragments=[5, 8], fragment_size=[6, 12], texture=80,
+                              grain=24)}
+"""Second scene styles of Cluttered Fashion-MNIST: ``small_items`` (20 px items, 12% of the
+tokens on the object instead of 18%, 5-8 clutter fragments, stronger texture)."""
+TOKENSET = "core tokenset"
 
 
-def rows(recipe: Dict) -> List[tuple]:
-    """``(label, RunConfig changes, budgets)`` of every row of the table."""
+def rows(recipe: Dict) -> List[Tuple[str, Dict, Sequence[float], bool]]:
+    """``(label, RunConfig changes, budgets, headline seeds?)`` of every row of the table."""
     tokenset = dict(recipe, method="core_tokenset")
-    return [
-        ("coreset (ours, t = 1)", dict(method="coreset", selector="random"), BUDGETS),
-        ("Avalanche replay", dict(method="replay"), BUDGETS),
-        ("core tokens (t = r)", dict(recipe, method="core_tokens", selector="random"), BUDGETS),
-        ("core tokenset", tokenset, BUDGETS),
-        ("core tokenset, random tokens", dict(tokenset, scorer="random"), BUDGETS),
-        ("naive", dict(method="naive"), (0.0,)),
-        ("cumulative", dict(method="cumulative"), (0.0,)),
-        *[(name, cfg, (0.0,)) for name, cfg in PEFT.items()],
+    scorer = recipe["scorer"]
+    at_t = dict(coreset_at_t=True)  # dropout = the core tokenset's keep rate at this budget
+    rows_ = [
+        ("coreset (ours, t = 1)", dict(method="coreset", selector="random"), BUDGETS, True),
+        (TOKENSET, tokenset, BUDGETS, True),
+        ("core tokenset, random tokens", dict(tokenset, scorer="random"), BUDGETS, True),
     ]
+    if recipe.get("dropout_tokens") == "matched":
+        rows_ += [
+            ("control: core tokenset, random dropout of new data",
+             dict(tokenset, dropout_tokens="random"), CONTROL_BUDGETS, True),
+            (f"control: random memory tokens, new data dropped by {scorer}",
+             dict(tokenset, scorer="random", options={"plugin": {"dropout_scorer": scorer}}),
+             CONTROL_BUDGETS, True),
+            (f"control: coreset, new data dropped by {scorer} to t",
+             dict(tokenset, method="coreset", selector="random", **at_t), CONTROL_BUDGETS, True),
+        ]
+    rows_ += [
+        ("control: coreset, new data dropped at random to t",
+         dict(tokenset, method="coreset", selector="random", dropout_tokens="random", **at_t),
+         CONTROL_BUDGETS, True),
+        ("Avalanche replay", dict(method="replay"), BUDGETS, False),
+        ("core tokens (t = r)", dict(recipe, method="core_tokens", selector="random"),
+         (0.01, 0.02, 0.05), False),
+        ("naive", dict(method="naive"), (0.0,), False),
+        ("cumulative", dict(method="cumulative"), (0.0,), False),
+        *[(name, cfg, (0.0,), False) for name, cfg in PEFT.items()],
+    ]
+    return rows_
 
 
 def make_cells(args, chosen: Dict) -> List[Cell]:
     model = MODELS[args.benchmark]
     base = RunConfig(model=model, pretrained=True, batch_size=64,
                      **dict(BASE_SETTINGS, **chosen["training"]))
+    exponent = chosen["recipe"]["retention_exponent"]
     sources = {"buffer": {"keep_sources": True}}  # provenance and object hits of token memories
     cells = []
-    for label, change, budgets in rows(chosen["recipe"]):
+    for label, change, budgets, headline in rows(chosen["recipe"]):
         change = dict(change)
-        options = change.pop("options", sources if change["method"] in TOKEN_METHODS else {})
-        for seed in args.seeds:
+        at_t = change.pop("coreset_at_t", False)
+        plugin = change.pop("options", {}).get("plugin")
+        options = dict(sources) if change["method"] in TOKEN_METHODS else {}
+        if plugin:
+            options["plugin"] = plugin
+        for seed in (args.seeds if headline else [s for s in REFERENCE_SEEDS if s in args.seeds]):
             for r in budgets:
-                cfg = replace(base, budget=r, seed=seed, options=options, **change)
+                extra = dict(dropout=r ** exponent) if at_t else {}
+                cfg = replace(base, budget=r, seed=seed, options=options, **dict(change, **extra))
                 bench = dict(name=args.benchmark, n_experiences=5, seed=seed,
                              train_per_class=args.train_per_class,
                              test_per_class=args.test_per_class,
                              heldout_per_class=PRESET_BACKBONES[model].heldout_per_class)
+                if args.style:
+                    bench["style"] = STYLES[args.style]
                 key = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in
                               f"{label}-r{r:g}-s{seed}")
                 cells.append(Cell(len(cells), key, cfg, bench, dict(label=label)))
@@ -100,43 +144,91 @@ def stored(cells: Sequence[Cell], runs: Path) -> List[Tuple[Cell, Dict]]:
     return found
 
 
+def _by_seed(results: List[Dict], label: str, budget: float) -> Dict[int, float]:
+    return {r["config"]["seed"]: r["final_acc"] for r in results
+            if r["label"] == label and abs(r["config"]["budget"] - budget) < 1e-9}
+
+
+def paired_differences(results: List[Dict]) -> List[Dict]:
+    """Per budget and row, the core tokenset minus that row on the same seeds (points)."""
+    out = []
+    labels = [lab for lab in dict.fromkeys(r["label"] for r in results) if lab != TOKENSET]
+    for b in BUDGETS:
+        mine = _by_seed(results, TOKENSET, b)
+        for label in labels:
+            other = _by_seed(results, label, b)
+            seeds = sorted(set(mine) & set(other))
+            if len(seeds) < 2:
+                continue
+            d = [100 * (mine[s] - other[s]) for s in seeds]
+            out.append(dict(budget=b, versus=label, seeds=seeds, differences=d,
+                            mean=statistics.fmean(d), std=statistics.stdev(d),
+                            better=sum(x > 0 for x in d)))
+    return out
+
+
+def _cell(results: List[Dict], label: str, budget, metric) -> str:
+    vals = [metric(r) for r in results if r["label"] == label and
+            (budget is None or abs(r["config"]["budget"] - budget) < 1e-9)]
+    if not vals:
+        return "–"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{100 * statistics.fmean(vals):.1f} ± {100 * sd:.1f}"
+
+
 def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> str:
     labels = {c.key: c.axes["label"] for c in cells}
     for c, r in zip(cells, results):
         r["label"] = labels[c.key]
     table = aggregate(results, lambda r: r["label"])
-    title = (f"{args.benchmark}, test split, 5 x 2 classes, {args.train_per_class} images per "
-             f"class, {len(args.seeds)} seeds")
+    style = f", scene style {args.style}" if args.style else ""
+    title = (f"{args.benchmark}{style}, test split, 5 x 2 classes, {args.train_per_class} images "
+             f"per class, seeds {args.seeds}")
     plot_accuracy_vs_memory(table, args.out / "accuracy_vs_memory.png", title)
     plot_matrices(table, args.out / "matrices.png", title)
     write_csv(args.out / "table.csv", [{k: v for k, v in r.items() if k != "acc_matrix"}
                                        for r in table])
-    head = "| method | " + " | ".join(f"{100 * b:g}%" for b in BUDGETS) + " | on object |"
+    final = lambda r: r["final_acc"]  # noqa: E731
+    plastic = lambda r: plasticity(r["acc_matrix"])  # noqa: E731
+    head = ("| method | " + " | ".join(f"{100 * b:g}%" for b in BUDGETS)
+            + " | plasticity 1% | plasticity 5% | on object | seeds |")
     lines = [f"# Final average accuracy vs memory: {title}", "",
-             f"mean ± std (%); training {chosen['training']}; recipe "
+             f"mean ± std (%); plasticity: mean accuracy on each task right after training on it "
+             f"(the first excluded); training {chosen['training']}; recipe "
              f"`{json.dumps(chosen['recipe'])}` (chosen on the validation split)", "", head,
-             "|---|" + "---|" * (len(BUDGETS) + 1)]
-    for label in dict.fromkeys(r["label"] for r in table):
-        rs = [r for r in table if r["label"] == label]
-        by = {r["budget"]: r for r in rs}
-        if None in by:
-            cells_ = [f"{100 * by[None]['final_acc_mean']:.1f} ± "
-                      f"{100 * by[None]['final_acc_std']:.1f} (no memory)"] + [""] * (len(BUDGETS) - 1)
+             "|---|" + "---|" * (len(BUDGETS) + 4)]
+    for label in dict.fromkeys(r["label"] for r in results):
+        rs = [r for r in results if r["label"] == label]
+        if all(r["memory_bytes"] == 0 and r["config"]["method"] not in TOKEN_METHODS for r in rs):
+            cells_ = [_cell(results, label, None, final) + " (no memory)"] + [""] * (len(BUDGETS) - 1)
+            plast = [_cell(results, label, None, plastic), ""]
         else:
-            cells_ = [f"{100 * by[b]['final_acc_mean']:.1f} ± {100 * by[b]['final_acc_std']:.1f}"
-                      if b in by else "–" for b in BUDGETS]
-        hits = [res["memory_diagnostics"]["object_hit_rate"] for res in results
-                if res["label"] == label and "object_hit_rate" in res.get("memory_diagnostics", {})]
+            cells_ = [_cell(results, label, b, final) for b in BUDGETS]
+            plast = [_cell(results, label, b, plastic) for b in CONTROL_BUDGETS]
+        hits = [r["memory_diagnostics"]["object_hit_rate"] for r in rs
+                if "object_hit_rate" in r.get("memory_diagnostics", {})]
         hit = f"{statistics.fmean(hits):.2f}" if hits else "–"
-        lines.append(f"| {label} | " + " | ".join(cells_) + f" | {hit} |")
+        seeds = sorted({r["config"]["seed"] for r in rs})
+        lines.append(f"| {label} | " + " | ".join(cells_ + plast) + f" | {hit} | {len(seeds)} |")
+    diffs = paired_differences(results)
+    lines += ["", f"## Paired per-seed differences: {TOKENSET} minus each row (points)", "",
+              "| budget | versus | mean ± std | better on | per seed |", "|---|---|---|---|---|"]
+    for d in diffs:
+        lines.append(f"| {100 * d['budget']:g}% | {d['versus']} | {d['mean']:+.1f} ± {d['std']:.1f} "
+                     f"| {d['better']}/{len(d['seeds'])} | "
+                     + " / ".join(f"{x:+.1f}" for x in d["differences"]) + " |")
     lines += ["", "```", format_table(table), "```"]
     text = "\n".join(lines) + "\n"
     (args.out / "table.md").write_text(text)
+    (args.out / "paired.json").write_text(json.dumps(diffs, indent=1))
     return text
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = make_parser(__doc__, "test", 200)
+    p.set_defaults(seeds=list(HEADLINE_SEEDS))
+    p.add_argument("--style", choices=sorted(STYLES),
+                   help="a second scene style (cluttered_fmnist; results in <out>_<style>)")
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of the recipe ablation (default: its results folder)")
     p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")
@@ -146,7 +238,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true",
                    help="rerun the selected runs whose stored results were made with other "
                         "settings (e.g. after the recipe was re-chosen)")
-    args = finish_args(p.parse_args(argv), HERE / "accuracy_vs_bytes")
+    args = p.parse_args(argv)
+    if args.style and args.benchmark != "cluttered_fmnist":
+        p.error("--style applies to --benchmark cluttered_fmnist")
+    if args.style and args.out is None:
+        args.out = HERE / "accuracy_vs_bytes" / f"{args.benchmark}_{args.style}"
+    args = finish_args(args, HERE / "accuracy_vs_bytes")
     args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
     return args
 

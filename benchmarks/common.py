@@ -10,8 +10,8 @@ MODELS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmni
 """Embedded benchmark -> its shipped pretrained backbone preset."""
 
 BASE_SETTINGS = dict(selector="random", scorer="random", replay_mode="zero", dropout=None,
-                     dropout_schedule="fixed", dropout_fraction=1.0, token_choice="topk",
-                     retention_exponent=0.5)
+                     dropout_schedule="fixed", dropout_fraction=1.0, dropout_tokens="random",
+                     dropout_refresh="step", token_choice="topk", retention_exponent=0.5)
 """Every row starts from these (the paper's recipe, random selector and scorer) and changes what
 it studies, so stored results never depend on the library's current defaults."""
 

@@ -37,6 +37,21 @@ def test_scenes_are_seeded():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_a_style_from_its_settings_builds_the_same_scenes_and_is_recorded(fake_fmnist):
+    from avalanche_cts.benchmarks.cluttered import ClutterStyle
+
+    style = ClutterStyle(item=20, fragments=(5, 8), fragment_size=(6, 12), texture=80, grain=24)
+    kw = dict(data_root=fake_fmnist, heldout_per_class=20, train_per_class=4, test_per_class=2)
+    a = cluttered_fashion_mnist(5, style=style, **kw)
+    b = cluttered_fashion_mnist(5, style=style.settings(), **kw)  # as configs record it
+    default = cluttered_fashion_mnist(5, **kw)
+    assert torch.equal(a.scenes["train"].images, b.scenes["train"].images)
+    assert not torch.equal(a.scenes["train"].images, default.scenes["train"].images)
+    small = object_token_mask(a.scenes["train"].object_masks, 8).float().mean()
+    assert small < object_token_mask(default.scenes["train"].object_masks, 8).float().mean()
+    assert b.info["style"] == style.settings() and "style" not in default.info
+
+
 def test_stream_pools_and_validation_are_disjoint(fake_fmnist):
     from avalanche_cts.benchmarks.fmnist import train_validation_indices
 

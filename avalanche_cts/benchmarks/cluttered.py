@@ -13,7 +13,7 @@ validation images from the rest, its test images from the official test set.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,11 @@ class ClutterStyle:
         self.canvas, self.item = int(canvas), int(item)
         self.fragments, self.fragment_size = tuple(fragments), tuple(fragment_size)
         self.texture, self.grain = int(texture), int(grain)
+
+    def settings(self) -> Dict:
+        """The keywords that rebuild this style."""
+        return dict(canvas=self.canvas, item=self.item, fragments=list(self.fragments),
+                    fragment_size=list(self.fragment_size), texture=self.texture, grain=self.grain)
 
 
 def _shrink(images: Tensor, size: int) -> Tensor:
@@ -137,7 +142,7 @@ def cluttered_fashion_mnist(
     heldout_per_class: int = DEFAULT_HELDOUT,
     normalization: NormalizationLike = None,
     fixed_class_order=None,
-    style: Optional[ClutterStyle] = None,
+    style: Union[None, ClutterStyle, Dict] = None,
 ):
     """Class-incremental Cluttered Fashion-MNIST (Avalanche ``nc_benchmark``), 64 x 64 grey.
 
@@ -148,8 +153,11 @@ def cluttered_fashion_mnist(
     :param heldout_per_class: training images per class reserved for pretraining.
     :param normalization: model input normalisation (a model, ``Normalization``, ``(mean, std)``
         or ``None`` for [0, 1]).
-    :param style: scene settings (:class:`ClutterStyle`).
+    :param style: scene settings (:class:`ClutterStyle`, or its keywords as a mapping, as
+        configs and recorded settings give them).
     """
+    if isinstance(style, dict):
+        style = ClutterStyle(**style)
     check_count("train_per_class", train_per_class, allow_none=False)
     check_count("test_per_class", test_per_class, allow_none=False)
     check_count("heldout_per_class", heldout_per_class, allow_none=False)
@@ -163,6 +171,8 @@ def cluttered_fashion_mnist(
     info = dict(name="cluttered_fmnist", n_experiences=n_experiences, seed=seed,
                 train_per_class=train_per_class, test_per_class=test_per_class,
                 validation=validation, heldout_per_class=heldout_per_class)
+    if style is not None:
+        info["style"] = style.settings()
     bm = class_incremental_stream(sets[0], sets[1], n_experiences, seed, fixed_class_order, info)
     bm.scenes = dict(train=sets[0], test=sets[1])
     """The scene datasets with their object masks (diagnostics: where stored tokens fall)."""

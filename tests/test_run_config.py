@@ -167,3 +167,22 @@ def test_paper_scale_configs_normalise_with_the_backbone_constants():
     x = test_t(Image.new("RGB", (40, 40), (255, 0, 128)))
     assert torch.allclose(x[:, 0, 0], torch.tensor([2.0, -2.0, (128 / 255 - 0.5) / 0.25]),
                           atol=1e-5)
+
+
+def test_matched_dropout_through_the_run_config_resumes_and_changes_training(tiny_bm, tmp_path):
+    with pytest.raises(ValueError, match="RunConfig.dropout_tokens must be one of"):
+        _cfg(dropout_tokens="scored")
+    with pytest.raises(ValueError, match="RunConfig.dropout_refresh must be one of"):
+        _cfg(dropout_refresh="batch")
+    cfg = _cfg(method="core_tokenset", budget=0.25, scorer="rollout", token_choice="gumbel",
+               dropout_tokens="matched", dropout_refresh="epoch")
+    full = run(replace(cfg, out_dir=str(tmp_path / "full")), tiny_bm, log=None)
+    resumed, _ = run_interrupted(cfg, tiny_bm, tmp_path / "cut", "exp 1/2")
+    assert resumed["acc_matrix"] == full["acc_matrix"]
+    plain = run(replace(cfg, dropout_tokens="random", out_dir=str(tmp_path / "plain")), tiny_bm,
+                log=None)
+    assert plain["settings"]["run"]["dropout_tokens"] == "random"
+    assert plain["fingerprint"] != full["fingerprint"]
+    a, b = (torch.load(tmp_path / d / "state.pt", weights_only=True)["model"]
+            for d in ("full", "plain"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # other tokens kept, other training

@@ -84,7 +84,9 @@ _ACRONYM = re.compile(r"[A-Za-z](\.[A-Za-z])*")
 _SPLIT_WORDS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "gotta": ("got", "ta"),
                 "wanna": ("wan", "na"), "lemme": ("lem", "me"), "gimme": ("gim", "me"),
                 "'tis": ("'t", "is"), "'twas": ("'t", "was")}
-_APOSTROPHE_WORDS = re.compile(r"'(em|cause|till?|n'?|[2-9]0s|\d\d|tis|twas|s|m|d|ll|re|ve)", re.IGNORECASE)
+# words that keep a leading apostrophe
+_APOSTROPHE_WORDS = re.compile(r"'(em|cause|till?|n'?|[2-9]0s|\d\d|tis|twas|s|m|d|ll|re|ve)",
+                               re.IGNORECASE)
 _CLITIC = re.compile(r"^(.*[^'])(n't|'s|'m|'d|'ll|'re|'ve)$", re.IGNORECASE)
 _SUBSTITUTIONS = [
     (re.compile("[\u2018\u2019\u201a\u201b]"), "'"),

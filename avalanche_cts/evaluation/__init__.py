@@ -7,7 +7,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "metrics": ("TextForgetting", "TextMetric", "bleu4", "caption_metrics", "caption_scores",
-                "coco_tokenized", "label_answer", "rouge_l", "vqa_exact_match", "vqa_metrics",
+                "coco_tokenized", "label_answer", "metric_settings", "rouge_l", "vqa_exact_match", "vqa_metrics",
                 "vqa_soft_accuracy"),
     "answers": ("CONTRACTIONS", "normalize_answer", "process_digit_article",
                 "process_punctuation", "vqa_accuracy"),

@@ -40,7 +40,7 @@ def caption_tokenizer() -> str:
     return PTB_JAVA if shutil.which("java") else PTB_PYTHON
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=32)
 def ptb_tokenize_java(captions: Tuple[str, ...]) -> Tuple[str, ...]:
     """``captions`` through pycocoevalcap's ``PTBTokenizer`` in one call (needs ``java``)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer

@@ -26,7 +26,7 @@ from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
 from .answers import normalize_answer, vqa_accuracy
-from .captions import tokenize_captions
+from .captions import caption_tokenizer, tokenize_captions
 
 __all__ = [
     "TextForgetting",
@@ -36,6 +36,7 @@ __all__ = [
     "caption_scores",
     "coco_tokenized",
     "label_answer",
+    "metric_settings",
     "rouge_l",
     "vqa_exact_match",
     "vqa_metrics",
@@ -43,6 +44,17 @@ __all__ = [
 ]
 
 Score = Callable[[Sequence[str], Sequence[Sequence[str]]], Optional[float]]
+VQA_EVALUATION = "official VQA evaluation, vqaEval.py of 2016-10 (as in LAVIS)"
+
+
+def metric_settings(kind: str) -> Dict[str, str]:
+    """What defines the metrics of a ``vqa`` or ``caption`` stream here (recorded with results):
+    the VQA evaluation, or the caption tokenisation (:func:`~.captions.caption_tokenizer`)."""
+    if kind == "vqa":
+        return dict(vqa=VQA_EVALUATION)
+    if kind == "caption":
+        return dict(captions=f"COCO BLEU-4, ROUGE-L (pycocoevalcap) after {caption_tokenizer()}")
+    raise ValueError(f"kind must be 'vqa' or 'caption', got {kind!r}")
 
 
 def label_answer(answers: Sequence[str]) -> str:

@@ -75,9 +75,16 @@ def _embedded_blip(cfg: RunConfig) -> bool:
 
 
 def run_settings(cfg: RunConfig, data: Dict) -> Dict:
-    """Everything that shapes a run's numbers: the run's settings, the data's and, for a
-    preset's embedded pretraining, the backbone's."""
+    """Everything that shapes a run's numbers: the run's settings, the data's, for a preset's
+    embedded pretraining the backbone's and, for BLIP, the metrics' definitions (the VQA
+    evaluation, the caption tokenisation:
+    :func:`~avalanche_cts.evaluation.metrics.metric_settings`)."""
     out = dict(run=cfg.shaping(), data=data)
+    if is_blip_name(cfg.model):
+        from ..evaluation.metrics import metric_settings
+        from ..models import BLIP_PRESETS
+
+        out["metrics"] = metric_settings(BLIP_PRESETS.load(cfg.model)["kind"])
     if cfg.pretrained and cfg.model in PRESET_BACKBONES and cfg.checkpoint is None:
         out["backbone"] = PRESET_BACKBONES[cfg.model].file_name()
     if _embedded_blip(cfg):

@@ -25,7 +25,7 @@ from typing import List, Sequence, Tuple
 __all__ = ["PTB_JAVA", "PTB_PYTHON", "caption_tokenizer", "ptb_tokenize_java",
            "ptb_tokenize_python", "tokenize_captions"]
 
-PTB_JAVA = "PTB tokenizer (Stanford CoreNLP 3.4.1, Java) via pycocoevalcap"
+PTB_JAVA = "PTB tokenizer (Stanford CoreNLP 3.4.1, Java)"
 PTB_PYTHON = "PTB tokenizer, pure-Python fallback (no Java)"
 
 

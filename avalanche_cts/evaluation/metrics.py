@@ -53,7 +53,8 @@ def metric_settings(kind: str) -> Dict[str, str]:
     if kind == "vqa":
         return dict(vqa=VQA_EVALUATION)
     if kind == "caption":
-        return dict(captions=f"COCO BLEU-4, ROUGE-L (pycocoevalcap) after {caption_tokenizer()}")
+        return dict(captions=f"COCO BLEU-4 and ROUGE-L (pycocoevalcap) after the "
+                             f"{caption_tokenizer()}")
     raise ValueError(f"kind must be 'vqa' or 'caption', got {kind!r}")
 
 

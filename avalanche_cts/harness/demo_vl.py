@@ -113,10 +113,10 @@ def _metrics_note(runs: List[Dict], kind: str, soft: bool) -> str:
                                 for v in r.get("settings", {}).get("metrics", {}).values()}))
     if kind == "caption":
         return f"metrics: {defined or 'not recorded'}"
-    extra = ("soft acc = official VQA accuracy" if soft
+    extra = ("soft acc: the official VQA accuracy" if soft
              else "no soft accuracy: one answer per question")
-    return (f"metrics: exact match of the normalised answer, {extra} "
-            f"({defined or 'not recorded'})")
+    return (f"metrics: {defined or 'not recorded'}; exact match of the normalised answer; "
+            f"{extra}")
 
 
 def write_report(results: List[Dict], out: Path) -> str:

@@ -321,3 +321,11 @@ def test_without_java_the_named_fallback_gives_the_coco_scores(name, monkeypatch
     scores = caption_scores(*CAPTION_SETS[name])
     assert scores["tokenizer"] == PTB_PYTHON
     assert (scores["bleu4"], scores["rougeL"]) == pytest.approx(COCO_SCORES[name], abs=1e-12)
+
+
+def test_a_failing_java_tokenizer_is_reported(monkeypatch):
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    monkeypatch.setattr(ptbtokenizer.PTBTokenizer, "tokenize", lambda self, caps: {})
+    with pytest.raises(RuntimeError, match="returned 0 of 1 captions"):
+        captions.ptb_tokenize_java(("a caption no other test tokenises",))

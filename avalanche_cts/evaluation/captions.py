@@ -17,10 +17,14 @@ caption per line, lower-cased), which splits punctuation and clitics off words (
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 __all__ = ["PTB_JAVA", "PTB_PYTHON", "caption_tokenizer", "ptb_tokenize_java",
            "ptb_tokenize_python", "tokenize_captions"]
@@ -40,15 +44,36 @@ def caption_tokenizer() -> str:
     return PTB_JAVA if shutil.which("java") else PTB_PYTHON
 
 
+@contextmanager
+def _stderr_to(file) -> Iterator[None]:
+    """Send this process's (and its children's) standard error to ``file`` meanwhile: the Java
+    tokenizer reports its speed there on every call."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @lru_cache(maxsize=32)
 def ptb_tokenize_java(captions: Tuple[str, ...]) -> Tuple[str, ...]:
     """``captions`` through pycocoevalcap's ``PTBTokenizer`` in one call (needs ``java``)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    out = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
-    if len(out) != len(captions):
-        raise RuntimeError(f"the Java PTB tokenizer returned {len(out)} of {len(captions)} "
-                           f"captions: check that `java -version` runs")
+    with tempfile.TemporaryFile("w+") as err:
+        try:
+            with _stderr_to(err):
+                out = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
+        except OSError as e:
+            raise RuntimeError(f"pycocoevalcap's PTBTokenizer could not run ({e}); it needs "
+                               f"`java` and writes a temporary file next to its jar") from None
+        err.seek(0)
+        if len(out) != len(captions):
+            raise RuntimeError(f"the Java PTB tokenizer returned {len(out)} of {len(captions)} "
+                               f"captions; its messages: {err.read().strip()[-500:]!r}")
     return tuple(out[i][0] for i in range(len(captions)))
 
 

@@ -11,7 +11,8 @@ run's and the data's) and is reused only when all of them match (:func:`check_re
 Image-text streams (``benchmark.info["kind"]``: ``vqa`` or ``caption``, BLIP models) are
 evaluated on generated text: the result's ``acc_matrix`` is the exact-match (VQA) or BLEU-4
 (captioning) matrix, and ``metric_matrices`` holds every metric's matrix (VQA soft accuracy
-where questions have ten answers, ROUGE-L).
+where questions have several answers, ROUGE-L); ``settings["metrics"]`` names their
+definitions.
 """
 from __future__ import annotations
 

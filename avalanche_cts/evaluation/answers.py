@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Dict, Sequence
 
-__all__ = ["CONTRACTIONS", "normalize_answer", "process_digit_article", "process_punctuation",
-           "vqa_accuracy"]
+__all__ = ["ARTICLES", "CONTRACTIONS", "NUMBER_WORDS", "PUNCTUATION", "normalize_answer",
+           "process_digit_article", "process_punctuation", "vqa_accuracy"]
 
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<",
                "@", "`", ",", "?", "!")

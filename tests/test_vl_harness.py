@@ -44,3 +44,48 @@ def test_demo_vl_cells_share_the_budget_and_selector():
     assert {c.scorer for c in memory if c.method == "core_tokenset"} == {"random", "gradlrp"}
     assert {c.cfg.model for c in cells} == {"blip_vqa_tiny", "blip_caption_tiny"}
     assert all(c.cfg.pretrained for c in cells)
+
+
+def test_vl_results_record_the_metric_definitions_and_refuse_others(tmp_path):
+    import json
+
+    from avalanche_cts.evaluation.captions import caption_tokenizer
+    from avalanche_cts.evaluation.metrics import VQA_EVALUATION
+    from avalanche_cts.harness.demo_vl import demo_cells
+    from avalanche_cts.harness.runner import StaleResultError, load_result, run_settings
+
+    cells = demo_cells(build_parser().parse_args(["demo-vl", "--methods", "naive"]))
+    vqa, caption = (run_settings(c.cfg, cell_data(c)) for c in cells)
+    assert vqa["metrics"] == {"vqa": VQA_EVALUATION}
+    assert caption_tokenizer() in caption["metrics"]["captions"]
+    old = dict(vqa, metrics={})  # a result made before the metrics were recorded
+    (tmp_path / "result.json").write_text(json.dumps(dict(settings=old)))
+    with pytest.raises(StaleResultError, match="metrics.vqa"):
+        load_result(tmp_path / "result.json", vqa)
+
+
+def _result(kind, label_method, soft, metrics):
+    from dataclasses import asdict
+
+    from avalanche_cts.harness.config import RunConfig
+
+    matrix = [[0.5, 0.1], [0.3, 0.6]]
+    summaries = {"VQA_ExactMatch" if kind == "vqa" else "BLEU4": dict(final_acc=0.45)}
+    if soft:
+        summaries["VQA_SoftAcc" if kind == "vqa" else "ROUGE_L"] = dict(final_acc=0.7)
+    return dict(kind=kind, config=asdict(RunConfig(method=label_method)), acc_matrix=matrix,
+                metric_matrices={"BLEU4": matrix, "ROUGE_L": matrix}, metric_summaries=summaries,
+                settings=dict(metrics=metrics), memory_bytes=0, memory_records=0, wall_time_s=1.0,
+                final_acc=0.45, avg_inc_acc=0.5, forgetting=0.2)
+
+
+def test_vl_report_says_one_answer_per_question_or_shows_soft_accuracy(tmp_path):
+    from avalanche_cts.harness.demo_vl import write_report
+
+    one = write_report([_result("vqa", "naive", False, {"vqa": "official"})], tmp_path)
+    assert "one answer per question" in one and "soft acc" not in one.splitlines()[1]
+    ten = write_report([_result("vqa", "naive", True, {"vqa": "official"})], tmp_path)
+    assert "soft acc" in ten.splitlines()[1] and "one answer per question" not in ten
+    assert "70.0" in ten.splitlines()[3]
+    cap = write_report([_result("caption", "naive", True, {"captions": "after PTB X"})], tmp_path)
+    assert "ROUGE-L" in cap.splitlines()[1] and "metrics: after PTB X" in cap

@@ -9,7 +9,7 @@ from avalanche_cts.benchmarks.vl.real import coco_class_captions, vqa_sequence
 from avalanche_cts.benchmarks.vl.scenes import scene_tokenizer
 
 WORDS = ("what", "colour", "is", "the", "red", "blue", "yes", "no", "a", "car", "truck",
-         "book", "on", "road", "2", "3", "how", "many", "are", "there", "cars", "?", "picture", "of")
+         "book", "on", "road", "2", "3", "how", "many", "are", "there", "cars", "?", ",", "picture", "of")
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,22 @@ def write_image(path, colour):
     Image.new("RGB", (40, 30), colour).save(path)
 
 
+def write_clevr(folder, split, n):
+    """CLEVR v1.0's own files: questions/CLEVR_<split>_questions.json and its images."""
+    questions = []
+    for i in range(n):
+        name = f"CLEVR_{split}_{i:06d}.png"
+        questions.append(dict(image_index=i, program=[], question_index=i, image_filename=name,
+                              question_family_index=0, split=split, answer="2",
+                              question="How many cars are there?"))
+        write_image(folder / "images" / split / name, (10, 10, 200))
+    (folder / "questions").mkdir(parents=True, exist_ok=True)
+    info = dict(split=split, license="Creative Commons Attribution (CC BY 4.0)", version="1.0",
+                date="2/14/2017")
+    json.dump(dict(info=info, questions=questions),
+              open(folder / "questions" / f"CLEVR_{split}_questions.json", "w"))
+
+
 @pytest.fixture(scope="module")
 def vqa_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("vqa")
@@ -35,16 +51,13 @@ def vqa_root(tmp_path_factory):
                 image=f"train2014/{i}.jpg") for i in range(4)]
     json.dump(vqa, open(ann / "vqa_train.json", "w"))
     json.dump(vqa[:2], open(ann / "vqa_val.json", "w"))
-    clevr = [dict(question="How many cars are there?", answer="2", image=f"images/train/{i}.png")
-             for i in range(3)]
-    json.dump(clevr, open(ann / "clevr_train.json", "w"))
-    json.dump(clevr[:1], open(ann / "clevr_val.json", "w"))
-    vg = [dict(question="Is the car red?", answer=["yes"], image=f"image/{i}.jpg") for i in range(20)]
+    write_clevr(root / "clevr", "train", 3)
+    write_clevr(root / "clevr", "val", 1)
+    vg = [dict(dataset="vg", question="Is the car red?", answer="yes", image=f"image/{i}.jpg")
+          for i in range(20)]
     json.dump(vg, open(ann / "vg_qa.json", "w"))
     for i in range(4):
         write_image(root / "coco" / "train2014" / f"{i}.jpg", (200, 10, 10))
-    for i in range(3):
-        write_image(root / "clevr" / "images" / "train" / f"{i}.png", (10, 10, 200))
     for i in range(20):
         write_image(root / "vg" / "image" / f"{i}.jpg", (10, 200, 10))
     return root
@@ -63,6 +76,36 @@ def test_vqa_sequence_reads_the_three_tasks_with_answer_weights(vqa_root, tok):
     batch = bm.collate([item])
     assert batch["decoder_input_ids"].shape[0] == 2 and batch["target_owner"].tolist() == [0, 0]
     assert [e.task_label for e in bm.train_stream] == [0, 1, 2]
+    clevr = bm.train_stream[1].dataset[2]
+    assert clevr["references"] == ["2"] and clevr["target_weights"].tolist() == [1.0]
+    assert torch.allclose(clevr["pixel_values"][2], torch.full((32, 32), 200 / 255), atol=1e-6)
+    vg = bm.train_stream[2].dataset[0]
+    assert vg["references"] == ["yes"]
+    assert vg["target_weights"].tolist() == [pytest.approx(0.2)]  # BLIP's Visual Genome weight
+
+
+def test_wrong_files_name_the_file_and_the_layout(tmp_path, tok):
+    root = tmp_path / "wrong"
+    (root / "annotations").mkdir(parents=True)
+    (root / "clevr" / "questions").mkdir(parents=True)
+    # a BLIP-style list where CLEVR's own questions file belongs
+    blip_style = [dict(question="How many cars are there?", answer="2", image="a.png")]
+    json.dump(blip_style, open(root / "clevr" / "questions" / "CLEVR_train_questions.json", "w"))
+    with pytest.raises(DatasetLayoutError, match=r"CLEVR_train_questions.json is not a CLEVR "
+                                                 r"v1.0 questions file(.|\n)*clevr/"):
+        vqa_sequence(root, tok, tasks=("clevr",))
+    json.dump(dict(questions=[dict(question="q?", image_filename="x.png")]),
+              open(root / "clevr" / "questions" / "CLEVR_train_questions.json", "w"))
+    with pytest.raises(DatasetLayoutError, match=r"entry 0(.|\n)*Expected layout"):
+        vqa_sequence(root, tok, tasks=("clevr",))
+    # CLEVR's questions file where BLIP's VQA v2 list belongs
+    json.dump(dict(info={}, questions=[]), open(root / "annotations" / "vqa_train.json", "w"))
+    with pytest.raises(DatasetLayoutError, match=r"vqa_train.json does not hold a JSON list"):
+        vqa_sequence(root, tok, tasks=("vqa_v2",))
+    json.dump([dict(question="Is it red?", image="x.jpg")], open(root / "annotations" / "vg_qa.json", "w"))
+    with pytest.raises(DatasetLayoutError, match=r"vg_qa.json does not hold entries with "
+                                                 r"\['question', 'answer', 'image'\]"):
+        vqa_sequence(root, tok, tasks=("vg",))
 
 
 def test_vqa_layout_errors_show_the_layout(tmp_path, vqa_root, tok):
@@ -97,7 +140,7 @@ def coco_root(tmp_path_factory):
     json.dump(inst, open(ann / "instances_train2014.json", "w"))
     json.dump(dict(categories=cats, annotations=[]), open(ann / "instances_val2014.json", "w"))
     name = "train2014/COCO_train2014_{:012d}.jpg".format
-    train = [dict(caption=f"a {n} on the road", image=name(i), image_id=f"coco_{i}")
+    train = [dict(caption=f"A {n}, on the road.", image=name(i), image_id=f"coco_{i}")
              for i, ns in objects.items() if i <= 12 for n in ns[:1] for _ in range(2)]
     test = [dict(image=name(i), caption=[f"a {objects[i][0]}", f"the {objects[i][0]}"])
             for i in range(13, 19)]
@@ -112,7 +155,7 @@ def test_coco_class_tasks_are_exclusive_and_equal(coco_root, tok):
     root, objects = coco_root
     with pytest.raises(ValueError, match="bottle"):  # no training image shows only a bottle
         coco_class_captions(root, tok, image_size=32)
-    with pytest.raises(ValueError, match="'backpack'"):  # not in the tiny vocabulary
+    with pytest.raises(ValueError, match=r"\['backpack,'\]"):  # not in the tiny vocabulary
         coco_class_captions(root, tok, image_size=32, classes=("car", "backpack"))
     bm = coco_class_captions(root, tok, image_size=32, classes=("car", "truck", "book"),
                              normalization=None)
@@ -121,7 +164,8 @@ def test_coco_class_tasks_are_exclusive_and_equal(coco_root, tok):
     for t, cls in enumerate(("car", "truck", "book")):
         data = bm.train_stream[t].dataset
         for i in range(len(data)):
-            assert data[i]["references"] == [f"a {cls} on the road"] * 2
+            assert data[i]["references"] == [f"A {cls}, on the road."] * 2  # raw, for COCO scores
+            assert bm.tokenizer.decode(data[i]["targets"][0]) == f"a {cls}, on the road"
     assert [len(e.dataset) for e in bm.test_stream] == [1, 1, 1]
     assert len(bm.collate.spec.prompt) == 3 and bm.info["rule"].startswith("exclusive")
 

@@ -1,14 +1,14 @@
 """Metrics of generated answers and captions, standalone and as Avalanche plugin metrics.
 
-* :func:`vqa_exact_match`: the generated answer equals the ground-truth label (the most frequent
-  reference answer) after the official VQA normalisation (:func:`~.text.normalize_answer`),
-  the paper's metric;
-* :func:`vqa_soft_accuracy`: the official VQA accuracy for items with ten answers: the mean over
-  the ten leave-one-out subsets of ``min(1, matches / 3)`` (GT-Vision-Lab ``vqaEval.py``: the
-  prediction is normalised; the answers only lose punctuation, and only when they disagree);
+* :func:`vqa_exact_match`: the generated answer equals the ground-truth label, the most frequent
+  reference answer after the official VQA normalisation (:func:`~.answers.normalize_answer`,
+  applied to both), the paper's metric;
+* :func:`vqa_soft_accuracy`: the official VQA accuracy (:func:`~.answers.vqa_accuracy`, the
+  2016 revision of ``vqaEval.py`` that LAVIS uses) over the items that have several answers;
 * :func:`bleu4`, :func:`rouge_l` (:func:`caption_scores`: both): corpus BLEU-4 and mean ROUGE-L
-  (beta 1.2, best precision and recall over the references) with pycocoevalcap's scorers. COCO's Java ``PTBTokenizer`` is replaced
-  by :func:`~.text.pre_caption` (lower case, punctuation removed) on both sides.
+  (beta 1.2, best precision and recall over the references) with pycocoevalcap's scorers,
+  after the PTB tokenisation COCO evaluation applies to predictions and references
+  (:func:`~.captions.tokenize_captions`: Java, or a named pure-Python fallback).
 
 Plugin metrics (``vqa_metrics``, ``caption_metrics``) read the strings a
 :class:`~avalanche_cts.strategies.vl.VLTemplate` generates (``strategy.mb_output``) and the batch's
@@ -25,16 +25,18 @@ from avalanche.evaluation import GenericPluginMetric, PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
-from .answers import normalize_answer, process_punctuation
-from ..models.blip_text import pre_caption
+from .answers import normalize_answer, vqa_accuracy
+from .captions import caption_tokenizer, tokenize_captions
 
 __all__ = [
-    "TextMetric",
     "TextForgetting",
+    "TextMetric",
     "bleu4",
     "caption_metrics",
     "caption_scores",
+    "coco_tokenized",
     "label_answer",
+    "metric_settings",
     "rouge_l",
     "vqa_exact_match",
     "vqa_metrics",
@@ -42,63 +44,81 @@ __all__ = [
 ]
 
 Score = Callable[[Sequence[str], Sequence[Sequence[str]]], Optional[float]]
+VQA_EVALUATION = "official VQA evaluation, vqaEval.py of 2016-10 (as in LAVIS)"
+
+
+def metric_settings(kind: str) -> Dict[str, str]:
+    """What defines the metrics of a ``vqa`` or ``caption`` stream here (recorded with results):
+    the VQA evaluation, or the caption tokenisation (:func:`~.captions.caption_tokenizer`)."""
+    if kind == "vqa":
+        return dict(vqa=VQA_EVALUATION)
+    if kind == "caption":
+        return dict(captions=f"COCO BLEU-4 and ROUGE-L (pycocoevalcap) after the "
+                             f"{caption_tokenizer()}")
+    raise ValueError(f"kind must be 'vqa' or 'caption', got {kind!r}")
 
 
 def label_answer(answers: Sequence[str]) -> str:
-    """The ground-truth label of a question: its most frequent answer (first on ties)."""
-    return Counter(answers).most_common(1)[0][0]
+    """The ground-truth label of a question: its most frequent answer after
+    :func:`~.answers.normalize_answer` (the first of them on ties), normalised."""
+    return Counter(normalize_answer(a) for a in answers).most_common(1)[0][0]
 
 
 def vqa_exact_match(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> float:
-    """Share of predictions equal to their label (:func:`label_answer`) after normalisation."""
-    hits = [normalize_answer(p) == normalize_answer(label_answer(a))
-            for p, a in zip(predictions, answers)]
+    """Share of predictions whose normalised text equals their label (:func:`label_answer`)."""
+    hits = [normalize_answer(p) == label_answer(a) for p, a in zip(predictions, answers)]
     return sum(hits) / len(hits)
-
-
-def _soft(prediction: str, answers: Sequence[str]) -> float:
-    pred = normalize_answer(prediction)
-    gts = [a.replace("\n", " ").replace("\t", " ").strip() for a in answers]
-    if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
-    accs = [min(1.0, sum(g == pred for j, g in enumerate(gts) if j != i) / 3)
-            for i in range(len(gts))]
-    return sum(accs) / len(accs)
 
 
 def vqa_soft_accuracy(predictions: Sequence[str], answers: Sequence[Sequence[str]]
                       ) -> Optional[float]:
-    """Official VQA accuracy over the items that have ten answers (``None`` if none has)."""
-    scores = [_soft(p, a) for p, a in zip(predictions, answers) if len(a) == 10]
+    """Official VQA accuracy (:func:`~.answers.vqa_accuracy`) averaged over the items with
+    more than one answer (VQA v2: ten); ``None`` when every item has one answer."""
+    scores = [vqa_accuracy(p, a) for p, a in zip(predictions, answers) if len(a) > 1]
     return sum(scores) / len(scores) if scores else None
 
 
-def _coco(predictions: Sequence[str], references: Sequence[Sequence[str]]):
-    """pycocoevalcap's ``(gts, res)`` dicts of tokenised captions."""
-    res = {i: [pre_caption(p)] for i, p in enumerate(predictions)}
-    gts = {i: [pre_caption(r) for r in refs] for i, refs in enumerate(references)}
-    return gts, res
+def coco_tokenized(predictions: Sequence[str], references: Sequence[Sequence[str]]):
+    """``(gts, res, tokenizer name)``: pycocoevalcap's dicts of captions tokenised as COCO
+    evaluation does it (references and predictions each in one tokenizer call)."""
+    flat, tokenizer = tokenize_captions([r for refs in references for r in refs])
+    res, _ = tokenize_captions(predictions)
+    gts, start = {}, 0
+    for i, refs in enumerate(references):
+        gts[i] = flat[start:start + len(refs)]
+        start += len(refs)
+    return gts, {i: [p] for i, p in enumerate(res)}, tokenizer
+
+
+def _bleu4(gts, res) -> float:
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    return float(Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+
+
+def _rouge_l(gts, res) -> float:
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    return float(Rouge().compute_score(gts, res)[0])
 
 
 def bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """COCO corpus BLEU-4 (closest reference length for the brevity penalty)."""
-    from pycocoevalcap.bleu.bleu import Bleu
-
-    return float(Bleu(4).compute_score(*_coco(predictions, references), verbose=0)[0][3])
+    return _bleu4(*coco_tokenized(predictions, references)[:2])
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """COCO ROUGE-L: mean over captions of the F-measure (beta 1.2) of the best LCS precision
     and recall over the references."""
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    return float(Rouge().compute_score(*_coco(predictions, references))[0])
+    return _rouge_l(*coco_tokenized(predictions, references)[:2])
 
 
 def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
-                   ) -> Dict[str, float]:
-    """``{"bleu4": ..., "rougeL": ...}`` of captions (:func:`bleu4`, :func:`rouge_l`)."""
-    return dict(bleu4=bleu4(predictions, references), rougeL=rouge_l(predictions, references))
+                   ) -> Dict[str, object]:
+    """``{"bleu4", "rougeL", "tokenizer"}``: :func:`bleu4`, :func:`rouge_l` and the name of the
+    tokenisation used (:mod:`.captions`)."""
+    gts, res, tokenizer = coco_tokenized(predictions, references)
+    return dict(bleu4=_bleu4(gts, res), rougeL=_rouge_l(gts, res), tokenizer=tokenizer)
 
 
 class _Texts:
@@ -197,7 +217,8 @@ def _metrics(name: str, score: Score, experience: bool, stream: bool, forgetting
 
 def vqa_metrics(experience: bool = True, stream: bool = True, forgetting: bool = True,
                 soft: bool = True) -> List[PluginMetric]:
-    """``VQA_ExactMatch`` (and ``VQA_SoftAcc`` where items have ten answers) plugin metrics."""
+    """``VQA_ExactMatch`` (and ``VQA_SoftAcc`` where items have several answers) plugin
+    metrics."""
     out = _metrics("VQA_ExactMatch", vqa_exact_match, experience, stream, forgetting)
     if soft:
         out += _metrics("VQA_SoftAcc", vqa_soft_accuracy, experience, stream, False)
@@ -206,6 +227,6 @@ def vqa_metrics(experience: bool = True, stream: bool = True, forgetting: bool =
 
 def caption_metrics(experience: bool = True, stream: bool = True,
                     forgetting: bool = True) -> List[PluginMetric]:
-    """``BLEU4`` and ``ROUGE_L`` plugin metrics (COCO definitions)."""
+    """``BLEU4`` and ``ROUGE_L`` plugin metrics (COCO definitions and tokenisation)."""
     return (_metrics("BLEU4", bleu4, experience, stream, forgetting)
             + _metrics("ROUGE_L", rouge_l, experience, stream, forgetting))

@@ -39,9 +39,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--root", metavar="DIR",
                    help="dataset root (= --set benchmark.root=DIR; default: the config's)")
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="local backbone weights (.safetensors, .pth, .npz) used instead of "
-                        "fetching pretrained weights (default: none)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="local backbone weights used instead of fetching pretrained weights: a "
+                        "file (.safetensors, .pth, .npz) or, for BLIP, the checkpoint folder "
+                        "(config, weights, tokenizer) (default: none)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: the config's out, else results/<name>)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",

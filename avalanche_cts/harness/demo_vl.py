@@ -1,19 +1,21 @@
 """The embedded vision-language job: sequential VQA and class-incremental captioning with a tiny
 BLIP on generated scenes, core tokensets against a coreset and fine-tuning at equal bytes.
 
-Streams (:mod:`avalanche_cts.benchmarks.vl.scenes`): VQA in three visually distinct tasks (colour of a shape
-on texture, counting a shape on flat grey, what is left of a shape on dark; exact match) and
-captioning in five class tasks (BLEU-4, ROUGE-L). The model is the pretrained ``blip_vqa_tiny``
-/ ``blip_caption_tiny`` (:mod:`.pretrain_vl`, pretrained once and cached). Methods: naive
-fine-tuning (the floor), a whole-sample coreset (``coreset``, t = 1) and core tokensets
-(``core_tokenset``) with random and GradLRP tokens, all with the same selector and memory
-budget in bytes; optionally cumulative training (the ceiling).
+Streams (:mod:`avalanche_cts.benchmarks.vl.scenes`): VQA in three visually distinct tasks
+(colour of a shape on texture, counting a shape on flat grey, what is left of a shape on dark;
+exact match after the official VQA normalisation; one answer per question, so no soft
+accuracy) and captioning in five class tasks (BLEU-4, ROUGE-L after COCO's PTB tokenisation).
+The model is the pretrained ``blip_vqa_tiny`` / ``blip_caption_tiny`` (:mod:`.pretrain_vl`,
+pretrained once and cached). Methods: naive fine-tuning (the floor), a whole-sample coreset
+(``coreset``, t = 1) and core tokensets (``core_tokenset``) with random and GradLRP tokens, all
+with the same selector and memory budget in bytes; optionally cumulative training (the ceiling).
 
 Writes ``results.txt`` (table and task x task matrices), ``results.json``, ``results.csv``,
 ``vqa_matrices.png`` / ``caption_matrices.png`` (mean matrices) and
 ``caption_over_tasks.png`` (BLEU-4 and ROUGE-L on the tasks seen so far after each task).
 Every run is saved (``<out>/<run>/result.json``, ``state.pt``): an interrupted job resumes; a run
-is reused only when every setting that shaped it matches.
+is reused only when every setting that shaped it matches, the metrics' definitions included
+(a result made with other metrics is refused: rerun it with ``--force``).
 """
 from __future__ import annotations
 
@@ -105,6 +107,18 @@ def _seen_curve(result: Dict, metric: str) -> List[float]:
     return [sum(m[i][: i + 1]) / (i + 1) for i in range(len(m))]
 
 
+def _metrics_note(runs: List[Dict], kind: str, soft: bool) -> str:
+    """How the stream's numbers were computed (recorded in each run's settings)."""
+    defined = "; ".join(sorted({v for r in runs
+                                for v in r.get("settings", {}).get("metrics", {}).values()}))
+    if kind == "caption":
+        return f"metrics: {defined or 'not recorded'}"
+    extra = ("soft acc: the official VQA accuracy" if soft
+             else "no soft accuracy: one answer per question")
+    return (f"metrics: {defined or 'not recorded'}; exact match of the normalised answer; "
+            f"{extra}")
+
+
 def write_report(results: List[Dict], out: Path) -> str:
     """Write the report files (module docstring); return the text report."""
     from .. import __version__
@@ -116,17 +130,18 @@ def write_report(results: List[Dict], out: Path) -> str:
         if not runs:
             continue
         rows = aggregate(runs, _label)
-        extra = ("VQA_SoftAcc",) if kind == "vqa" else ("ROUGE_L",)
+        extra = "VQA_SoftAcc" if kind == "vqa" else "ROUGE_L"
         for row in rows:
             mine = [r for r in runs if _label(r) == row["label"]]
-            for metric in extra:
-                if all(metric in r.get("metric_summaries", {}) for r in mine):
-                    vals = [r["metric_summaries"][metric]["final_acc"] for r in mine]
-                    row[f"{metric}_final_mean"] = sum(vals) / len(vals)
+            if all(extra in r.get("metric_summaries", {}) for r in mine):
+                vals = [r["metric_summaries"][extra]["final_acc"] for r in mine]
+                row[f"{extra}_final_mean"] = sum(vals) / len(vals)
             row["stream"] = kind
+        soft = any(f"{extra}_final_mean" in row for row in rows)
         summary += rows
         text.append(f"{name} ({len(runs[0]['acc_matrix'])} tasks, mean over "
-                    f"{rows[0]['n']} seed(s)):\n" + _table(rows, kind))
+                    f"{rows[0]['n']} seed(s)):\n" + _table(rows, kind, soft)
+                    + "\n" + _metrics_note(runs, kind, soft))
         text += [format_matrix(r) for r in rows]
         plot_matrices(rows, out / f"{kind}_matrices.png", f"{name}: task x task (mean over seeds)")
         if kind == "caption":
@@ -143,18 +158,19 @@ def write_report(results: List[Dict], out: Path) -> str:
     return report
 
 
-def _table(rows: List[Dict], kind: str) -> str:
+def _table(rows: List[Dict], kind: str, extra: bool) -> str:
+    """The stream's table; ``extra``: a last column of soft accuracy (VQA) or ROUGE-L."""
     second = "soft acc" if kind == "vqa" else "ROUGE-L"
     key = "VQA_SoftAcc_final_mean" if kind == "vqa" else "ROUGE_L_final_mean"
     head = (f"{'method':<32}{'records':>8}{'bytes':>9}{'final':>15}{'avg inc':>15}"
-            f"{'forgetting':>15}{second:>10}")
+            f"{'forgetting':>15}" + (f"{second:>10}" if extra else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = [f"{100 * r[m + '_mean']:6.1f} ± {100 * r[m + '_std']:4.1f}"
                  for m in ("final_acc", "avg_inc_acc", "forgetting")]
-        extra = f"{100 * r[key]:.1f}" if key in r else "-"
+        value = f"{100 * r[key]:.1f}" if key in r else "-"
         lines.append(f"{r['label']:<32}{r['memory_records']:>8.0f}{r['memory_bytes']:>9.0f}"
-                     + "".join(f"{c:>15}" for c in cells) + f"{extra:>10}")
+                     + "".join(f"{c:>15}" for c in cells) + (f"{value:>10}" if extra else ""))
     return "\n".join(lines)
 
 

@@ -11,7 +11,8 @@ run's and the data's) and is reused only when all of them match (:func:`check_re
 Image-text streams (``benchmark.info["kind"]``: ``vqa`` or ``caption``, BLIP models) are
 evaluated on generated text: the result's ``acc_matrix`` is the exact-match (VQA) or BLEU-4
 (captioning) matrix, and ``metric_matrices`` holds every metric's matrix (VQA soft accuracy
-where questions have ten answers, ROUGE-L).
+where questions have several answers, ROUGE-L); ``settings["metrics"]`` names their
+definitions.
 """
 from __future__ import annotations
 
@@ -75,9 +76,16 @@ def _embedded_blip(cfg: RunConfig) -> bool:
 
 
 def run_settings(cfg: RunConfig, data: Dict) -> Dict:
-    """Everything that shapes a run's numbers: the run's settings, the data's and, for a
-    preset's embedded pretraining, the backbone's."""
+    """Everything that shapes a run's numbers: the run's settings, the data's, for a preset's
+    embedded pretraining the backbone's and, for BLIP, the metrics' definitions (the VQA
+    evaluation, the caption tokenisation:
+    :func:`~avalanche_cts.evaluation.metrics.metric_settings`)."""
     out = dict(run=cfg.shaping(), data=data)
+    if is_blip_name(cfg.model):
+        from ..evaluation.metrics import metric_settings
+        from ..models import BLIP_PRESETS
+
+        out["metrics"] = metric_settings(BLIP_PRESETS.load(cfg.model)["kind"])
     if cfg.pretrained and cfg.model in PRESET_BACKBONES and cfg.checkpoint is None:
         out["backbone"] = PRESET_BACKBONES[cfg.model].file_name()
     if _embedded_blip(cfg):

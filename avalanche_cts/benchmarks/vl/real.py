@@ -1,9 +1,11 @@
 """The paper's vision-language streams from local files (nothing is downloaded).
 
-* :func:`vqa_sequence`: VQA v2 -> CLEVR -> Visual Genome QA, one task each, from annotation
-  files in BLIP's format (a JSON list of ``{"question", "answer", "image"}``; ``answer`` a list
-  for VQA v2). VQA v2 answers carry BLIP's weights (each distinct answer: its share of the ten);
-  every reference answer is kept for the soft accuracy.
+* :func:`vqa_sequence`: VQA v2 -> CLEVR -> Visual Genome QA, one task each. VQA v2 and Visual
+  Genome from BLIP's annotation files (a JSON list of ``{"question", "answer", "image"}``;
+  ``answer`` a list for VQA v2), CLEVR v1.0 as downloaded (its ``questions/CLEVR_<split>_
+  questions.json`` and ``images/<split>/``; the val split tests, as CLEVR's test answers are
+  not public). Answer weights as BLIP's: VQA v2 each distinct answer its share of the ten,
+  Visual Genome 0.2, CLEVR 1.0 (one answer); every reference answer is kept for the metrics.
 * :func:`coco_class_captions`: MS-COCO captions (BLIP's Karpathy-split files) split into the
   paper's five class tasks (book, backpack, car, truck, bottle). **Rule:** an image belongs to
   class c when its instance annotations contain c and none of the other four classes (images
@@ -40,10 +42,13 @@ VQA_LAYOUT = """\
 ROOT/
   annotations/
     vqa_train.json  vqa_val.json      BLIP's VQA v2 files: [{"question", "answer": [...], "image"}]
-    clevr_train.json  clevr_val.json  CLEVR in the same format ("answer": one string)
-    vg_qa.json                        BLIP's Visual Genome QA (split here: every 10th image tests)
+    vg_qa.json                        BLIP's Visual Genome QA: [{"question", "answer", "image"}]
+                                      (split here: every 10th image tests)
   coco/train2014/  coco/val2014/      images named by "image" of vqa_*.json
-  clevr/images/train/  .../val/       images named by "image" of clevr_*.json (e.g. images/train/CLEVR_train_000000.png)
+  clevr/                              CLEVR v1.0 as unzipped (its folder CLEVR_v1.0, renamed or linked)
+    questions/CLEVR_train_questions.json  questions/CLEVR_val_questions.json
+                                      {"questions": [{"question", "answer", "image_filename"}, ...]}
+    images/train/  images/val/        CLEVR_train_000000.png ...
   vg/image/                           images named by "image" of vg_qa.json"""
 
 COCO_LAYOUT = """\
@@ -55,8 +60,13 @@ ROOT/
   coco/train2014/  coco/val2014/      images named by "image" (e.g. val2014/COCO_val2014_000000391895.jpg)"""
 
 _IMAGE_ROOTS = {"vqa_v2": "coco", "clevr": "clevr", "vg": "vg"}
-_FILES = {"vqa_v2": ("vqa_train.json", "vqa_val.json"), "clevr": ("clevr_train.json", "clevr_val.json"),
-          "vg": ("vg_qa.json", None)}
+_FILES = {"vqa_v2": ("annotations/vqa_train.json", "annotations/vqa_val.json"),
+          "clevr": ("clevr/questions/CLEVR_train_questions.json",
+                    "clevr/questions/CLEVR_val_questions.json"),
+          "vg": ("annotations/vg_qa.json", None)}
+_VG_WEIGHT = 0.2
+"""BLIP's weight of a Visual Genome answer (``vqa_dataset.py``); VQA v2 answers weigh their
+share of the ten, CLEVR's single answer 1."""
 
 
 def _require(path: Path, layout: str) -> Path:
@@ -70,6 +80,34 @@ def _read_json(path: Path, layout: str):
         return json.loads(_require(path, layout).read_text())
     except json.JSONDecodeError as e:
         raise DatasetLayoutError(f"{path} is not valid JSON ({e}). Expected layout:\n{layout}") from None
+
+
+def _entries(path: Path, data, keys: Sequence[str], layout: str) -> List[Dict]:
+    """``data`` if it is a list of objects with ``keys``, else a layout error naming ``path``."""
+    bad = ("a JSON list" if not isinstance(data, list) else next(
+        (f"entries with {list(keys)}; entry {i} is {str(a)[:80]}" for i, a in enumerate(data)
+         if not isinstance(a, dict) or any(k not in a for k in keys)), None))
+    if bad:
+        raise DatasetLayoutError(f"{path} does not hold {bad}. Expected layout:\n{layout}")
+    return data
+
+
+def _read_annotations(path: Path, layout: str) -> List[Dict]:
+    """A BLIP annotation file: a list of ``{"question", "answer", "image"}``."""
+    return _entries(path, _read_json(path, layout), ("question", "answer", "image"), layout)
+
+
+def _read_clevr(path: Path, layout: str) -> List[Dict]:
+    """CLEVR v1.0 questions as BLIP-style entries (image: ``images/<split>/<file>``)."""
+    data = _read_json(path, layout)
+    if not isinstance(data, dict) or "questions" not in data:
+        raise DatasetLayoutError(f"{path} is not a CLEVR v1.0 questions file (an object with "
+                                 f"\"questions\"). Expected layout:\n{layout}")
+    split = path.name.split("_")[1]
+    keys = ("question", "answer", "image_filename")
+    return [dict(question=q["question"], answer=q["answer"],
+                 image=f"images/{q.get('split', split)}/{q['image_filename']}")
+            for q in _entries(path, data["questions"], keys, layout)]
 
 
 class ImageFileReader:
@@ -106,8 +144,9 @@ def _encoder(tokenizer, skip_unknown: bool) -> Callable[[str, str], Optional[Ten
     return ids
 
 
-def _vqa_items(anns: List[Dict], tokenizer, skip_unknown: bool):
-    """(image names, question ids, answer ids per item, weights, raw answers)."""
+def _vqa_items(anns: List[Dict], tokenizer, skip_unknown: bool, weight: Optional[float]):
+    """(image names, question ids, answer ids per item, weights, raw answers); ``weight``:
+    every answer's weight, or ``None`` for each distinct answer's share of the answers."""
     ids = _encoder(tokenizer, skip_unknown)
     names, questions, answers, weights, refs = [], [], [], [], []
     for a in anns:
@@ -120,7 +159,8 @@ def _vqa_items(anns: List[Dict], tokenizer, skip_unknown: bool):
         names.append(a["image"])
         questions.append(q)
         answers.append(ans)
-        weights.append(torch.tensor([raw.count(x) / len(raw) for x in distinct]))
+        weights.append(torch.tensor([raw.count(x) / len(raw) if weight is None else weight
+                                     for x in distinct]))
         refs.append(raw)
     return names, questions, answers, weights, refs
 
@@ -157,15 +197,14 @@ def vqa_sequence(root: PathLike, tokenizer: Union[str, object], *, image_size: i
     g = torch.Generator().manual_seed(seed)
     train, test = [], []
     for t, name in enumerate(tasks):
+        read = _read_clevr if name == "clevr" else _read_annotations
         train_file, test_file = _FILES[name]
-        anns = _read_json(root / "annotations" / train_file, VQA_LAYOUT)
-        if test_file is None:
-            splits = _vg_split(anns)
-        else:
-            splits = (anns, _read_json(root / "annotations" / test_file, VQA_LAYOUT))
+        anns = read(root / train_file, VQA_LAYOUT)
+        splits = _vg_split(anns) if test_file is None else (anns, read(root / test_file, VQA_LAYOUT))
+        weight = {"vqa_v2": None, "clevr": 1.0, "vg": _VG_WEIGHT}[name]
         for anns, k, out in ((splits[0], train_per_task, train), (splits[1], test_per_task, test)):
             anns = [anns[i] for i in _subset(len(anns), k, g)]
-            names, qs, ans, ws, refs = _vqa_items(anns, tok, skip_unknown)
+            names, qs, ans, ws, refs = _vqa_items(anns, tok, skip_unknown, weight)
             reader = ImageFileReader(root / _IMAGE_ROOTS[name], names, image_size, VQA_LAYOUT)
             out.append(ImageTextDataset(reader, qs, ans, refs, t, weights=ws,
                                         normalization=normalization))
@@ -221,7 +260,8 @@ def coco_class_captions(root: PathLike, tokenizer: Union[str, object], *, image_
     per_split = []
     for file, k in (("coco_karpathy_train.json", train_per_task), ("coco_karpathy_test.json", test_per_task)):
         caps: Dict[str, List[str]] = {}
-        for a in _read_json(root / "annotations" / file, COCO_LAYOUT):
+        path = root / "annotations" / file
+        for a in _entries(path, _read_json(path, COCO_LAYOUT), ("caption", "image"), COCO_LAYOUT):
             c = a["caption"]
             caps.setdefault(a["image"], []).extend(c if isinstance(c, list) else [c])
         by_class: Dict[str, List[str]] = {c: [] for c in classes}
@@ -240,8 +280,9 @@ def coco_class_captions(root: PathLike, tokenizer: Union[str, object], *, image_
     train, test = [], []
     for split, out in zip(per_split, (train, test)):
         for t, (cls, images, caps) in enumerate(split):
-            refs = [[pre_caption(c) for c in caps[im]] for im in images]
-            targets = [[x for x in (ids(r, "caption") for r in rs) if x is not None] for rs in refs]
+            refs = [caps[im] for im in images]  # raw: COCO evaluation tokenises them itself
+            targets = [[x for x in (ids(pre_caption(r), "caption") for r in rs) if x is not None]
+                       for rs in refs]
             keep = [i for i, ts in enumerate(targets) if ts]
             reader = ImageFileReader(root / "coco", [images[i] for i in keep], image_size, COCO_LAYOUT)
             out.append(ImageTextDataset(reader, None, [targets[i] for i in keep],

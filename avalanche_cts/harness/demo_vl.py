@@ -97,7 +97,8 @@ def demo_cells(args) -> List:
 def _label(result: Dict) -> str:
     cfg = result["config"]
     if cfg["method"] == "core_tokenset":
-        return _LABELS[f"core_tokenset_{cfg['scorer']}"]
+        matched = cfg.get("dropout_tokens") == "matched" and cfg["scorer"] != "random"
+        return _LABELS[f"core_tokenset_{cfg['scorer']}"] + (", new data matched" if matched else "")
     return _LABELS[cfg["method"]]
 
 
@@ -162,14 +163,14 @@ def _table(rows: List[Dict], kind: str, extra: bool) -> str:
     """The stream's table; ``extra``: a last column of soft accuracy (VQA) or ROUGE-L."""
     second = "soft acc" if kind == "vqa" else "ROUGE-L"
     key = "VQA_SoftAcc_final_mean" if kind == "vqa" else "ROUGE_L_final_mean"
-    head = (f"{'method':<32}{'records':>8}{'bytes':>9}{'final':>15}{'avg inc':>15}"
-            f"{'forgetting':>15}" + (f"{second:>10}" if extra else ""))
+    head = (f"{'method':<44}{'records':>8}{'bytes':>9}{'final':>15}{'avg inc':>15}"
+            f"{'forgetting':>15}{'plasticity':>15}" + (f"{second:>10}" if extra else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = [f"{100 * r[m + '_mean']:6.1f} ± {100 * r[m + '_std']:4.1f}"
-                 for m in ("final_acc", "avg_inc_acc", "forgetting")]
+                 for m in ("final_acc", "avg_inc_acc", "forgetting", "plasticity")]
         value = f"{100 * r[key]:.1f}" if key in r else "-"
-        lines.append(f"{r['label']:<32}{r['memory_records']:>8.0f}{r['memory_bytes']:>9.0f}"
+        lines.append(f"{r['label']:<44}{r['memory_records']:>8.0f}{r['memory_bytes']:>9.0f}"
                      + "".join(f"{c:>15}" for c in cells) + (f"{value:>10}" if extra else ""))
     return "\n".join(lines)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -22,6 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._files import atomic_write, file_lock
+from ..cache import cache_root
 from ..models import resolve_normalization
 from ..tokens.normalization import NormalizationLike
 
@@ -117,17 +118,17 @@ def _read_idx(path: Path) -> Tensor:
 
     if path.suffix != ".gz":
         return read_sn3_pascalvincent_tensor(str(path), strict=False)
-    cache = Path(os.environ.get("AVALANCHE_CTS_CACHE", Path.home() / ".cache" / "avalanche_cts"))
     st = path.stat()
     source = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
-    out = cache / "fashion-mnist" / source[:16] / path.stem  # one copy per source file
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        tmp.replace(out)
+    out = cache_root() / "fashion-mnist" / source[:16] / path.stem  # one copy per source file
+    if not out.is_file():  # processes unpacking at once each write their own temporary file
+        atomic_write(out, lambda tmp: _gunzip(path, tmp))
     return read_sn3_pascalvincent_tensor(str(out), strict=False)
+
+
+def _gunzip(src: Path, dst: Path) -> None:
+    with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 def load_fashion_mnist(
@@ -144,10 +145,11 @@ def load_fashion_mnist(
             )
         from torchvision.datasets import FashionMNIST
 
-        root = Path.home() / ".cache" / "avalanche_cts"
+        root = cache_root()
         try:
-            for train in (True, False):
-                FashionMNIST(str(root), train=train, download=True)
+            with file_lock(root / "fashion-mnist-download.lock"):  # one download at a time
+                for train in (True, False):
+                    FashionMNIST(str(root), train=train, download=True)
         except Exception as e:  # no network: say what to install instead
             raise FileNotFoundError(
                 f"Fashion-MNIST is not on this machine and could not be downloaded ({e}): "

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import atomic_write
 from ..models import create_model, list_presets
 
 __all__ = [
@@ -277,11 +278,7 @@ def save_run_state(
         "strategy": own() if callable(own) else None,
         "rng": _rng_state(),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_run_state(path: PathLike) -> Dict:

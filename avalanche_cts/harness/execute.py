@@ -5,9 +5,16 @@ Each cell writes ``<out>/<cell key>/result.json`` (and ``state.pt`` after every 
 A cell with a result is skipped only when every setting that shaped it matches (the run's,
 the data's and the backbone's, :func:`~.runner.run_settings`); otherwise it is refused with
 the differences (:class:`~.runner.StaleResultError`) unless ``force`` reruns it.
+
+Worker processes end with the main process (by an exception, Ctrl-C, SIGTERM, or within a
+second of a SIGKILL), and a run folder is written by one process at a time (``run.lock``).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .._files import folder_owner
 from ..benchmarks import make_benchmark
 from ..models import model_normalization
 from .grid import Cell
@@ -80,8 +88,9 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
         path = out / cell.key / "result.json"
         settings = run_settings(cell.cfg, cell_data(cell))
         if force:
-            for name in ("result.json", "state.pt"):
-                (out / cell.key / name).unlink(missing_ok=True)
+            with folder_owner(out / cell.key):
+                for name in ("result.json", "state.pt"):
+                    (out / cell.key / name).unlink(missing_ok=True)
             todo.append(cell)
             continue
         stored = load_result(path, settings, "--force replaces it")
@@ -109,12 +118,70 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
         for i, cell in enumerate(todo, 1):
             finished(i, cell, run_cell(cell, out, threads, log))
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        _in_workers(todo, out, jobs, threads or 1, finished)
+    return [results[c.index] for c in cells]
 
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_cell, c, out, threads or 1): c for c in todo}
+
+def _in_workers(todo: Sequence[Cell], out: Path, jobs: int, threads: int,
+                finished: Callable[[int, Cell, Dict], None]) -> None:
+    """Run ``todo`` in ``jobs`` spawned worker processes that end with this one: when it ends
+    by an exception, Ctrl-C or SIGTERM it stops them; when it is killed, each worker's
+    watchdog ends it within a second."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
+                               initargs=(os.getpid(),))
+    try:
+        with _sigterm_raises():
+            futures = {pool.submit(run_cell, c, out, threads): c for c in todo}
             for i, fut in enumerate(as_completed(futures), 1):
                 finished(i, futures[fut], fut.result())
-    return [results[c.index] for c in cells]
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def _worker_start(parent: int) -> None:
+    """A worker leaves Ctrl-C to the main process (which stops it) and ends when its parent
+    is gone (SIGKILL leaves the main process no time to stop it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises ``SystemExit(143)`` in the main thread for the context (so the workers
+    are stopped), instead of ending the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _stop_workers(pool) -> None:
+    """Terminate the pool's workers (mid-run: their files are written atomically and resume)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for p in workers:
+        p.terminate()
+    for p in workers:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+    pool.shutdown(wait=True, cancel_futures=True)

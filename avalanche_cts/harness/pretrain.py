@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from ..benchmarks.cluttered import compose_scenes
 from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
+from .._files import atomic_write, file_lock
 from ..cache import cache_root
 from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens.patches import random_keep_mask
@@ -217,14 +218,14 @@ class ResumableTraining:
         self.sched.step()
 
     def save(self, epochs_done: int) -> None:
-        torch.save(dict(model=self.model.state_dict(), opt=self.opt.state_dict(),
-                        sched=self.sched.state_dict(), gen=self.generator.get_state(),
-                        epoch=epochs_done), self.partial)
+        state = dict(model=self.model.state_dict(), opt=self.opt.state_dict(),
+                     sched=self.sched.state_dict(), gen=self.generator.get_state(),
+                     epoch=epochs_done)
+        atomic_write(self.partial, lambda tmp: torch.save(state, tmp))
 
     def finish(self, checkpoint: Dict) -> None:
         """Write the final ``checkpoint`` atomically and drop the per-epoch state."""
-        torch.save(checkpoint, self.path.with_suffix(".tmp"))
-        self.path.with_suffix(".tmp").replace(self.path)
+        atomic_write(self.path, lambda tmp: torch.save(checkpoint, tmp))
         self.partial.unlink(missing_ok=True)
 
 
@@ -262,6 +263,13 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     if found is not None:
         return found
     path = checkpoint_path(spec, cache_dir)
+    with file_lock(path.with_name(path.name + ".lock"), waiting=log):  # one process pretrains
+        found = existing_checkpoint(spec, cache_dir)
+        return found if found is not None else _pretrain(spec, path, data_root, log)
+
+
+def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log) -> Path:
+    """The pretraining of :func:`pretrain_backbone` into ``path`` (resuming its partial state)."""
     x, y, xv, yv, xte, yte = _pool(spec, data_root)
     gen = torch.Generator().manual_seed(_INIT_STREAM + spec.seed)
     with torch.random.fork_rng():

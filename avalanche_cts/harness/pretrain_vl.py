@@ -29,6 +29,7 @@ from typing import Dict, Optional, Union
 import torch
 from torch import nn
 
+from .._files import file_lock
 from ..models import create_blip, get_adapter
 from ..tokens.normalization import CLIP_MEAN, CLIP_STD
 from .checkpoint import read_checkpoint
@@ -102,15 +103,22 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
                   cache_dir: Optional[PathLike] = None, log=print) -> Path:
     """Pretrain a tiny BLIP (protocol in the module docstring) or find its checkpoint; an
     interrupted run resumes from its last finished epoch. Returns the checkpoint path."""
-    from ..models.blip_text import VLCollator
-    from ..benchmarks.vl.scenes import pretraining_vqa, scene_tokenizer, scene_vqa
-    from ..models.blip_text import TextSpec
-
     spec = BLIP_PRETRAINED[spec] if isinstance(spec, str) else spec
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
         return found
     path = checkpoint_path(spec, cache_dir)
+    with file_lock(path.with_name(path.name + ".lock"), waiting=log):  # one process pretrains
+        found = existing_checkpoint(spec, cache_dir)
+        return found if found is not None else _pretrain(spec, path, log)
+
+
+def _pretrain(spec: BlipPretrainSpec, path: Path, log) -> Path:
+    """The pretraining of :func:`pretrain_blip` into ``path`` (resuming its partial state)."""
+    from ..models.blip_text import VLCollator
+    from ..benchmarks.vl.scenes import pretraining_vqa, scene_tokenizer, scene_vqa
+    from ..models.blip_text import TextSpec
+
     norm = _norm()
     tok = scene_tokenizer()
     collate = VLCollator(TextSpec.from_tokenizer(tok), "vqa")

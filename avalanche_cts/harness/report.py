@@ -21,6 +21,8 @@ import statistics
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .._files import atomic_write, write_text
+
 __all__ = [
     "aggregate",
     "format_matrix",
@@ -31,6 +33,7 @@ __all__ = [
     "plot_metric_over_tasks",
     "plasticity",
     "plot_run",
+    "save_figure",
     "summary_rows",
     "write_csv",
     "write_summary",
@@ -43,10 +46,21 @@ def write_csv(path: Path, rows: Sequence[Dict], fieldnames: Optional[Sequence[st
     """Write ``rows`` to ``path`` with a header (default columns: the first row's keys)."""
     if not rows and fieldnames is None:
         raise ValueError(f"nothing to write to {path}: no rows and no fieldnames")
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically (format from the file name's suffix) and close it."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png"))
+    _pyplot().close(fig)
 
 
 def _pyplot():
@@ -92,9 +106,7 @@ def plot_run(result: Dict, path: Path) -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)
 
 
 def _label(cfg: Dict) -> str:
@@ -176,7 +188,7 @@ def write_summary(out: Path) -> str:
         cells = [bm, tasks, label, shown, *accs, f"{mb:.2f}", len(rs)]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     table = "\n".join(lines)
-    (out / "summary.md").write_text(table + "\n")
+    write_text(out / "summary.md", table + "\n")
     _plot_summary(groups, out / "summary.png")
     return table
 
@@ -208,8 +220,7 @@ def _plot_summary(groups: Dict[Tuple, List[Dict]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)
 
 
 # ------------------------------------------------------------ seeds aggregated
@@ -331,9 +342,7 @@ def plot_accuracy_vs_memory(rows: Sequence[Dict], path: Path, title: str,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)
 
 
 def plot_matrices(rows: Sequence[Dict], path: Path, title: str) -> None:
@@ -360,9 +369,7 @@ def plot_matrices(rows: Sequence[Dict], path: Path, title: str) -> None:
         ax.set_ylabel("after training", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, 110)
 
 
 def plot_metric_over_tasks(curves: Dict[str, Dict[str, List[List[float]]]], path: Path,
@@ -393,6 +400,4 @@ def plot_metric_over_tasks(curves: Dict[str, Dict[str, List[List[float]]]], path
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)

@@ -29,6 +29,7 @@ from torch import nn
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
+from .._files import folder_owner, write_text
 from ..memory.buffer import CoreTokensetBuffer
 from ..memory.plugin import CoreTokensetReplayPlugin
 from .checkpoint import (
@@ -263,7 +264,9 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
     stream after each experience. Returns a JSON-ready dict of settings and metrics.
 
     With ``cfg.out_dir`` (main process only): ``result.json`` and ``accuracy.png`` at the end,
-    ``state.pt`` after every experience; with ``cfg.resume`` a run restarts from ``state.pt``
+    ``state.pt`` after every experience, written while this process owns the folder
+    (``run.lock``, :func:`~avalanche_cts._files.folder_owner`: another live process writing it
+    is refused, naming it); with ``cfg.resume`` a run restarts from ``state.pt``
     (refused, naming the differences, when it was written with other settings).
     Under torch.distributed every rank calls ``run`` and gets the same result.
 
@@ -276,17 +279,19 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
     out = Path(cfg.out_dir) if cfg.out_dir else None
     kind = stream_kind(benchmark)
     with ExitStack() as stack:
+        if out is not None and is_main_process():
+            stack.enter_context(folder_owner(out))  # one process writes a run folder
         strategy = build_strategy(replace(cfg, device=str(device)), model,
                                   _evaluator(_loggers(cfg, out, stack), kind))
         _, unsupported = run_state_parts(strategy)
         state_path = out / "state.pt" if out is not None and not unsupported else None
         matrices, seconds = _experiences(cfg, strategy, benchmark, settings, state_path, log)
-    result = _result(cfg, strategy, benchmark, settings, matrices, seconds, device)
-    if out is not None and is_main_process():
-        from .report import plot_run
+        result = _result(cfg, strategy, benchmark, settings, matrices, seconds, device)
+        if out is not None and is_main_process():
+            from .report import plot_run
 
-        save_result(result, out / "result.json")
-        plot_run(result, out / "accuracy.png")
+            save_result(result, out / "result.json")
+            plot_run(result, out / "accuracy.png")
     return result
 
 
@@ -395,7 +400,4 @@ def load_result(path: Path, settings: Dict, force_hint: str = "--force") -> Opti
 
 def save_result(result: Dict, path: Path) -> None:
     """Write a run's result JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(result, indent=1))

@@ -22,7 +22,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
-__all__ = ["FolderBusyError", "atomic_write", "file_lock", "folder_owner", "write_text"]
+__all__ = ["FolderBusyError", "atomic_write", "check_folder", "file_lock", "folder_owner",
+           "portable_path", "write_text"]
 
 PathLike = Union[str, Path]
 LOCK_NAME = "run.lock"
@@ -41,6 +42,17 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def portable_path(path: PathLike) -> str:
+    """``path`` as result files record it: relative to the working directory (the project)
+    when it lies inside it, else relative to its results folder (its parent), so a result
+    does not name the machine it was made on."""
+    path = Path(path).expanduser().resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def write_text(path: PathLike, text: str) -> Path:
@@ -90,8 +102,23 @@ def file_lock(path: PathLike, waiting: Optional[Callable[[str], None]] = None) -
         yield
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(OSError):
     """A run folder is being written by another live process."""
+
+
+def check_folder(path: PathLike, what: str = "output folder") -> Path:
+    """``path`` as a folder to write into; ``ValueError`` naming ``what`` when it is empty,
+    an existing file, or lies under a file."""
+    if not str(path).strip():
+        raise ValueError(f"{what} is empty: give a folder path")
+    path = Path(path).expanduser()
+    for p in (path, *path.parents):
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():
+            where = "is a file" if p == path else f"lies under the file {p}"
+            raise ValueError(f"{what} {str(path)!r} {where}: give a folder path")
+    return path
 
 
 @contextlib.contextmanager
@@ -101,7 +128,7 @@ def folder_owner(folder: PathLike) -> Iterator[Path]:
 
     :raises FolderBusyError: another live process holds it, named.
     """
-    folder = Path(folder)
+    folder = check_folder(folder, "run folder")
     lock = folder / LOCK_NAME
     with _flock(lock, wait=False) as f:
         if f is None:

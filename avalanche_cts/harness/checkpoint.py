@@ -122,7 +122,7 @@ def load_backbone(
     :param head_seed: re-draw the classifier with :func:`fresh_head` when the weights do not
         provide it (a different class count, or a backbone-only file).
     :param kwargs: model settings, e.g. ``num_classes=100``.
-    :raises RuntimeError: when weights cannot be fetched; the message says how to pass a file.
+    :raises ConnectionError: when weights cannot be fetched; the message says how to pass a file.
     """
     if checkpoint is not None:
         model = create_model(name, pretrained=False, **kwargs)
@@ -139,7 +139,7 @@ def load_backbone(
         try:
             model = create_model(name, pretrained=True, **kwargs)
         except (OSError, RuntimeError) as e:
-            raise RuntimeError(_fetch_help(name, e)) from e
+            raise ConnectionError(_fetch_help(name, e)) from e
         left = ["head"] if kwargs.get("num_classes") not in (None, 1000) else []
     if head_seed is not None and left:
         fresh_head(model, head_seed)

@@ -190,8 +190,10 @@ class RunConfig:
             _check(isinstance(getattr(c, name), bool), name, getattr(c, name), "true or false")
         _check(c.pin_memory is None or isinstance(c.pin_memory, bool), "pin_memory",
                c.pin_memory, "None, true or false")
-        _check(c.checkpoint is None or isinstance(c.checkpoint, str), "checkpoint",
-               c.checkpoint, "None or a file path")
+        for name in ("checkpoint", "out_dir"):
+            v = getattr(c, name)
+            _check(v is None or (isinstance(v, str) and bool(v.strip())), name, v,
+                   "None or a non-empty path")
         _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS), "loggers",
                c.loggers, f"a list of {list(LOGGERS)}")
 

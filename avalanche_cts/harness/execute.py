@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,7 +30,7 @@ from .pretrain import PRESET_BACKBONES, pretrain_backbone
 from .pretrain_vl import EMBEDDED_BLIP, pretrain_blip
 from .runner import load_result, run, run_settings
 
-__all__ = ["cell_data", "execute_cells"]
+__all__ = ["cell_data", "execute_cells", "finished_results"]
 
 _BENCHMARKS: Dict[str, object] = {}
 """Benchmarks built in this process, by their settings."""
@@ -66,6 +66,23 @@ def run_cell(cell: Cell, out: Path, threads: Optional[int] = None,
     data = cell_data(cell)
     cfg = replace(cell.cfg, out_dir=str(out / cell.key))
     return run(cfg, _benchmark(data), log=log, data=data)
+
+
+def finished_results(cells: Sequence[Cell], out: Path) -> Tuple[Dict[str, Dict], List[str]]:
+    """``(results by cell key, left out)``: the stored results of ``cells`` under ``out``
+    made with the cells' settings; a result made with other settings, or a file that is not
+    a run's result, is left out with a line saying why (never reported as this config's)."""
+    results, left_out = {}, []
+    for cell in cells:
+        path = Path(out) / cell.key / "result.json"
+        try:
+            stored = load_result(path, run_settings(cell.cfg, cell_data(cell)))
+        except ValueError as e:  # StaleResultError too
+            left_out.append(" ".join(str(e).split()))
+            continue
+        if stored is not None:
+            results[cell.key] = stored
+    return results, left_out
 
 
 def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: bool = False,

@@ -29,7 +29,7 @@ from torch import nn
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from .._files import folder_owner, write_text
+from .._files import folder_owner, portable_path, write_text
 from ..memory.buffer import CoreTokensetBuffer
 from ..memory.plugin import CoreTokensetReplayPlugin
 from .checkpoint import (
@@ -46,7 +46,7 @@ from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
 from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
-from .report import plasticity
+from .report import plasticity, read_result
 from ..memory.sample_buffers import ByteBudgetResize
 from ..strategies.training import compile_blocks, set_fused_attention
 
@@ -366,7 +366,10 @@ def _result(cfg: RunConfig, strategy, benchmark, settings: Dict,
     kind = stream_kind(benchmark)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix = matrices[PRIMARY_METRIC[kind]]
-    result = dict(config=asdict(cfg), key=cfg.key(), settings=settings,
+    config = asdict(cfg)
+    if cfg.out_dir is not None:
+        config["out_dir"] = portable_path(cfg.out_dir)
+    result = dict(config=config, key=cfg.key(), settings=settings,
                   fingerprint=fingerprint(settings), version=__version__, acc_matrix=matrix,
                   wall_time_s=seconds, test_sizes=sizes,
                   benchmark=getattr(benchmark, "info", None), world_size=world_size(),
@@ -386,15 +389,12 @@ def _result(cfg: RunConfig, strategy, benchmark, settings: Dict,
 
 def load_result(path: Path, settings: Dict, force_hint: str = "--force") -> Optional[Dict]:
     """A stored result at ``path`` if it exists and was made with ``settings``; ``None`` if
-    there is none; :class:`StaleResultError` if it was made with other settings. An
-    unreadable file raises naming it."""
-    if not path.is_file():
+    there is none; :class:`StaleResultError` if it was made with other settings. A file that
+    is not a run's result raises naming it (:func:`~.report.read_result`)."""
+    if not Path(path).is_file():
         return None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable ({e}): delete it to rerun that run") from None
-    check_reuse(result.get("settings", {}), settings, path, force_hint)
+    result = read_result(path)
+    check_reuse(result["settings"], settings, path, force_hint)
     return result
 
 

@@ -7,7 +7,9 @@ names the missing files otherwise (no silent fallback). Without ``data_root``: D
 torchvision into ``~/.cache/avalanche_cts``.
 
 Pretraining reserves the last ``heldout_per_class`` training images of every class
-(:func:`heldout_indices`); a stream built with the same number never shows them.
+(:func:`heldout_indices`); a stream built with the same number never shows them, and streams
+leave out the embedded backbones' :data:`DEFAULT_HELDOUT` by default, so a stream combined
+with a shipped backbone never holds its pretraining images.
 """
 from __future__ import annotations
 
@@ -30,15 +32,16 @@ __all__ = [
     "DEBIAN_FMNIST_DIR",
     "DEFAULT_HELDOUT",
     "FMNIST_CLASSES",
+    "fashion_mnist_folder",
     "UInt8ImageDataset",
     "class_incremental_stream",
     "heldout_indices",
     "load_fashion_mnist",
     "per_class_subset",
-    "split_fashion_mnist_pretrained",
     "stream_images",
     "split_fashion_mnist",
     "check_count",
+    "check_seed",
     "train_validation_indices",
 ]
 
@@ -97,7 +100,7 @@ def _names() -> str:
     return ", ".join(n for pair in _FILES.values() for n in pair)
 
 
-def _locate(data_root: Optional[PathLike]) -> Optional[Path]:
+def fashion_mnist_folder(data_root: Optional[PathLike]) -> Optional[Path]:
     """The folder holding all four IDX files; ``FileNotFoundError`` when ``data_root`` is
     given and does not hold them."""
     if data_root is not None:
@@ -135,7 +138,7 @@ def load_fashion_mnist(
     data_root: Optional[PathLike] = None, download: bool = True
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return ``(train_images, train_labels, test_images, test_labels)``; images uint8 (N, 28, 28)."""
-    found = _locate(data_root)
+    found = fashion_mnist_folder(data_root)
     if found is None:
         if not download:
             raise FileNotFoundError(
@@ -209,6 +212,12 @@ def check_count(name: str, value: Optional[int], allow_none: bool = True) -> Non
                          f"got {value!r}")
 
 
+def check_seed(seed) -> None:
+    """Refuse a stream seed that is not an integer >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
 def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
                              n_experiences: int, seed: int, fixed_class_order, info: Dict):
     """Avalanche ``nc_benchmark`` (class-incremental, no task labels) with ``info`` attached
@@ -241,6 +250,12 @@ def stream_images(data_root: Optional[PathLike], heldout_per_class: int, seed: i
     subset (``train_per_class=None`` then takes the rest of each class).
     """
     xtr, ytr, xte, yte = load_fashion_mnist(data_root)
+    smallest = int(torch.bincount(ytr).min())
+    if heldout_per_class >= smallest:
+        raise ValueError(
+            f"heldout_per_class={heldout_per_class} leaves no training images: the data has "
+            f"{smallest} per class (in its smallest class); pass a smaller heldout_per_class "
+            f"(0 uses every image, for a model not pretrained on them)")
     keep = torch.ones(len(ytr), dtype=torch.bool)
     keep[heldout_indices(ytr, heldout_per_class)] = False
     pool_x, pool_y = xtr[keep], ytr[keep]
@@ -264,7 +279,7 @@ def split_fashion_mnist(
     train_per_class: Optional[int] = None,
     test_per_class: Optional[int] = None,
     validation: bool = False,
-    heldout_per_class: int = 0,
+    heldout_per_class: int = DEFAULT_HELDOUT,
     normalization: NormalizationLike = None,
     fixed_class_order=None,
 ):
@@ -275,12 +290,14 @@ def split_fashion_mnist(
     :param validation: evaluate on ``test_per_class`` validation images per class held out
         from the training images (disjoint from the training subset) instead of the test set.
     :param heldout_per_class: leave out the last training images of every class, reserved
-        for pretraining (``DEFAULT_HELDOUT`` with the pretrained backbone).
+        for pretraining (default: the embedded backbones', :data:`DEFAULT_HELDOUT`; 0 uses
+        every training image, for a model not pretrained on them).
     :param normalization: model input normalisation (a model, ``Normalization``, ``(mean, std)``
         or ``None`` for [0, 1]).
     """
     check_count("train_per_class", train_per_class)
     check_count("test_per_class", test_per_class, allow_none=not validation)
+    check_seed(seed)
     if isinstance(heldout_per_class, bool) or not isinstance(heldout_per_class, int) or \
             heldout_per_class < 0:
         raise ValueError(f"heldout_per_class must be an integer >= 0, got {heldout_per_class!r}")
@@ -294,8 +311,3 @@ def split_fashion_mnist(
                 data_root=None if data_root is None else str(data_root))
     return class_incremental_stream(train, test, n_experiences, seed, fixed_class_order, info)
 
-
-def split_fashion_mnist_pretrained(**kwargs):
-    """:func:`split_fashion_mnist` without the :data:`DEFAULT_HELDOUT` images per class that
-    the embedded backbone was pretrained on (the stream of ``fmnist_pretrained``)."""
-    return split_fashion_mnist(**{"heldout_per_class": DEFAULT_HELDOUT, **kwargs})

@@ -171,7 +171,8 @@ class RunConfig:
             _check(_is_int(v) and v >= 1, name, v, "an integer >= 1")
         _check(c.batch_size_mem is None or (_is_int(c.batch_size_mem) and c.batch_size_mem >= 1),
                "batch_size_mem", c.batch_size_mem, "None or an integer >= 1")
-        _check(_is_num(c.lr) and c.lr > 0, "lr", c.lr, "a positive number")
+        _check(_is_num(c.lr) and 0 < c.lr <= 10, "lr", c.lr,
+               "a positive number up to 10 (1e-4 to 1e-2 are usual)")
         _check(_is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
                "a number >= 0")
         _check(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum,

@@ -24,6 +24,7 @@ import torch
 
 from .._files import folder_owner
 from ..benchmarks import make_benchmark
+from ..benchmarks.fmnist import DEFAULT_HELDOUT
 from ..models import model_normalization
 from .grid import Cell
 from .pretrain import PRESET_BACKBONES, pretrain_backbone
@@ -42,6 +43,8 @@ def cell_data(cell: Cell) -> Dict:
     cfg = cell.cfg
     norm = model_normalization(cfg.model, cfg.model_kwargs.get("in_chans"))
     data = dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
+    if data.get("name") in ("fmnist", "fmnist_pretrained", "cluttered_fmnist"):
+        data.setdefault("heldout_per_class", DEFAULT_HELDOUT)  # recorded: it shapes the stream
     if data.get("name") in ("vqa_sequence", "coco_class_captions"):
         data.setdefault("tokenizer", cfg.checkpoint or cfg.model)
     return data

@@ -42,7 +42,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..benchmarks.cluttered import compose_scenes
-from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
+from ..benchmarks.fmnist import (
+    DEFAULT_HELDOUT,
+    fashion_mnist_folder,
+    heldout_indices,
+    load_fashion_mnist,
+)
 from .._files import atomic_write, file_lock
 from ..cache import cache_root
 from ..models import create_model, get_adapter, resolve_normalization
@@ -54,6 +59,7 @@ __all__ = [
     "PRESET_BACKBONES",
     "PretrainSpec",
     "ResumableTraining",
+    "backbone_spec",
     "cache_root",
     "load_pretrained",
     "partial_input_accuracy",
@@ -64,6 +70,16 @@ PathLike = Union[str, Path]
 _MODES = ("zero", "sparse", "mask")
 _INIT_STREAM = 0x9E37_79B9
 """Offset of the pretraining initialisation stream (never a run's head stream)."""
+
+
+def backbone_spec(spec: Union["PretrainSpec", str]) -> "PretrainSpec":
+    """A :class:`PretrainSpec`, or the default pretraining named ``spec`` (:data:`BACKBONES`)."""
+    if isinstance(spec, PretrainSpec):
+        return spec
+    if spec not in BACKBONES:
+        raise ValueError(f"no embedded pretraining named {spec!r}: use one of {sorted(BACKBONES)} "
+                         f"or a PretrainSpec")
+    return BACKBONES[spec]
 
 
 def check_spec(spec, counts: Sequence[str]) -> None:
@@ -258,7 +274,9 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     Returns the checkpoint path; an existing checkpoint is returned at once and an
     interrupted run resumes from its last finished epoch.
     """
-    spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    spec = backbone_spec(spec)
+    if data_root is not None:
+        fashion_mnist_folder(data_root)  # a wrong data root fails even when nothing is trained
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
         return found
@@ -329,7 +347,7 @@ def load_pretrained(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *, num_
 
     :param pretrain_kwargs: :func:`pretrain_backbone` keywords (``data_root``, ``cache_dir``).
     """
-    spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    spec = backbone_spec(spec)
     path = pretrain_backbone(spec, **pretrain_kwargs)
     state = read_checkpoint(path, lambda p: torch.load(p, weights_only=True),
                             "delete it to pretrain again")["state_dict"]

@@ -103,6 +103,9 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
                   cache_dir: Optional[PathLike] = None, log=print) -> Path:
     """Pretrain a tiny BLIP (protocol in the module docstring) or find its checkpoint; an
     interrupted run resumes from its last finished epoch. Returns the checkpoint path."""
+    if isinstance(spec, str) and spec not in BLIP_PRETRAINED:
+        raise ValueError(f"no embedded BLIP pretraining named {spec!r}: use one of "
+                         f"{sorted(BLIP_PRETRAINED)}")
     spec = BLIP_PRETRAINED[spec] if isinstance(spec, str) else spec
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
@@ -155,7 +158,7 @@ def _pretrain(spec: BlipPretrainSpec, path: Path, log) -> Path:
 
 def blip_meta(name: str = "blip_vqa_tiny", **kwargs) -> Dict:
     """The ``meta`` of a pretrained tiny BLIP (pretraining it first if needed)."""
-    path = pretrain_blip(BLIP_PRETRAINED[name], **kwargs)
+    path = pretrain_blip(name, **kwargs)
     return read_checkpoint(path, lambda p: torch.load(p, weights_only=False),
                            "delete it to pretrain again")["meta"]
 

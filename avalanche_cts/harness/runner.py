@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from .checkpoint import (
     save_run_state,
 )
 from .config import RunConfig, fingerprint, settings_diff
-from .diagnostics import memory_diagnostics
+from .diagnostics import SingleClassWarning, memory_diagnostics
 from ..memory.distributed import is_main_process, rank, world_size
 from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
@@ -258,6 +259,22 @@ def _check_data(model: nn.Module, benchmark) -> None:
                          f"{model.config.text_config.vocab_size}: use the model's tokenizer")
 
 
+def _check_pretraining_images(cfg: RunConfig, benchmark) -> None:
+    """Warn when the stream holds images the embedded backbone was pretrained on."""
+    spec = PRESET_BACKBONES.get(cfg.model)
+    info = getattr(benchmark, "info", None) or {}
+    if not (cfg.pretrained and cfg.checkpoint is None and spec is not None
+            and info.get("name") in ("fmnist", "cluttered_fmnist")):
+        return
+    held = info.get("heldout_per_class", 0)
+    if held < spec.heldout_per_class:
+        warnings.warn(
+            f"the stream leaves out {held} training images per class, but the backbone "
+            f"{cfg.model} was pretrained on the last {spec.heldout_per_class} of every class: "
+            f"the stream holds pretraining images and accuracy is inflated; build it with "
+            f"heldout_per_class={spec.heldout_per_class}")
+
+
 def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = print,
         model: Optional[nn.Module] = None, data: Optional[Dict] = None) -> Dict:
     """Train ``cfg.method`` on ``benchmark.train_stream``, evaluating on the whole test
@@ -283,6 +300,7 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
             stack.enter_context(folder_owner(out))  # one process writes a run folder
         strategy = build_strategy(replace(cfg, device=str(device)), model,
                                   _evaluator(_loggers(cfg, out, stack), kind))
+        strategy.plugins.append(SingleClassWarning())
         _, unsupported = run_state_parts(strategy)
         state_path = out / "state.pt" if out is not None and not unsupported else None
         matrices, seconds = _experiences(cfg, strategy, benchmark, settings, state_path, log)
@@ -307,6 +325,7 @@ def _prepare(cfg: RunConfig, benchmark, model: Optional[nn.Module]) -> Tuple[tor
     if model is None:
         model = make_model(cfg, getattr(benchmark, "n_classes", None))
     _check_data(model, benchmark)
+    _check_pretraining_images(cfg, benchmark)
     set_fused_attention(model, True)
     if cfg.compile:
         compile_blocks(model)
@@ -332,6 +351,7 @@ def _experiences(cfg: RunConfig, strategy, benchmark, settings: Dict, state_path
         if i < start:
             continue
         strategy.train(exp, persistent_workers=cfg.num_workers > 0, **loader_kw)
+        _check_weights(strategy.model, i, cfg)
         rows = _metric_rows(strategy.eval(benchmark.test_stream, **loader_kw), n)
         for name, row in rows.items():
             matrices.setdefault(name, []).append(row)
@@ -345,6 +365,16 @@ def _experiences(cfg: RunConfig, strategy, benchmark, settings: Dict, state_path
             log(f"[{cfg.key()}] exp {i + 1}/{n}: {PRIMARY_METRIC[kind]} on seen "
                 f"{sum(row[: i + 1]) / (i + 1):.3f}, memory {mem} B, {seconds:.1f} s")
     return matrices, elapsed + time.perf_counter() - t0
+
+
+def _check_weights(model: nn.Module, experience: int, cfg: RunConfig) -> None:
+    """``FloatingPointError`` when training left NaN or infinite weights (the model would
+    predict one class from then on)."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FloatingPointError(
+            f"training experience {experience} left non-finite weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}) with lr {cfg.lr:g}: lower the learning rate")
 
 
 def _metric_rows(metrics: Dict[str, float], n: int) -> Dict[str, List[float]]:

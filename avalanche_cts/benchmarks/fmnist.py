@@ -231,6 +231,10 @@ def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
             f"n_experiences must divide the {n_classes} classes (1, 2, 5 or 10 here), got "
             f"{n_experiences!r}"
         )
+    classes = sorted(set(train.targets))
+    if fixed_class_order is not None and sorted(fixed_class_order) != classes:
+        raise ValueError(f"fixed_class_order must list each of the classes {classes} once, got "
+                         f"{list(fixed_class_order)}")
     bm = nc_benchmark(train, test, n_experiences=n_experiences, task_labels=False, seed=seed,
                       fixed_class_order=fixed_class_order)
     norm = train.normalization

@@ -65,6 +65,8 @@ HEAD_STREAM = 0x5EED_4EAD
 def read_checkpoint(path: PathLike, load: Callable[[str], object], remedy: str):
     """``load(path)`` with an error that names the file and ``remedy`` when it is missing,
     empty, truncated or otherwise unreadable."""
+    if not str(path).strip():
+        raise ValueError(f"the checkpoint path is empty: give a file ({remedy})")
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} not found")

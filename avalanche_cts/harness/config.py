@@ -195,8 +195,9 @@ class RunConfig:
             v = getattr(c, name)
             _check(v is None or (isinstance(v, str) and bool(v.strip())), name, v,
                    "None or a non-empty path")
-        _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS), "loggers",
-               c.loggers, f"a list of {list(LOGGERS)}")
+        _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS)
+               and len(set(c.loggers)) == len(c.loggers), "loggers", c.loggers,
+               f"a list of {list(LOGGERS)}, each once")
 
     @classmethod
     def from_dict(cls, d: Dict) -> "RunConfig":

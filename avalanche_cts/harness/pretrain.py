@@ -60,6 +60,7 @@ __all__ = [
     "PretrainSpec",
     "ResumableTraining",
     "backbone_spec",
+    "read_pretraining",
     "cache_root",
     "load_pretrained",
     "partial_input_accuracy",
@@ -217,8 +218,8 @@ class ResumableTraining:
         self.partial = self.path.with_suffix(".partial.pt")
         self.start = 0
         if self.partial.is_file():
-            state = read_checkpoint(self.partial, lambda p: torch.load(p, weights_only=False),
-                                    "delete it to restart pretraining")
+            state = read_pretraining(self.partial, ("model", "opt", "sched", "gen", "epoch"),
+                                     "delete it to restart pretraining")
             model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
@@ -243,6 +244,18 @@ class ResumableTraining:
         """Write the final ``checkpoint`` atomically and drop the per-epoch state."""
         atomic_write(self.path, lambda tmp: torch.save(checkpoint, tmp))
         self.partial.unlink(missing_ok=True)
+
+
+def read_pretraining(path: Path, keys: Sequence[str], remedy: str,
+                     weights_only: bool = False) -> Dict:
+    """A pretraining file (final checkpoint or per-epoch state) holding ``keys``; an error
+    naming the file and ``remedy`` when it is unreadable or was written by something else."""
+    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=weights_only), remedy)
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a pretraining file of avalanche-cts (it lacks "
+                         f"{missing}): {remedy}")
+    return state
 
 
 def checkpoint_path(spec, cache_dir: Optional[PathLike]) -> Path:
@@ -336,8 +349,7 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
 def backbone_meta(spec: Union[PretrainSpec, str] = "cluttered_fmnist", **kwargs) -> Dict:
     """The ``meta`` of a pretrained backbone (pretraining it first if needed)."""
     path = pretrain_backbone(spec, **kwargs)
-    return read_checkpoint(path, lambda p: torch.load(p, weights_only=False),
-                           "delete it to pretrain again")["meta"]
+    return read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again")["meta"]
 
 
 def load_pretrained(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *, num_classes: int = 10,
@@ -349,8 +361,8 @@ def load_pretrained(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *, num_
     """
     spec = backbone_spec(spec)
     path = pretrain_backbone(spec, **pretrain_kwargs)
-    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=True),
-                            "delete it to pretrain again")["state_dict"]
+    state = read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again",
+                             weights_only=True)["state_dict"]
     model = create_model(spec.model, num_classes=num_classes)
     get_adapter(model).add_mask_token(torch.Generator())
     missing, unexpected = model.load_state_dict(state, strict=False)

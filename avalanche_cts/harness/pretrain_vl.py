@@ -32,8 +32,13 @@ from torch import nn
 from .._files import file_lock
 from ..models import create_blip, get_adapter
 from ..tokens.normalization import CLIP_MEAN, CLIP_STD
-from .checkpoint import read_checkpoint
-from .pretrain import ResumableTraining, check_spec, checkpoint_path, existing_checkpoint
+from .pretrain import (
+    ResumableTraining,
+    check_spec,
+    checkpoint_path,
+    existing_checkpoint,
+    read_pretraining,
+)
 
 __all__ = ["BLIP_PRETRAINED", "EMBEDDED_BLIP", "BlipPretrainSpec", "load_pretrained_blip",
            "pretrain_blip"]
@@ -159,8 +164,7 @@ def _pretrain(spec: BlipPretrainSpec, path: Path, log) -> Path:
 def blip_meta(name: str = "blip_vqa_tiny", **kwargs) -> Dict:
     """The ``meta`` of a pretrained tiny BLIP (pretraining it first if needed)."""
     path = pretrain_blip(name, **kwargs)
-    return read_checkpoint(path, lambda p: torch.load(p, weights_only=False),
-                           "delete it to pretrain again")["meta"]
+    return read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again")["meta"]
 
 
 def load_pretrained_blip(name: str, **kwargs) -> nn.Module:
@@ -174,8 +178,8 @@ def load_pretrained_blip(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"embedded pretraining exists for blip_vqa_tiny and blip_caption_tiny, "
                          f"not {name!r}; load other BLIP models with checkpoint=DIR")
     path = pretrain_blip(BLIP_PRETRAINED["blip_vqa_tiny"], **kwargs)
-    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=True),
-                            "delete it to pretrain again")["state_dict"]
+    state = read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again",
+                             weights_only=True)["state_dict"]
     model = create_blip(name)
     get_adapter(model).add_mask_token(torch.Generator())
     if name == "blip_caption_tiny":

@@ -150,7 +150,8 @@ def read_result(path: Path) -> Dict:
     wrong = [k for k, t in _RESULT_KEYS.items() if not isinstance(result.get(k), t)
              and not (t is float and isinstance(result.get(k), int))]
     cfg = result.get("config")
-    wrong += [f"config.{k}" for k in _CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
+    if isinstance(cfg, dict):
+        wrong += [f"config.{k}" for k in _CONFIG_KEYS if k not in cfg]
     if wrong or not result["acc_matrix"]:
         raise ValueError(f"{path} is not a result written by avalanche-cts (missing or "
                          f"malformed: {', '.join(wrong) or 'acc_matrix'}): {remedy}")

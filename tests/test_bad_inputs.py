@@ -325,7 +325,7 @@ CASES = [
      "is not a result written by avalanche-cts"),
     ("result file no config", lambda t: _stored(t, json.dumps(dict(
         settings={}, acc_matrix=[[1.0]], final_acc=1.0, avg_inc_acc=1.0, forgetting=0.0,
-        memory_bytes=0, wall_time_s=1.0))), ValueError, "malformed: config,"),
+        memory_bytes=0, wall_time_s=1.0))), ValueError, "malformed: config)"),
     ("result file bad json", lambda t: _stored(t, "{"), ValueError,
      "result.json is not valid JSON"),
 ]

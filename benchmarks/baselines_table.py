@@ -136,11 +136,11 @@ def measured_rows(results_dir: Path) -> List[Dict[str, str]]:
     read by :func:`avalanche_cts.harness.report.summary_rows`), seeds aggregated (accuracy in %).
     Backbone and hardware come from the results' ``backbone`` / ``hardware`` entries when
     present, else the model name and ``device x world_size``."""
-    from avalanche_cts.harness.report import summary_rows
+    from avalanche_cts.harness.report import stored_results, summary_rows
 
     groups: Dict[tuple, List[Dict]] = defaultdict(list)
     for grid_dir in sorted({p.parent.parent for p in results_dir.rglob("result.json")}):
-        for r in summary_rows(grid_dir):
+        for r in summary_rows(stored_results(grid_dir)):
             raw = json.loads((grid_dir / r["cell"] / "result.json").read_text())
             backbone = raw.get("backbone") or raw["config"]["model"]
             hardware = (raw.get("hardware")

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from avalanche_cts._files import portable_path
 from avalanche_cts.models import create_model
 from avalanche_cts.harness.report import write_csv
 from avalanche_cts.scorers import get_scorer
@@ -129,7 +130,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "scorer_cost.csv", rows)
     with open(out / "scorer_cost.json", "w") as f:
-        json.dump(dict(settings=vars(args), torch=torch.__version__, rows=rows), f, indent=1)
+        json.dump(dict(settings=dict(vars(args), out=portable_path(args.out)),
+                       torch=torch.__version__, rows=rows), f, indent=1)
     plot(rows, out / "scorer_cost.png")
     print(f"saved {out / 'scorer_cost'}.{{csv,json,png}}")
 

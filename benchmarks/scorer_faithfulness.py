@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from avalanche_cts._files import portable_path
 from avalanche_cts.benchmarks.fmnist import load_fashion_mnist
 from avalanche_cts.models import create_model, get_adapter
 from avalanche_cts.harness.report import write_csv
@@ -168,7 +169,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "scorer_faithfulness.csv", rows)
     with open(out / "scorer_faithfulness.json", "w") as f:
-        json.dump(dict(settings=vars(args), full_accuracy=full, train_seconds=round(train_s, 1),
+        json.dump(dict(settings=dict(vars(args), out=portable_path(args.out)),
+                       full_accuracy=full, train_seconds=round(train_s, 1),
                        torch=torch.__version__, rows=rows), f, indent=1)
     plot(rows, full, out / "scorer_faithfulness.png", settings)
     print(f"saved {out / 'scorer_faithfulness'}.{{csv,json,png}}")

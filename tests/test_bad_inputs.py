@@ -1,7 +1,11 @@
 """Every public entry point names bad input and its fix: one table, one row per case.
 
-Each row: (case id, a call with one bad input, the exception type, a phrase of the message).
+Each row of ``CASES``: (case id, a call with one bad input, the exception type, a phrase of
+the message). ``CLI_CASES``: command lines that must end in one line and exit status 2
+naming the option or file. ``WARNINGS``: legitimate inputs with a surprising outcome, which
+run and warn.
 """
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -77,6 +81,52 @@ def _file(tmp, name, data: bytes):
     path = tmp / name
     path.write_bytes(data)
     return path
+
+
+def _post_adapt(buffer, images, labels):
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+    exp = SimpleNamespace(dataset=_make_taskaware_tensor_classification_dataset(images, labels),
+                          current_experience=0)
+    buffer.post_adapt(SimpleNamespace(model=_micro(), device="cpu"), exp)
+    return buffer
+
+
+def _pixels(n, scale=1.0):
+    """``n`` exact 8-bit grey 8 x 8 images in [0, 1] (times ``scale``)."""
+    return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).round() \
+        / 255 * scale
+
+
+def _stored(tmp, content: str):
+    from avalanche_cts.harness.runner import load_result
+
+    path = _file(tmp, "result.json", content.encode())
+    return load_result(path, {"run": {}, "data": {}})
+
+
+def _nan_gradlrp():
+    x = _images()
+    x[1, 0, 2, 2] = float("nan")
+    get_scorer("gradlrp").score(_micro(), x, torch.tensor([1, 2]))
+
+
+def _nonfinite_weights():
+    from avalanche_cts.harness.runner import _check_weights
+
+    m = _micro()
+    with torch.no_grad():
+        m.head.weight[0, 0] = float("inf")
+    _check_weights(m, 2, RunConfig(lr=5.0))
+
+
+def _run_into(tmp, out):
+    from avalanche_cts.harness import run
+
+    bm = synthetic_benchmark(2, n_classes=4, train_per_class=2, test_per_class=1,
+                             image_size=8, channels=1)
+    run(RunConfig(method="naive", model="vit_digits_micro", epochs=1, out_dir=str(out)), bm,
+        log=None)
 
 
 def _avalanche_replay():
@@ -231,7 +281,72 @@ CASES = [
      ValueError, "has no settings ['train_per_klass']"),
     ("normalization channels", lambda t: Normalization((0.5, 0.5), (0.5, 0.5)).for_channels(3),
      ValueError, "normalisation has 2 channels"),
+    # issue 19: what a newcomer tried
+    ("buffer normalization text", lambda t: _buffer(normalization=("a", 0.5)), ValueError,
+     "mean must be a number or one number per channel"),
+    ("buffer 0-255 float pixels", lambda t: _post_adapt(_buffer(), _pixels(4, 255.0),
+                                                        torch.zeros(4).long()), ValueError,
+     "hold 0-255 pixel values"),
+    ("model negative classes", lambda t: create_model("vit_digits_micro", num_classes=-1),
+     ValueError, "num_classes must be an integer >= 0"),
+    ("model channels zero", lambda t: create_model("vit_digits_micro", in_chans=0), ValueError,
+     "in_chans must be an integer >= 1"),
+    ("scorer nan image", lambda t: _nan_gradlrp(), ValueError,
+     "image 1 has NaN or infinite values"),
+    ("fmnist negative seed", lambda t: split_fashion_mnist(seed=-1), ValueError,
+     "seed must be an integer >= 0"),
+    ("cluttered negative seed", lambda t: cluttered_fashion_mnist(seed=-1), ValueError,
+     "seed must be an integer >= 0"),
+    ("synthetic negative seed", lambda t: synthetic_benchmark(seed=-1), ValueError,
+     "seed must be an integer >= 0"),
+    ("fmnist heldout takes all", lambda t: split_fashion_mnist(heldout_per_class=7000),
+     ValueError, "leaves no training images"),
+    ("imagenet empty root", lambda t: make_benchmark("imagenet_r", root=""), FileNotFoundError,
+     "ImageNet-R root is empty"),
+    ("pretrained unknown name", lambda t: _load_pretrained("mnist"), ValueError,
+     "no embedded pretraining named 'mnist'"),
+    ("pretrain data root typo", lambda t: _pretrain_backbone("fmnist", data_root=t / "none"),
+     FileNotFoundError, "not found under data root"),
+    ("blip pretraining unknown", lambda t: _load_blip_meta("blip_nope"), ValueError,
+     "no embedded BLIP pretraining named 'blip_nope'"),
+    ("config lr 1e30", lambda t: RunConfig(lr=1e30), ValueError,
+     "RunConfig.lr must be a positive number up to 10"),
+    ("config empty out_dir", lambda t: RunConfig(out_dir=""), ValueError,
+     "RunConfig.out_dir must be None or a non-empty path"),
+    ("config empty checkpoint", lambda t: RunConfig(checkpoint=" "), ValueError,
+     "RunConfig.checkpoint must be None or a non-empty path"),
+    ("run out_dir is a file", lambda t: _run_into(t, _file(t, "taken", b"x")), ValueError,
+     "is a file: give a folder path"),
+    ("run diverged weights", lambda t: _nonfinite_weights(), FloatingPointError,
+     "left non-finite weights (head.weight) with lr 5: lower the learning rate"),
+    ("result file a list", lambda t: _stored(t, "[1, 2]"), ValueError,
+     "holds a JSON list, not a run's result"),
+    ("result file empty dict", lambda t: _stored(t, "{}"), ValueError,
+     "is not a result written by avalanche-cts"),
+    ("result file no config", lambda t: _stored(t, json.dumps(dict(
+        settings={}, acc_matrix=[[1.0]], final_acc=1.0, avg_inc_acc=1.0, forgetting=0.0,
+        memory_bytes=0, wall_time_s=1.0))), ValueError, "malformed: config)"),
+    ("result file bad json", lambda t: _stored(t, "{"), ValueError,
+     "result.json is not valid JSON"),
 ]
+
+
+def _load_pretrained(name):
+    from avalanche_cts.harness import load_pretrained
+
+    load_pretrained(name)
+
+
+def _pretrain_backbone(name, **kw):
+    from avalanche_cts.harness.pretrain import pretrain_backbone
+
+    pretrain_backbone(name, **kw)
+
+
+def _load_blip_meta(name):
+    from avalanche_cts.harness.pretrain_vl import blip_meta
+
+    blip_meta(name)
 
 
 @pytest.mark.parametrize("case, call, exc, phrase", CASES, ids=[c[0] for c in CASES])
@@ -246,3 +361,157 @@ def test_table_covers_the_entry_points():
     kinds = {c[0].split()[0] for c in CASES}
     assert {"buffer", "state", "plugin", "config", "scorer", "selector", "model",
             "checkpoint", "fmnist"} <= kinds
+
+
+GOOD_CONFIG = """
+benchmark: {name: synthetic, n_experiences: 2, n_classes: 4, image_size: 8, channels: 1}
+run: {model: vit_digits_micro, method: naive, epochs: 1}
+grid: {seed: [0, 1]}
+"""
+
+
+def _config(tmp, text=GOOD_CONFIG, name="c.yaml"):
+    return str(_file(tmp, name, text.encode()))
+
+
+CLI_CASES = [
+    # (case id, argv from tmp_path, a phrase of the one-line error)
+    ("demo repeated seed", lambda t: ["demo", "--seeds", "0", "0"], "--seeds lists 0 twice"),
+    ("demo repeated method", lambda t: ["demo", "--methods", "naive", "naive"],
+     "--methods lists 'naive' twice"),
+    ("demo repeated budget", lambda t: ["demo", "--budgets", "0.05", "0.05"],
+     "--budgets lists 0.05 twice"),
+    ("demo empty out", lambda t: ["demo", "--out", ""], "--out is empty"),
+    ("demo empty data root", lambda t: ["demo", "--data-root", ""], "--data-root is empty"),
+    ("demo out is a file", lambda t: ["demo", "--out", str(_file(t, "f", b"x"))],
+     "is a file: give a folder path"),
+    ("demo out under a file", lambda t: ["demo", "--out", str(_file(t, "f", b"x") / "sub")],
+     "lies under the file"),
+    ("demo data root missing", lambda t: ["demo", "--data-root", str(t / "none")],
+     "no such folder"),
+    ("demo lr 1e30", lambda t: ["demo", "--lr", "1e30", "--jobs", "1"],
+     "RunConfig.lr must be a positive number up to 10"),
+    ("demo unknown option", lambda t: ["demo", "--no-such-option"], "unrecognized arguments"),
+    ("pretrain data root missing", lambda t: ["pretrain", "fmnist", "--data-root",
+                                              "/nonexistent/dir"], "no such folder"),
+    ("run config is a folder", lambda t: ["run", "--config", str(t)], "is a folder, not a file"),
+    ("run config missing", lambda t: ["run", "--config", str(t / "none.yaml")], "no such file"),
+    ("run malformed yaml", lambda t: ["run", "--config", _config(t, "run: {epochs: 1\n")],
+     "not valid YAML at line"),
+    ("run duplicate key", lambda t: ["run", "--config", _config(
+        t, GOOD_CONFIG + "run: {epochs: 3}\n")], "duplicate key 'run'"),
+    ("run benchmark a string", lambda t: ["run", "--config", _config(
+        t, "benchmark: somename\n")], "'benchmark' must be a mapping"),
+    ("run grid a string", lambda t: ["run", "--config", _config(
+        t, GOOD_CONFIG.replace("grid: {seed: [0, 1]}", 'grid: "method=naive"'))],
+     "'grid' must be a mapping of axes"),
+    ("run empty axis", lambda t: ["run", "--config", _config(
+        t, GOOD_CONFIG.replace("[0, 1]", "[]"))], "grid axis 'seed' has no values"),
+    ("run repeated axis value", lambda t: ["run", "--config", _config(
+        t, GOOD_CONFIG.replace("[0, 1]", "[0, 0]"))], "grid axis 'seed' lists 0 twice"),
+    ("run empty out", lambda t: ["run", "--config", _config(t, GOOD_CONFIG + 'out: ""\n')],
+     "'out' must be a non-empty string"),
+    ("run out is a file", lambda t: ["run", "--config", _config(t), "--out",
+                                     str(_file(t, "f", b"x"))], "is a file"),
+    ("run set twice", lambda t: ["run", "--config", _config(t), "--set", "epochs=1", "--set",
+                                 "epochs=2"], "--set gives ['epochs'] more than once"),
+    ("run set without value", lambda t: ["run", "--config", _config(t), "--set", "epochs="],
+     "has no value"),
+    ("run set wrong type", lambda t: ["run", "--config", _config(t), "--set", "benchmark=x"],
+     "'benchmark' must be a mapping"),
+    ("run repeated cell", lambda t: ["run", "--config", _config(t), "--cell", "0", "0"],
+     "--cell lists 0 twice"),
+]
+
+
+@pytest.mark.parametrize("case, argv, phrase", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_command_line_error_is_one_line(case, argv, phrase, tmp_path, capsys):
+    from avalanche_cts.harness.cli import main
+
+    try:
+        code = main(argv(tmp_path))
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and phrase in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+def test_yaml_numbers_and_the_config_are_read_as_written(tmp_path, capsys):
+    from avalanche_cts.harness.cli import main
+    from avalanche_cts.harness.grid import expand_cells, load_config
+
+    cfg = load_config(_config(tmp_path, GOOD_CONFIG + "description: lr 1e-3\n"), ["lr=1e-3"])
+    assert [c.cfg.lr for c in expand_cells(cfg)] == [1e-3, 1e-3]
+    assert main(["run", "--config", _config(tmp_path), "--set", "lr=1e-3", "--list"]) == 0
+    assert "2 cells" in capsys.readouterr().out
+
+
+def test_report_only_leaves_out_results_of_other_settings(tmp_path, capsys):
+    from avalanche_cts.harness.cli import main
+
+    config = _config(tmp_path)
+    out = tmp_path / "out"
+    foreign = dict(config=dict(method="naive", selector="random", scorer="random", budget=0,
+                               token_retention=None, seed=0), settings=dict(run={"epochs": 9}),
+                   acc_matrix=[[0.5]], final_acc=0.5, avg_inc_acc=0.5, forgetting=0.0,
+                   memory_bytes=0, wall_time_s=1.0)
+    (out / "seed=0").mkdir(parents=True)
+    (out / "seed=0" / "result.json").write_text(json.dumps(foreign))
+    (out / "other").mkdir()
+    (out / "other" / "result.json").write_text(json.dumps(foreign))  # not a cell of the config
+    assert main(["run", "--config", config, "--out", str(out), "--report-only"]) == 0
+    captured = capsys.readouterr()
+    assert "left out of the summary" in captured.err and "seed=0" in captured.err
+    assert "no finished runs" in captured.out
+
+
+WARNINGS = [
+    # (case id, a call with a legitimate but surprising input, a phrase of the warning)
+    ("buffer budget holds no record", lambda t: _post_adapt(
+        CoreTokensetBuffer(budget_bytes=1), _pixels(4), torch.zeros(4).long()),
+     "the memory holds no record after experience 0"),
+    ("one sample at the whole budget", lambda t: _post_adapt(
+        CoreTokensetBuffer(budget_fraction=1.0), _pixels(1), torch.zeros(1).long()),
+     "the memory holds no record"),
+    ("buffer float pixels", lambda t: _post_adapt(
+        _buffer(), torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+        torch.zeros(4).long()), "the memory stores them as torch.float32"),
+    ("model predicts one class", lambda t: _one_class(), "predicts class 3 for every test image"),
+    ("stream holds pretraining images", lambda t: _pretraining_images(),
+     "the stream holds pretraining images"),
+]
+
+
+def _one_class():
+    from avalanche_cts.harness.diagnostics import SingleClassWarning
+
+    probe = SingleClassWarning()
+    s = SimpleNamespace(experience=SimpleNamespace(current_experience=1),
+                        clock=SimpleNamespace(train_exp_counter=2),
+                        mb_output=torch.tensor([[0.0, 0, 0, 1]] * 4), mb_y=torch.tensor([2, 3] * 2))
+    probe.before_eval_exp(s)
+    probe.after_eval_forward(s)
+    probe.after_eval_exp(s)
+
+
+def _pretraining_images():
+    from avalanche_cts.harness.runner import _check_pretraining_images
+
+    bm = SimpleNamespace(info=dict(name="fmnist", heldout_per_class=0))
+    _check_pretraining_images(RunConfig(model="vit_fmnist_tiny", pretrained=True), bm)
+
+
+@pytest.mark.parametrize("case, call, phrase", WARNINGS, ids=[c[0] for c in WARNINGS])
+def test_surprising_input_warns(case, call, phrase, tmp_path):
+    with pytest.warns(UserWarning, match=None) as record:
+        call(tmp_path)
+    assert any(phrase in str(w.message) for w in record), [str(w.message) for w in record]
+
+
+def test_legitimate_inputs_newcomers_tried_are_accepted():
+    buf = CoreTokensetBuffer(budget_fraction=0.1, normalization=(0.5, 0.5))  # one channel
+    assert buf.normalization == Normalization((0.5,), (0.5,))
+    scores = get_scorer("gradlrp").score(_micro(), _images().double(), torch.tensor([1, 2]))
+    assert scores.dtype == torch.float32 and bool(torch.isfinite(scores).all())
+    assert split_fashion_mnist.__kwdefaults__["heldout_per_class"] == 5000

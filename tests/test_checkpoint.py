@@ -131,7 +131,7 @@ def test_failed_download_says_how_to_pass_a_local_file(monkeypatch):
         return create_model(name, **kw)
 
     monkeypatch.setattr(ckpt, "create_model", offline)
-    with pytest.raises(RuntimeError, match="--checkpoint FILE") as err:
+    with pytest.raises(ConnectionError, match="--checkpoint FILE") as err:
         load_backbone("vit_base_patch16_224.augreg_in21k", num_classes=100)
     assert "huggingface.co/timm/vit_base_patch16_224.augreg_in21k" in str(err.value)
 

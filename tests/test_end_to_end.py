@@ -38,7 +38,8 @@ def test_fashion_mnist_loader_reads_plain_and_gzipped_idx(fake_fmnist):
     xtr, ytr, xte, yte = load_fashion_mnist(fake_fmnist, download=False)
     assert xtr.shape == (400, 28, 28) and xtr.dtype == torch.uint8 and xte.shape == (200, 28, 28)
     assert ytr.tolist() == np.repeat(np.arange(10), 40).tolist()
-    bm = split_fashion_mnist(5, seed=1, data_root=fake_fmnist, train_per_class=20)
+    bm = split_fashion_mnist(5, seed=1, data_root=fake_fmnist, train_per_class=20,
+                             heldout_per_class=0)
     assert [len(e.dataset) for e in bm.train_stream] == [40] * 5
     classes = [c for e in bm.train_stream for c in e.classes_in_this_experience]
     assert sorted(classes) == list(range(10))

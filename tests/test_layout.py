@@ -83,7 +83,8 @@ def test_no_import_cycles():
 
 
 LAYERS = [
-    ("avalanche_cts._lazy", "avalanche_cts._checks", "avalanche_cts.registry", "avalanche_cts.cache"),
+    ("avalanche_cts._lazy", "avalanche_cts._checks", "avalanche_cts._files", "avalanche_cts.registry",
+     "avalanche_cts.cache"),
     ("avalanche_cts.tokens",),
     ("avalanche_cts.models",),
     ("avalanche_cts.scorers", "avalanche_cts.selectors"),

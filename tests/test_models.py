@@ -118,13 +118,16 @@ def test_partial_inputs_context_routes_model_calls_and_restores():
     a = get_adapter(m)
     x = torch.randn(2, 3, 16, 16)
     keep = random_keep_mask(torch.tensor([4, 9]), 16, generator=torch.Generator().manual_seed(3))
+    other = x.clone()  # equal values, another batch: a strategy's own replay batch
     with torch.no_grad():
         dense = m(x)
-        with a.partial_inputs(keep, "sparse"):
+        with a.partial_inputs(keep, "sparse", x) as partial:
             assert torch.allclose(m(x), a.forward_partial(x, keep, "sparse"))
+            assert torch.equal(m(other), dense)
+        assert partial.uses == 1
         assert torch.equal(m(x), dense)
         with pytest.raises(RuntimeError):
-            with a.partial_inputs(keep, "zero"):
+            with a.partial_inputs(keep, "zero", x):
                 raise RuntimeError("boom")
         assert torch.equal(m(x), dense) and "forward" not in vars(m)
 

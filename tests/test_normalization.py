@@ -93,8 +93,10 @@ def test_streams_apply_the_model_constants(fake_fmnist):
     model = create_model("vit_fmnist_tiny")
     norm = resolve_normalization(model)
     assert norm == Normalization((0.286,), (0.353,))
-    raw = split_fashion_mnist(5, data_root=fake_fmnist, train_per_class=4, test_per_class=2)
+    raw = split_fashion_mnist(5, data_root=fake_fmnist, train_per_class=4, test_per_class=2,
+                              heldout_per_class=0)
     fed = split_fashion_mnist(5, data_root=fake_fmnist, train_per_class=4, test_per_class=2,
+                              heldout_per_class=0,
                               normalization=model)
     x0, x1 = raw.train_stream[0].dataset[0][0], fed.train_stream[0].dataset[0][0]
     assert torch.allclose(x1, (x0 - 0.286) / 0.353, atol=1e-6)

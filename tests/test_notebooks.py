@@ -35,9 +35,9 @@ def kernel_env(tmp_path, monkeypatch):
 
 
 def _fashion_mnist_on_disk() -> bool:
-    from avalanche_cts.benchmarks.fmnist import _locate
+    from avalanche_cts.benchmarks.fmnist import fashion_mnist_folder
 
-    return _locate(None) is not None
+    return fashion_mnist_folder(None) is not None
 
 
 @pytest.mark.skipif(not _fashion_mnist_on_disk(),

@@ -80,9 +80,11 @@ def test_partial_inputs_reach_the_training_forward(vqa, stream):
     with torch.no_grad():
         full = a.sample_losses(b)
         for mode in ("zero", "sparse"):
-            with a.partial_inputs(keep, mode):
+            with a.partial_inputs(keep, mode, b["pixel_values"]) as partial:
                 part = a.sample_losses(b)
-            assert not torch.allclose(part, full)
+                other = a.sample_losses(dict(b, pixel_values=b["pixel_values"].clone()))
+            assert not torch.allclose(part, full) and partial.uses == 1
+            assert torch.allclose(other, full)  # another batch of images stays whole
         assert torch.allclose(a.sample_losses(b), full)  # restored on exit
 
 

@@ -1,8 +1,8 @@
 """Class-incremental streams (Avalanche benchmarks) and a registry to build them by name.
 
 ``make_benchmark(name, **kwargs)`` (:data:`BENCHMARKS`): ``fmnist``
-(:func:`split_fashion_mnist`), ``fmnist_pretrained`` (the same without the images reserved
-for pretraining), ``cluttered_fmnist`` (:func:`cluttered_fashion_mnist`, the paper's regime
+(:func:`split_fashion_mnist`, without the images reserved for pretraining unless
+``heldout_per_class=0``), ``fmnist_pretrained`` (the same builder, the name stored results use), ``cluttered_fmnist`` (:func:`cluttered_fashion_mnist`, the paper's regime
 on CPU), ``imagenet_r`` (:func:`SplitImageNetR`), ``imagenet100`` (:func:`SplitImageNet100`)
 and ``synthetic`` (:func:`synthetic_benchmark`, generated images for tests). Every builder
 takes ``normalization`` (a model, ``Normalization`` or ``(mean, std)``): the stream feeds the
@@ -18,7 +18,7 @@ from ..registry import Registry
 
 BENCHMARKS: Registry = Registry("benchmark", {
     "fmnist": "avalanche_cts.benchmarks.fmnist:split_fashion_mnist",
-    "fmnist_pretrained": "avalanche_cts.benchmarks.fmnist:split_fashion_mnist_pretrained",
+    "fmnist_pretrained": "avalanche_cts.benchmarks.fmnist:split_fashion_mnist",
     "cluttered_fmnist": "avalanche_cts.benchmarks.cluttered:cluttered_fashion_mnist",
     "imagenet_r": "avalanche_cts.benchmarks.imagenet_r:SplitImageNetR",
     "imagenet100": "avalanche_cts.benchmarks.imagenet100:SplitImageNet100",
@@ -47,7 +47,7 @@ def make_benchmark(name: str, **kwargs):
 
 _EXPORTS = {
     "cluttered": ("ClutterStyle", "cluttered_fashion_mnist"),
-    "fmnist": ("DEFAULT_HELDOUT", "split_fashion_mnist", "split_fashion_mnist_pretrained"),
+    "fmnist": ("DEFAULT_HELDOUT", "split_fashion_mnist"),
     "folders": ("DatasetLayoutError", "ImageFiles", "image_transforms"),
     "imagenet100": ("SplitImageNet100",),
     "imagenet_r": ("SplitImageNetR",),

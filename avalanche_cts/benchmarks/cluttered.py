@@ -25,6 +25,7 @@ from .fmnist import (
     PathLike,
     UInt8ImageDataset,
     check_count,
+    check_seed,
     class_incremental_stream,
     stream_images,
 )
@@ -161,6 +162,7 @@ def cluttered_fashion_mnist(
     check_count("train_per_class", train_per_class, allow_none=False)
     check_count("test_per_class", test_per_class, allow_none=False)
     check_count("heldout_per_class", heldout_per_class, allow_none=False)
+    check_seed(seed)
     tr_x, tr_y, ev_x, ev_y, pool_x = stream_images(data_root, heldout_per_class, seed,
                                                    train_per_class, test_per_class, validation)
     gen = torch.Generator().manual_seed(seed + 7919)

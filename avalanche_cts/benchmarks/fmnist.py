@@ -7,13 +7,14 @@ names the missing files otherwise (no silent fallback). Without ``data_root``: D
 torchvision into ``~/.cache/avalanche_cts``.
 
 Pretraining reserves the last ``heldout_per_class`` training images of every class
-(:func:`heldout_indices`); a stream built with the same number never shows them.
+(:func:`heldout_indices`); a stream built with the same number never shows them, and streams
+leave out the embedded backbones' :data:`DEFAULT_HELDOUT` by default, so a stream combined
+with a shipped backbone never holds its pretraining images.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -22,6 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._files import atomic_write, file_lock
+from ..cache import cache_root
 from ..models import resolve_normalization
 from ..tokens.normalization import NormalizationLike
 
@@ -29,15 +32,16 @@ __all__ = [
     "DEBIAN_FMNIST_DIR",
     "DEFAULT_HELDOUT",
     "FMNIST_CLASSES",
+    "fashion_mnist_folder",
     "UInt8ImageDataset",
     "class_incremental_stream",
     "heldout_indices",
     "load_fashion_mnist",
     "per_class_subset",
-    "split_fashion_mnist_pretrained",
     "stream_images",
     "split_fashion_mnist",
     "check_count",
+    "check_seed",
     "train_validation_indices",
 ]
 
@@ -96,7 +100,7 @@ def _names() -> str:
     return ", ".join(n for pair in _FILES.values() for n in pair)
 
 
-def _locate(data_root: Optional[PathLike]) -> Optional[Path]:
+def fashion_mnist_folder(data_root: Optional[PathLike]) -> Optional[Path]:
     """The folder holding all four IDX files; ``FileNotFoundError`` when ``data_root`` is
     given and does not hold them."""
     if data_root is not None:
@@ -117,24 +121,24 @@ def _read_idx(path: Path) -> Tensor:
 
     if path.suffix != ".gz":
         return read_sn3_pascalvincent_tensor(str(path), strict=False)
-    cache = Path(os.environ.get("AVALANCHE_CTS_CACHE", Path.home() / ".cache" / "avalanche_cts"))
     st = path.stat()
     source = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
-    out = cache / "fashion-mnist" / source[:16] / path.stem  # one copy per source file
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        tmp.replace(out)
+    out = cache_root() / "fashion-mnist" / source[:16] / path.stem  # one copy per source file
+    if not out.is_file():  # processes unpacking at once each write their own temporary file
+        atomic_write(out, lambda tmp: _gunzip(path, tmp))
     return read_sn3_pascalvincent_tensor(str(out), strict=False)
+
+
+def _gunzip(src: Path, dst: Path) -> None:
+    with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 def load_fashion_mnist(
     data_root: Optional[PathLike] = None, download: bool = True
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return ``(train_images, train_labels, test_images, test_labels)``; images uint8 (N, 28, 28)."""
-    found = _locate(data_root)
+    found = fashion_mnist_folder(data_root)
     if found is None:
         if not download:
             raise FileNotFoundError(
@@ -144,10 +148,11 @@ def load_fashion_mnist(
             )
         from torchvision.datasets import FashionMNIST
 
-        root = Path.home() / ".cache" / "avalanche_cts"
+        root = cache_root()
         try:
-            for train in (True, False):
-                FashionMNIST(str(root), train=train, download=True)
+            with file_lock(root / "fashion-mnist-download.lock"):  # one download at a time
+                for train in (True, False):
+                    FashionMNIST(str(root), train=train, download=True)
         except Exception as e:  # no network: say what to install instead
             raise FileNotFoundError(
                 f"Fashion-MNIST is not on this machine and could not be downloaded ({e}): "
@@ -207,6 +212,12 @@ def check_count(name: str, value: Optional[int], allow_none: bool = True) -> Non
                          f"got {value!r}")
 
 
+def check_seed(seed) -> None:
+    """Refuse a stream seed that is not an integer >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
 def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
                              n_experiences: int, seed: int, fixed_class_order, info: Dict):
     """Avalanche ``nc_benchmark`` (class-incremental, no task labels) with ``info`` attached
@@ -220,6 +231,10 @@ def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
             f"n_experiences must divide the {n_classes} classes (1, 2, 5 or 10 here), got "
             f"{n_experiences!r}"
         )
+    classes = sorted(set(train.targets))
+    if fixed_class_order is not None and sorted(fixed_class_order) != classes:
+        raise ValueError(f"fixed_class_order must list each of the classes {classes} once, got "
+                         f"{list(fixed_class_order)}")
     bm = nc_benchmark(train, test, n_experiences=n_experiences, task_labels=False, seed=seed,
                       fixed_class_order=fixed_class_order)
     norm = train.normalization
@@ -239,6 +254,12 @@ def stream_images(data_root: Optional[PathLike], heldout_per_class: int, seed: i
     subset (``train_per_class=None`` then takes the rest of each class).
     """
     xtr, ytr, xte, yte = load_fashion_mnist(data_root)
+    smallest = int(torch.bincount(ytr).min())
+    if heldout_per_class >= smallest:
+        raise ValueError(
+            f"heldout_per_class={heldout_per_class} leaves no training images: the data has "
+            f"{smallest} per class (in its smallest class); pass a smaller heldout_per_class "
+            f"(0 uses every image, for a model not pretrained on them)")
     keep = torch.ones(len(ytr), dtype=torch.bool)
     keep[heldout_indices(ytr, heldout_per_class)] = False
     pool_x, pool_y = xtr[keep], ytr[keep]
@@ -262,7 +283,7 @@ def split_fashion_mnist(
     train_per_class: Optional[int] = None,
     test_per_class: Optional[int] = None,
     validation: bool = False,
-    heldout_per_class: int = 0,
+    heldout_per_class: int = DEFAULT_HELDOUT,
     normalization: NormalizationLike = None,
     fixed_class_order=None,
 ):
@@ -273,12 +294,14 @@ def split_fashion_mnist(
     :param validation: evaluate on ``test_per_class`` validation images per class held out
         from the training images (disjoint from the training subset) instead of the test set.
     :param heldout_per_class: leave out the last training images of every class, reserved
-        for pretraining (``DEFAULT_HELDOUT`` with the pretrained backbone).
+        for pretraining (default: the embedded backbones', :data:`DEFAULT_HELDOUT`; 0 uses
+        every training image, for a model not pretrained on them).
     :param normalization: model input normalisation (a model, ``Normalization``, ``(mean, std)``
         or ``None`` for [0, 1]).
     """
     check_count("train_per_class", train_per_class)
     check_count("test_per_class", test_per_class, allow_none=not validation)
+    check_seed(seed)
     if isinstance(heldout_per_class, bool) or not isinstance(heldout_per_class, int) or \
             heldout_per_class < 0:
         raise ValueError(f"heldout_per_class must be an integer >= 0, got {heldout_per_class!r}")
@@ -292,8 +315,3 @@ def split_fashion_mnist(
                 data_root=None if data_root is None else str(data_root))
     return class_incremental_stream(train, test, n_experiences, seed, fixed_class_order, info)
 
-
-def split_fashion_mnist_pretrained(**kwargs):
-    """:func:`split_fashion_mnist` without the :data:`DEFAULT_HELDOUT` images per class that
-    the embedded backbone was pretrained on (the stream of ``fmnist_pretrained``)."""
-    return split_fashion_mnist(**{"heldout_per_class": DEFAULT_HELDOUT, **kwargs})

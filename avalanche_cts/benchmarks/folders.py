@@ -33,7 +33,10 @@ class DatasetLayoutError(FileNotFoundError):
 
 def check_dir(path: PathLike, what: str, layout: str) -> Path:
     """Return ``path`` as a ``Path``; raise :class:`DatasetLayoutError` showing ``layout`` if
-    it is not a directory."""
+    it is not a directory (an empty path included: it would silently mean the working folder)."""
+    if not str(path).strip():
+        raise DatasetLayoutError(f"{what} is empty: give the dataset folder. Expected layout:\n"
+                                 f"{layout}")
     p = Path(path).expanduser()
     if not p.is_dir():
         raise DatasetLayoutError(

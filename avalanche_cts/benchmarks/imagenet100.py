@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..tokens.normalization import NormalizationLike
+from .fmnist import check_seed
 from .folders import PathLike, check_dir, class_incremental, scan_classes
 
 __all__ = [
@@ -111,6 +112,7 @@ def SplitImageNet100(
         ``(mean, std)``; ``None`` keeps [0, 1] pixels).
     :return: the benchmark; ``benchmark.info`` records root, subset, order and sizes.
     """
+    check_seed(seed)
     classes = subset_wnids(subset)
     root = check_dir(root, "ImageNet root", IMAGENET100_LAYOUT)
     splits = {}

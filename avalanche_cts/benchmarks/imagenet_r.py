@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..tokens.normalization import NormalizationLike
+from .fmnist import check_seed
 from .folders import (
     DatasetLayoutError,
     ImageFiles,
@@ -195,6 +196,7 @@ def SplitImageNetR(
         ``(mean, std)``; ``None`` keeps [0, 1] pixels, as InfLoRA's code does).
     :return: the benchmark; ``benchmark.info`` records root, split, classes and sizes.
     """
+    check_seed(seed)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if class_order not in CLASS_ORDERS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..tokens.normalization import NormalizationLike
-from .fmnist import UInt8ImageDataset, check_count, class_incremental_stream
+from .fmnist import UInt8ImageDataset, check_count, check_seed, class_incremental_stream
 
 __all__ = ["synthetic_benchmark"]
 
@@ -36,6 +36,7 @@ def synthetic_benchmark(
                     ("test_per_class", test_per_class), ("image_size", image_size),
                     ("channels", channels)):
         check_count(name, v, allow_none=False)
+    check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     train = UInt8ImageDataset(*_images(n_classes, train_per_class, image_size, channels, g),
                               normalization)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import atomic_write
 from ..models import create_model, list_presets
 
 __all__ = [
@@ -64,6 +65,8 @@ HEAD_STREAM = 0x5EED_4EAD
 def read_checkpoint(path: PathLike, load: Callable[[str], object], remedy: str):
     """``load(path)`` with an error that names the file and ``remedy`` when it is missing,
     empty, truncated or otherwise unreadable."""
+    if not str(path).strip():
+        raise ValueError(f"the checkpoint path is empty: give a file ({remedy})")
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} not found")
@@ -121,7 +124,7 @@ def load_backbone(
     :param head_seed: re-draw the classifier with :func:`fresh_head` when the weights do not
         provide it (a different class count, or a backbone-only file).
     :param kwargs: model settings, e.g. ``num_classes=100``.
-    :raises RuntimeError: when weights cannot be fetched; the message says how to pass a file.
+    :raises ConnectionError: when weights cannot be fetched; the message says how to pass a file.
     """
     if checkpoint is not None:
         model = create_model(name, pretrained=False, **kwargs)
@@ -138,7 +141,7 @@ def load_backbone(
         try:
             model = create_model(name, pretrained=True, **kwargs)
         except (OSError, RuntimeError) as e:
-            raise RuntimeError(_fetch_help(name, e)) from e
+            raise ConnectionError(_fetch_help(name, e)) from e
         left = ["head"] if kwargs.get("num_classes") not in (None, 1000) else []
     if head_seed is not None and left:
         fresh_head(model, head_seed)
@@ -277,11 +280,7 @@ def save_run_state(
         "strategy": own() if callable(own) else None,
         "rng": _rng_state(),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_run_state(path: PathLike) -> Dict:

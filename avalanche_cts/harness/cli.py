@@ -9,8 +9,10 @@ captioning with BLIP), ``avalanche-cts run`` (experiments from a YAML config) an
     avalanche-cts run --config ... --only method=core_tokenset,budget=0.5 --set epochs=1
     torchrun --nproc_per_node 8 -m avalanche_cts.harness.cli run --config ...   # several GPUs
 
-User errors print one line and exit with status 2; ``--debug`` shows the traceback. Heavy
-modules (torch, Avalanche) load only when a command runs, so ``--help`` is instant.
+User errors (bad options, configs, paths and files, settings a run cannot use) print one
+line naming the option or file and exit with status 2; ``--debug`` shows the traceback.
+Ctrl-C and SIGTERM stop every worker process and exit with 130 / 143. Heavy modules
+(torch, Avalanche) load only when a command runs, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -21,6 +23,47 @@ from pathlib import Path
 from typing import List, Optional
 
 __all__ = ["main"]
+
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
+"""What a user's input raises (bad values, paths, files, a diverging run); anything else is a
+bug and shows its traceback."""
+_OUTPUT_FOLDERS = ("out",)
+_INPUT_FOLDERS = ("data_root", "root")
+_INPUT_FILES = ("config",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what argparse lets through: a value listed twice, an empty string, a folder
+    option that is a file (or under one), an input folder or file that does not exist."""
+    for action in parser._actions:
+        if not action.option_strings or not hasattr(args, action.dest):
+            continue
+        opt, value = action.option_strings[-1], getattr(args, action.dest)
+        if isinstance(value, list):
+            dup = next((v for i, v in enumerate(value) if v in value[:i]), None)
+            if dup is not None:
+                raise ValueError(f"{opt} lists {dup!r} twice: give each value once (a repeated "
+                                 f"run would be counted twice)")
+        if not isinstance(value, str):
+            continue
+        if not value.strip():
+            raise ValueError(f"{opt} is empty: give a value or leave the option out")
+        from .._files import check_folder
+
+        if action.dest in _OUTPUT_FOLDERS:
+            check_folder(value, opt)
+        elif action.dest in _INPUT_FOLDERS and not Path(value).expanduser().is_dir():
+            raise FileNotFoundError(f"{opt} {value}: no such folder")
+        elif action.dest in _INPUT_FILES and not Path(value).expanduser().is_file():
+            what = "is a folder, not a file" if Path(value).is_dir() else "no such file"
+            raise FileNotFoundError(f"{opt} {value}: {what}")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,14 +96,16 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="rerun the selected cells from scratch, replacing stored results "
                         "(also those made with other settings)")
     p.add_argument("--report-only", action="store_true",
-                   help="only rewrite the summary of the finished runs")
+                   help="only rewrite the summary of the config's finished runs (results "
+                        "made with other settings are named and left out)")
 
 
 def _run_command(args) -> None:
     import torch
 
+    from .._files import check_folder
     from ..memory.distributed import init_distributed, is_main_process
-    from .execute import execute_cells
+    from .execute import execute_cells, finished_results
     from .grid import expand_cells, load_config, select_cells
     from .report import write_summary
 
@@ -69,10 +114,10 @@ def _run_command(args) -> None:
     overrides = list(args.overrides)
     for flag, key in ((args.root, "benchmark.root"), (args.checkpoint, "checkpoint"),
                       (args.out, "out")):
-        if flag:
+        if flag is not None:
             overrides.append(f"{key}={flag}")
     config = load_config(args.config, overrides)
-    out = Path(config["out"])
+    out = check_folder(config["out"], f"output folder (out) of {args.config}")
     all_cells = expand_cells(config)
     cells = select_cells(all_cells, args.cell, args.only)
     if not cells:
@@ -96,7 +141,10 @@ def _run_command(args) -> None:
         execute_cells(cells, out, jobs=args.jobs, force=args.force,
                       log=print if is_main_process() else None, progress=progress)
     if is_main_process():
-        print(write_summary(out))
+        results, left_out = finished_results(all_cells, out)
+        for line in left_out:
+            print(f"left out of the summary: {line}", file=sys.stderr)
+        print(write_summary(out, results))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -126,7 +174,7 @@ def _plain(doc: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from . import demo, demo_vl
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="avalanche-cts", description=_plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
@@ -140,17 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
                             description=_plain(demo.__doc__),
                             help="core tokensets vs coresets and replay at equal bytes (3 seeds)")
     demo.add_arguments(p_demo)
-    p_demo.set_defaults(func=demo.main)
+    p_demo.set_defaults(func=demo.main, parser=p_demo)
     p_vl = sub.add_parser("demo-vl", formatter_class=fmt, parents=[common],
                           description=_plain(demo_vl.__doc__),
                           help="VQA and captioning with a tiny BLIP: core tokensets vs coreset")
     demo_vl.add_arguments(p_vl)
-    p_vl.set_defaults(func=demo_vl.main)
+    p_vl.set_defaults(func=demo_vl.main, parser=p_vl)
     p_run = sub.add_parser("run", parents=[common],
                            help="experiments from a YAML config (resumable grid)",
                            description="Run the cells of a YAML experiment grid.")
     _add_run_arguments(p_run)
-    p_run.set_defaults(func=_run_command)
+    p_run.set_defaults(func=_run_command, parser=p_run)
     p_pre = sub.add_parser("pretrain", formatter_class=fmt, parents=[common],
                            help="pretrain (or find) an embedded benchmark's backbone",
                            description="Pretrain the backbone of an embedded benchmark.")
@@ -159,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="whose backbone (scenes: the tiny BLIP of demo-vl)")
     p_pre.add_argument("--data-root", default=None, metavar="DIR",
                        help="Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist)")
-    p_pre.set_defaults(func=_pretrain_command)
+    p_pre.set_defaults(func=_pretrain_command, parser=p_pre)
     return parser
 
 
@@ -167,11 +215,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_options(args.parser, args)
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, FloatingPointError) as e:
+    except KeyboardInterrupt:
+        print(f"avalanche-cts {args.command}: interrupted (the runs resume when started again)",
+              file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
         if args.debug:
             raise
-        msg = str(e).strip() or type(e).__name__
+        msg = " ".join(str(e).split()) or type(e).__name__
         print(f"avalanche-cts {args.command}: error: {msg}\n(run with --debug for the "
               f"traceback)", file=sys.stderr)
         return 2

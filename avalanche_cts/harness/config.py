@@ -171,7 +171,8 @@ class RunConfig:
             _check(_is_int(v) and v >= 1, name, v, "an integer >= 1")
         _check(c.batch_size_mem is None or (_is_int(c.batch_size_mem) and c.batch_size_mem >= 1),
                "batch_size_mem", c.batch_size_mem, "None or an integer >= 1")
-        _check(_is_num(c.lr) and c.lr > 0, "lr", c.lr, "a positive number")
+        _check(_is_num(c.lr) and 0 < c.lr <= 10, "lr", c.lr,
+               "a positive number up to 10 (1e-4 to 1e-2 are usual)")
         _check(_is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
                "a number >= 0")
         _check(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum,
@@ -190,10 +191,13 @@ class RunConfig:
             _check(isinstance(getattr(c, name), bool), name, getattr(c, name), "true or false")
         _check(c.pin_memory is None or isinstance(c.pin_memory, bool), "pin_memory",
                c.pin_memory, "None, true or false")
-        _check(c.checkpoint is None or isinstance(c.checkpoint, str), "checkpoint",
-               c.checkpoint, "None or a file path")
-        _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS), "loggers",
-               c.loggers, f"a list of {list(LOGGERS)}")
+        for name in ("checkpoint", "out_dir"):
+            v = getattr(c, name)
+            _check(v is None or (isinstance(v, str) and bool(v.strip())), name, v,
+                   "None or a non-empty path")
+        _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS)
+               and len(set(c.loggers)) == len(c.loggers), "loggers", c.loggers,
+               f"a list of {list(LOGGERS)}, each once")
 
     @classmethod
     def from_dict(cls, d: Dict) -> "RunConfig":

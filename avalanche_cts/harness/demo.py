@@ -149,6 +149,7 @@ def write_report(results: List[Dict], out: Path, title: str) -> str:
     """Write ``results.json``, ``results.csv``, ``accuracy_vs_memory.png`` and
     ``accuracy_matrices.png``; return the text report (table and matrices)."""
     from .. import __version__
+    from .._files import write_text
     from .report import (
         aggregate,
         format_matrix,
@@ -159,14 +160,14 @@ def write_report(results: List[Dict], out: Path, title: str) -> str:
     )
 
     rows = aggregate(results, _label)
-    (out / "results.json").write_text(json.dumps(dict(version=__version__, title=title,
-                                                      summary=rows, runs=results), indent=1))
+    write_text(out / "results.json", json.dumps(dict(version=__version__, title=title,
+                                                    summary=rows, runs=results), indent=1))
     write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "acc_matrix"}
                                     for r in rows])
     plot_accuracy_vs_memory(rows, out / "accuracy_vs_memory.png", title)
     plot_matrices(rows, out / "accuracy_matrices.png", title + ": mean accuracy matrices")
     text = format_table(rows) + "\n\n" + "\n\n".join(format_matrix(r) for r in rows)
-    (out / "results.txt").write_text(title + "\n\n" + text + "\n")
+    write_text(out / "results.txt", title + "\n\n" + text + "\n")
     return text
 
 

@@ -123,6 +123,7 @@ def _metrics_note(runs: List[Dict], kind: str, soft: bool) -> str:
 def write_report(results: List[Dict], out: Path) -> str:
     """Write the report files (module docstring); return the text report."""
     from .. import __version__
+    from .._files import write_text
     from .report import aggregate, format_matrix, plot_matrices, plot_metric_over_tasks, write_csv
 
     text, summary = [], []
@@ -151,9 +152,9 @@ def write_report(results: List[Dict], out: Path) -> str:
             plot_metric_over_tasks(curves, out / "caption_over_tasks.png",
                                    "captioning: mean over the tasks seen so far")
     report = "\n\n".join(text)
-    (out / "results.txt").write_text(report + "\n")
-    (out / "results.json").write_text(json.dumps(dict(version=__version__, summary=summary,
-                                                      runs=results), indent=1))
+    write_text(out / "results.txt", report + "\n")
+    write_text(out / "results.json", json.dumps(dict(version=__version__, summary=summary,
+                                                    runs=results), indent=1))
     rows = [{k: v for k, v in r.items() if k != "acc_matrix"} for r in summary]
     write_csv(out / "results.csv", rows, list(dict.fromkeys(k for r in rows for k in r)))
     return report

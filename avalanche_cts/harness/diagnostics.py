@@ -1,4 +1,5 @@
-"""Checks of what a token memory holds: provenance and where its tokens fall.
+"""Checks of a run: what a token memory holds (provenance, where its tokens fall), and a
+model that predicts one class for a whole test experience (:class:`SingleClassWarning`).
 
 :func:`memory_diagnostics` needs a buffer built with ``keep_sources=True`` (each record knows
 its experience and index). For every record it re-reads the source image from the stream and
@@ -10,15 +11,50 @@ random tokens would get).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+import warnings
+from typing import Dict, Optional, Set
 
 import torch
+from avalanche.core import SupervisedPlugin
 
 from ..benchmarks.cluttered import object_token_mask
 from ..memory.buffer import CoreTokensetBuffer
 from ..tokens.patches import patchify, unpatchify
 
-__all__ = ["memory_diagnostics"]
+__all__ = ["SingleClassWarning", "memory_diagnostics"]
+
+
+class SingleClassWarning(SupervisedPlugin):
+    """Warns once per run when the model predicts the same class for every test image of the
+    experience it has just been trained on, although it holds several classes: a collapsed
+    model (e.g. a learning rate too high), whose accuracy still looks like a number.
+    Classification outputs only."""
+
+    def __init__(self):
+        super().__init__()
+        self.warned = False
+        self._predicted: Set[int] = set()
+        self._labels: Set[int] = set()
+
+    def before_eval_exp(self, strategy, **kwargs):
+        self._predicted, self._labels = set(), set()
+
+    def after_eval_forward(self, strategy, **kwargs):
+        out = strategy.mb_output
+        if torch.is_tensor(out) and out.dim() == 2 and len(self._predicted) < 2:
+            self._predicted |= set(out.argmax(1).tolist())
+            self._labels |= set(torch.as_tensor(strategy.mb_y).tolist())
+
+    def after_eval_exp(self, strategy, **kwargs):
+        just_trained = strategy.experience.current_experience == \
+            strategy.clock.train_exp_counter - 1
+        if just_trained and not self.warned and len(self._predicted) == 1 \
+                and len(self._labels) > 1:
+            self.warned = True
+            warnings.warn(
+                f"the model predicts class {next(iter(self._predicted))} for every test image "
+                f"of experience {strategy.experience.current_experience}, which it has just "
+                f"been trained on: it has collapsed; a lower learning rate usually helps")
 
 
 def memory_diagnostics(buffer: CoreTokensetBuffer, benchmark) -> Optional[Dict[str, float]]:

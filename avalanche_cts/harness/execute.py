@@ -5,24 +5,33 @@ Each cell writes ``<out>/<cell key>/result.json`` (and ``state.pt`` after every 
 A cell with a result is skipped only when every setting that shaped it matches (the run's,
 the data's and the backbone's, :func:`~.runner.run_settings`); otherwise it is refused with
 the differences (:class:`~.runner.StaleResultError`) unless ``force`` reruns it.
+
+Worker processes end with the main process (by an exception, Ctrl-C, SIGTERM, or within a
+second of a SIGKILL), and a run folder is written by one process at a time (``run.lock``).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .._files import folder_owner
 from ..benchmarks import make_benchmark
+from ..benchmarks.fmnist import DEFAULT_HELDOUT
 from ..models import model_normalization
 from .grid import Cell
 from .pretrain import PRESET_BACKBONES, pretrain_backbone
 from .pretrain_vl import EMBEDDED_BLIP, pretrain_blip
 from .runner import load_result, run, run_settings
 
-__all__ = ["cell_data", "execute_cells"]
+__all__ = ["cell_data", "execute_cells", "finished_results"]
 
 _BENCHMARKS: Dict[str, object] = {}
 """Benchmarks built in this process, by their settings."""
@@ -34,6 +43,8 @@ def cell_data(cell: Cell) -> Dict:
     cfg = cell.cfg
     norm = model_normalization(cfg.model, cfg.model_kwargs.get("in_chans"))
     data = dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
+    if data.get("name") in ("fmnist", "fmnist_pretrained", "cluttered_fmnist"):
+        data.setdefault("heldout_per_class", DEFAULT_HELDOUT)  # recorded: it shapes the stream
     if data.get("name") in ("vqa_sequence", "coco_class_captions"):
         data.setdefault("tokenizer", cfg.checkpoint or cfg.model)
     return data
@@ -60,6 +71,23 @@ def run_cell(cell: Cell, out: Path, threads: Optional[int] = None,
     return run(cfg, _benchmark(data), log=log, data=data)
 
 
+def finished_results(cells: Sequence[Cell], out: Path) -> Tuple[Dict[str, Dict], List[str]]:
+    """``(results by cell key, left out)``: the stored results of ``cells`` under ``out``
+    made with the cells' settings; a result made with other settings, or a file that is not
+    a run's result, is left out with a line saying why (never reported as this config's)."""
+    results, left_out = {}, []
+    for cell in cells:
+        path = Path(out) / cell.key / "result.json"
+        try:
+            stored = load_result(path, run_settings(cell.cfg, cell_data(cell)))
+        except ValueError as e:  # StaleResultError too
+            left_out.append(" ".join(str(e).split()))
+            continue
+        if stored is not None:
+            results[cell.key] = stored
+    return results, left_out
+
+
 def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: bool = False,
                   threads: Optional[int] = None, log: Optional[Callable[[str], None]] = print,
                   progress: Optional[Callable[[int, int, Cell, Dict, float], None]] = None
@@ -80,8 +108,9 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
         path = out / cell.key / "result.json"
         settings = run_settings(cell.cfg, cell_data(cell))
         if force:
-            for name in ("result.json", "state.pt"):
-                (out / cell.key / name).unlink(missing_ok=True)
+            with folder_owner(out / cell.key):
+                for name in ("result.json", "state.pt"):
+                    (out / cell.key / name).unlink(missing_ok=True)
             todo.append(cell)
             continue
         stored = load_result(path, settings, "--force replaces it")
@@ -109,12 +138,70 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
         for i, cell in enumerate(todo, 1):
             finished(i, cell, run_cell(cell, out, threads, log))
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        _in_workers(todo, out, jobs, threads or 1, finished)
+    return [results[c.index] for c in cells]
 
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_cell, c, out, threads or 1): c for c in todo}
+
+def _in_workers(todo: Sequence[Cell], out: Path, jobs: int, threads: int,
+                finished: Callable[[int, Cell, Dict], None]) -> None:
+    """Run ``todo`` in ``jobs`` spawned worker processes that end with this one: when it ends
+    by an exception, Ctrl-C or SIGTERM it stops them; when it is killed, each worker's
+    watchdog ends it within a second."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
+                               initargs=(os.getpid(),))
+    try:
+        with _sigterm_raises():
+            futures = {pool.submit(run_cell, c, out, threads): c for c in todo}
             for i, fut in enumerate(as_completed(futures), 1):
                 finished(i, futures[fut], fut.result())
-    return [results[c.index] for c in cells]
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def _worker_start(parent: int) -> None:
+    """A worker leaves Ctrl-C to the main process (which stops it) and ends when its parent
+    is gone (SIGKILL leaves the main process no time to stop it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises ``SystemExit(143)`` in the main thread for the context (so the workers
+    are stopped), instead of ending the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _stop_workers(pool) -> None:
+    """Terminate the pool's workers (mid-run: their files are written atomically and resume)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for p in workers:
+        p.terminate()
+    for p in workers:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+    pool.shutdown(wait=True, cancel_futures=True)

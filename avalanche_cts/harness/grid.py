@@ -16,19 +16,26 @@ An axis (and a ``--set`` override) names a ``RunConfig`` field (``epochs``, or
 (``benchmark.root``), or, in overrides, a top-level key (``out``). A cell's folder name is
 its axes, e.g. ``method=core_tokenset-budget=0.5-seed=0``; a sub-grid with ``_name: inflora``
 is named ``inflora`` followed by its axes that take more than one value.
+
+Configs are read strictly: a duplicate key, a section of the wrong type, an empty axis or a
+value listed twice is refused naming the file and the key; numbers such as ``1e-3`` are
+numbers (plain YAML 1.1 reads them as strings).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .config import RunConfig
 
-__all__ = ["Cell", "expand_cells", "load_config", "parse_assignment", "select_cells"]
+__all__ = ["Cell", "check_config", "expand_cells", "load_config", "parse_assignment",
+           "read_yaml", "select_cells"]
 
 _TOP_KEYS = {"name", "description", "out", "benchmark", "run", "grid"}
 
@@ -50,14 +57,55 @@ class Cell:
         return _get(vars(self.cfg), name)
 
 
-def parse_assignment(text: str):
-    """``"a.b=value"`` -> ``("a.b", value)`` with the value parsed as YAML (numbers, lists...)."""
+@functools.lru_cache(maxsize=None)
+def _loader():
+    """A YAML loader that refuses duplicate keys and reads ``1e-3`` as a number."""
     import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (YAML would keep only the last value)",
+                    key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."))
+    return StrictLoader
+
+
+def read_yaml(text: str, source: str):
+    """Parse YAML ``text`` strictly (:func:`_loader`); ``ValueError`` naming ``source`` and
+    the line of a syntax error or duplicate key."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_loader())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ValueError(f"{source}: not valid YAML{where}: {problem}") from None
+
+
+def parse_assignment(text: str, option: str = "--set"):
+    """``"a.b=value"`` -> ``("a.b", value)`` with the value parsed as YAML (numbers, lists...)."""
     if "=" not in text:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+        raise ValueError(f"{option} expects KEY=VALUE, got {text!r}")
+    key, value = (part.strip() for part in text.split("=", 1))
+    if not key or not value:
+        raise ValueError(f"{option} {text!r} has no {'key' if not key else 'value'}: write "
+                         f"KEY=VALUE, e.g. epochs=1")
+    return key, read_yaml(value, f"{option} {text!r}")
 
 
 def _get(d: Dict, dotted: str) -> Any:
@@ -84,25 +132,73 @@ def _route(key: str) -> str:
 
 
 def load_config(path, overrides: Sequence[str] = ()) -> Dict:
-    """Read a YAML config and apply ``KEY=VALUE`` overrides (:func:`parse_assignment`)."""
-    import yaml
-
+    """Read a YAML config and apply ``KEY=VALUE`` overrides (:func:`parse_assignment`); every
+    section is checked for its type (:func:`check_config`)."""
     path = Path(path)
-    config = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path}: {'a folder' if path.is_dir() else 'no such file'}"
+                                f"; give a YAML file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file: give a YAML config") from None
+    config = read_yaml(text, str(path))
+    config = {} if config is None else config
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: a config is a mapping with keys {sorted(_TOP_KEYS)}")
-    unknown = set(config) - _TOP_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(_TOP_KEYS)}")
-    if "benchmark" not in config or "name" not in config["benchmark"]:
-        raise ValueError(f"{path}: 'benchmark' needs a 'name' (e.g. imagenet_r, imagenet100)")
+        raise ValueError(f"{path}: a config is a mapping with keys {sorted(_TOP_KEYS)}, got "
+                         f"a {type(config).__name__}")
     config.setdefault("name", path.stem)
     config.setdefault("run", {})
+    check_config(config, str(path))
+    keys = [parse_assignment(text)[0] for text in overrides]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"--set gives {twice} more than once: give each setting once")
     for text in overrides:
         key, value = parse_assignment(text)
         _set(config, _route(key), value)
     config.setdefault("out", str(Path("results") / config["name"]))
+    check_config(config, f"{path} with --set {list(overrides)}" if overrides else str(path))
     return config
+
+
+def check_config(config: Dict, source: str) -> None:
+    """Refuse unknown keys and sections of the wrong type, naming ``source`` and the key."""
+    unknown = set(config) - _TOP_KEYS
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {sorted(unknown)}; valid: {sorted(_TOP_KEYS)}")
+    for key in ("name", "description", "out"):
+        if key in config and (not isinstance(config[key], str) or not config[key].strip()):
+            raise ValueError(f"{source}: {key!r} must be a non-empty string, got {config[key]!r}")
+    bench = config.get("benchmark")
+    if not isinstance(bench, dict) or not isinstance(bench.get("name"), str):
+        raise ValueError(f"{source}: 'benchmark' must be a mapping with a 'name' and its "
+                         f"arguments, e.g. benchmark: {{name: imagenet_r, root: DIR}}; got "
+                         f"{bench!r}")
+    if not isinstance(config["run"], dict):
+        raise ValueError(f"{source}: 'run' must be a mapping of RunConfig fields, e.g. "
+                         f"run: {{epochs: 2}}; got {config['run']!r}")
+    grid = config.get("grid")
+    subs = [grid] if isinstance(grid, dict) else grid
+    if grid is not None and (not isinstance(subs, list)
+                             or not all(isinstance(g, dict) for g in subs)):
+        raise ValueError(f"{source}: 'grid' must be a mapping of axes (KEY: [values]) or a list "
+                         f"of them, e.g. grid: {{method: [naive, coreset]}}; got {grid!r}")
+    for sub in subs or []:
+        for axis, values in sub.items():
+            if axis == "_name":
+                if not isinstance(values, str) or not values.strip():
+                    raise ValueError(f"{source}: grid '_name' must be a non-empty string, got "
+                                     f"{values!r}")
+                continue
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise ValueError(f"{source}: grid axis {axis!r} has no values: give at least "
+                                 f"one or remove the axis")
+            dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if dup is not None:
+                raise ValueError(f"{source}: grid axis {axis!r} lists {dup!r} twice: give each "
+                                 f"value once")
 
 
 def _fmt(v: Any) -> str:
@@ -169,6 +265,6 @@ def select_cells(
             raise ValueError(f"cell indices {bad} out of range: the config has {len(cells)} cells")
         cells = [cells[i] for i in indices]
     if only:
-        wanted = [parse_assignment(part) for part in only.split(",") if part.strip()]
+        wanted = [parse_assignment(part, "--only") for part in only.split(",") if part.strip()]
         cells = [c for c in cells if all(_matches(c.value(k), v) for k, v in wanted)]
     return cells

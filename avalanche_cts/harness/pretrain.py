@@ -42,7 +42,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..benchmarks.cluttered import compose_scenes
-from ..benchmarks.fmnist import DEFAULT_HELDOUT, heldout_indices, load_fashion_mnist
+from ..benchmarks.fmnist import (
+    DEFAULT_HELDOUT,
+    fashion_mnist_folder,
+    heldout_indices,
+    load_fashion_mnist,
+)
+from .._files import atomic_write, file_lock
 from ..cache import cache_root
 from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens.patches import random_keep_mask
@@ -53,6 +59,8 @@ __all__ = [
     "PRESET_BACKBONES",
     "PretrainSpec",
     "ResumableTraining",
+    "backbone_spec",
+    "read_pretraining",
     "cache_root",
     "load_pretrained",
     "partial_input_accuracy",
@@ -63,6 +71,16 @@ PathLike = Union[str, Path]
 _MODES = ("zero", "sparse", "mask")
 _INIT_STREAM = 0x9E37_79B9
 """Offset of the pretraining initialisation stream (never a run's head stream)."""
+
+
+def backbone_spec(spec: Union["PretrainSpec", str]) -> "PretrainSpec":
+    """A :class:`PretrainSpec`, or the default pretraining named ``spec`` (:data:`BACKBONES`)."""
+    if isinstance(spec, PretrainSpec):
+        return spec
+    if spec not in BACKBONES:
+        raise ValueError(f"no embedded pretraining named {spec!r}: use one of {sorted(BACKBONES)} "
+                         f"or a PretrainSpec")
+    return BACKBONES[spec]
 
 
 def check_spec(spec, counts: Sequence[str]) -> None:
@@ -200,8 +218,8 @@ class ResumableTraining:
         self.partial = self.path.with_suffix(".partial.pt")
         self.start = 0
         if self.partial.is_file():
-            state = read_checkpoint(self.partial, lambda p: torch.load(p, weights_only=False),
-                                    "delete it to restart pretraining")
+            state = read_pretraining(self.partial, ("model", "opt", "sched", "gen", "epoch"),
+                                     "delete it to restart pretraining")
             model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
@@ -217,15 +235,27 @@ class ResumableTraining:
         self.sched.step()
 
     def save(self, epochs_done: int) -> None:
-        torch.save(dict(model=self.model.state_dict(), opt=self.opt.state_dict(),
-                        sched=self.sched.state_dict(), gen=self.generator.get_state(),
-                        epoch=epochs_done), self.partial)
+        state = dict(model=self.model.state_dict(), opt=self.opt.state_dict(),
+                     sched=self.sched.state_dict(), gen=self.generator.get_state(),
+                     epoch=epochs_done)
+        atomic_write(self.partial, lambda tmp: torch.save(state, tmp))
 
     def finish(self, checkpoint: Dict) -> None:
         """Write the final ``checkpoint`` atomically and drop the per-epoch state."""
-        torch.save(checkpoint, self.path.with_suffix(".tmp"))
-        self.path.with_suffix(".tmp").replace(self.path)
+        atomic_write(self.path, lambda tmp: torch.save(checkpoint, tmp))
         self.partial.unlink(missing_ok=True)
+
+
+def read_pretraining(path: Path, keys: Sequence[str], remedy: str,
+                     weights_only: bool = False) -> Dict:
+    """A pretraining file (final checkpoint or per-epoch state) holding ``keys``; an error
+    naming the file and ``remedy`` when it is unreadable or was written by something else."""
+    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=weights_only), remedy)
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a pretraining file of avalanche-cts (it lacks "
+                         f"{missing}): {remedy}")
+    return state
 
 
 def checkpoint_path(spec, cache_dir: Optional[PathLike]) -> Path:
@@ -257,11 +287,20 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     Returns the checkpoint path; an existing checkpoint is returned at once and an
     interrupted run resumes from its last finished epoch.
     """
-    spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    spec = backbone_spec(spec)
+    if data_root is not None:
+        fashion_mnist_folder(data_root)  # a wrong data root fails even when nothing is trained
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
         return found
     path = checkpoint_path(spec, cache_dir)
+    with file_lock(path.with_name(path.name + ".lock"), waiting=log):  # one process pretrains
+        found = existing_checkpoint(spec, cache_dir)
+        return found if found is not None else _pretrain(spec, path, data_root, log)
+
+
+def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log) -> Path:
+    """The pretraining of :func:`pretrain_backbone` into ``path`` (resuming its partial state)."""
     x, y, xv, yv, xte, yte = _pool(spec, data_root)
     gen = torch.Generator().manual_seed(_INIT_STREAM + spec.seed)
     with torch.random.fork_rng():
@@ -310,8 +349,7 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
 def backbone_meta(spec: Union[PretrainSpec, str] = "cluttered_fmnist", **kwargs) -> Dict:
     """The ``meta`` of a pretrained backbone (pretraining it first if needed)."""
     path = pretrain_backbone(spec, **kwargs)
-    return read_checkpoint(path, lambda p: torch.load(p, weights_only=False),
-                           "delete it to pretrain again")["meta"]
+    return read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again")["meta"]
 
 
 def load_pretrained(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *, num_classes: int = 10,
@@ -321,10 +359,10 @@ def load_pretrained(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *, num_
 
     :param pretrain_kwargs: :func:`pretrain_backbone` keywords (``data_root``, ``cache_dir``).
     """
-    spec = BACKBONES[spec] if isinstance(spec, str) else spec
+    spec = backbone_spec(spec)
     path = pretrain_backbone(spec, **pretrain_kwargs)
-    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=True),
-                            "delete it to pretrain again")["state_dict"]
+    state = read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again",
+                             weights_only=True)["state_dict"]
     model = create_model(spec.model, num_classes=num_classes)
     get_adapter(model).add_mask_token(torch.Generator())
     missing, unexpected = model.load_state_dict(state, strict=False)

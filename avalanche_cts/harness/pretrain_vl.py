@@ -29,10 +29,16 @@ from typing import Dict, Optional, Union
 import torch
 from torch import nn
 
+from .._files import file_lock
 from ..models import create_blip, get_adapter
 from ..tokens.normalization import CLIP_MEAN, CLIP_STD
-from .checkpoint import read_checkpoint
-from .pretrain import ResumableTraining, check_spec, checkpoint_path, existing_checkpoint
+from .pretrain import (
+    ResumableTraining,
+    check_spec,
+    checkpoint_path,
+    existing_checkpoint,
+    read_pretraining,
+)
 
 __all__ = ["BLIP_PRETRAINED", "EMBEDDED_BLIP", "BlipPretrainSpec", "load_pretrained_blip",
            "pretrain_blip"]
@@ -102,15 +108,25 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
                   cache_dir: Optional[PathLike] = None, log=print) -> Path:
     """Pretrain a tiny BLIP (protocol in the module docstring) or find its checkpoint; an
     interrupted run resumes from its last finished epoch. Returns the checkpoint path."""
-    from ..models.blip_text import VLCollator
-    from ..benchmarks.vl.scenes import pretraining_vqa, scene_tokenizer, scene_vqa
-    from ..models.blip_text import TextSpec
-
+    if isinstance(spec, str) and spec not in BLIP_PRETRAINED:
+        raise ValueError(f"no embedded BLIP pretraining named {spec!r}: use one of "
+                         f"{sorted(BLIP_PRETRAINED)}")
     spec = BLIP_PRETRAINED[spec] if isinstance(spec, str) else spec
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
         return found
     path = checkpoint_path(spec, cache_dir)
+    with file_lock(path.with_name(path.name + ".lock"), waiting=log):  # one process pretrains
+        found = existing_checkpoint(spec, cache_dir)
+        return found if found is not None else _pretrain(spec, path, log)
+
+
+def _pretrain(spec: BlipPretrainSpec, path: Path, log) -> Path:
+    """The pretraining of :func:`pretrain_blip` into ``path`` (resuming its partial state)."""
+    from ..models.blip_text import VLCollator
+    from ..benchmarks.vl.scenes import pretraining_vqa, scene_tokenizer, scene_vqa
+    from ..models.blip_text import TextSpec
+
     norm = _norm()
     tok = scene_tokenizer()
     collate = VLCollator(TextSpec.from_tokenizer(tok), "vqa")
@@ -147,9 +163,8 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
 
 def blip_meta(name: str = "blip_vqa_tiny", **kwargs) -> Dict:
     """The ``meta`` of a pretrained tiny BLIP (pretraining it first if needed)."""
-    path = pretrain_blip(BLIP_PRETRAINED[name], **kwargs)
-    return read_checkpoint(path, lambda p: torch.load(p, weights_only=False),
-                           "delete it to pretrain again")["meta"]
+    path = pretrain_blip(name, **kwargs)
+    return read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again")["meta"]
 
 
 def load_pretrained_blip(name: str, **kwargs) -> nn.Module:
@@ -163,8 +178,8 @@ def load_pretrained_blip(name: str, **kwargs) -> nn.Module:
         raise ValueError(f"embedded pretraining exists for blip_vqa_tiny and blip_caption_tiny, "
                          f"not {name!r}; load other BLIP models with checkpoint=DIR")
     path = pretrain_blip(BLIP_PRETRAINED["blip_vqa_tiny"], **kwargs)
-    state = read_checkpoint(path, lambda p: torch.load(p, weights_only=True),
-                            "delete it to pretrain again")["state_dict"]
+    state = read_pretraining(path, ("state_dict", "meta"), "delete it to pretrain again",
+                             weights_only=True)["state_dict"]
     model = create_blip(name)
     get_adapter(model).add_mask_token(torch.Generator())
     if name == "blip_caption_tiny":

@@ -3,9 +3,11 @@
 * :func:`plot_run`: one run's accuracy matrix (heat map) and its accuracy on the seen
   experiences after each one.
 * :func:`write_csv`: rows (dicts) as a CSV file.
-* :func:`write_summary`: every ``<out>/<cell>/result.json`` of a grid as ``summary.csv``
-  (one row per run), ``summary.md`` (mean ± std over seeds) and ``summary.png`` (final accuracy
-  against the memory budget, one line per method/selector/scorer, one panel per task count).
+* :func:`read_result`: a ``result.json``, checked to be one written by a run.
+* :func:`write_summary`: results of a grid (by cell) as ``summary.csv`` (one row per run),
+  ``summary.md`` (mean ± std over seeds) and ``summary.png`` (final accuracy against the
+  memory budget, one line per method/selector/scorer, one panel per task count);
+  :func:`stored_results` reads every ``<out>/<cell>/result.json`` under a folder.
 * :func:`aggregate` (mean and std over seeds), :func:`format_table`, :func:`format_matrix`,
   :func:`plot_accuracy_vs_memory` (error bars, references, y from 0) and
   :func:`plot_matrices` (heat maps): what the demo and the benchmark scripts report.
@@ -21,6 +23,8 @@ import statistics
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .._files import atomic_write, write_text
+
 __all__ = [
     "aggregate",
     "format_matrix",
@@ -31,6 +35,9 @@ __all__ = [
     "plot_metric_over_tasks",
     "plasticity",
     "plot_run",
+    "read_result",
+    "save_figure",
+    "stored_results",
     "summary_rows",
     "write_csv",
     "write_summary",
@@ -43,10 +50,21 @@ def write_csv(path: Path, rows: Sequence[Dict], fieldnames: Optional[Sequence[st
     """Write ``rows`` to ``path`` with a header (default columns: the first row's keys)."""
     if not rows and fieldnames is None:
         raise ValueError(f"nothing to write to {path}: no rows and no fieldnames")
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(fieldnames or rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically (format from the file name's suffix) and close it."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png"))
+    _pyplot().close(fig)
 
 
 def _pyplot():
@@ -92,9 +110,7 @@ def plot_run(result: Dict, path: Path) -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)
 
 
 def _label(cfg: Dict) -> str:
@@ -111,16 +127,51 @@ def _uses_memory(cfg: Dict, result: Dict) -> bool:
     )
 
 
-def summary_rows(out: Path) -> List[Dict]:
-    """One row per finished run under ``out`` (``<cell>/result.json``), sorted by cell;
-    ``budget`` is None for methods without a memory (naive, cumulative, PEFT baselines)."""
+_RESULT_KEYS = {"config": dict, "settings": dict, "acc_matrix": list, "final_acc": float,
+                "avg_inc_acc": float, "forgetting": float, "memory_bytes": int,
+                "wall_time_s": float}
+_CONFIG_KEYS = ("method", "selector", "scorer", "budget", "token_retention", "seed")
+
+
+def read_result(path: Path) -> Dict:
+    """The result a run wrote at ``path``; ``ValueError`` naming the file when it is not
+    JSON or not a run's result (hand-edited, or written by something else)."""
+    path = Path(path)
+    remedy = "delete it (or move it out of the results folder) to rerun that run"
+    try:
+        result = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a text file ({e}): {remedy}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): {remedy}") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{path} holds a JSON {type(result).__name__}, not a run's result: "
+                         f"{remedy}")
+    wrong = [k for k, t in _RESULT_KEYS.items() if not isinstance(result.get(k), t)
+             and not (t is float and isinstance(result.get(k), int))]
+    cfg = result.get("config")
+    if isinstance(cfg, dict):
+        wrong += [f"config.{k}" for k in _CONFIG_KEYS if k not in cfg]
+    if wrong or not result["acc_matrix"]:
+        raise ValueError(f"{path} is not a result written by avalanche-cts (missing or "
+                         f"malformed: {', '.join(wrong) or 'acc_matrix'}): {remedy}")
+    return result
+
+
+def stored_results(out: Path) -> Dict[str, Dict]:
+    """Every ``<cell>/result.json`` under ``out`` by cell folder name (:func:`read_result`)."""
+    return {f.parent.name: read_result(f) for f in sorted(Path(out).glob("*/result.json"))}
+
+
+def summary_rows(results: Dict[str, Dict]) -> List[Dict]:
+    """One row per run of ``results`` (cell name -> result), sorted by cell; ``budget`` is
+    None for methods without a memory (naive, cumulative, PEFT baselines)."""
     rows = []
-    for f in sorted(Path(out).glob("*/result.json")):
-        r = json.loads(f.read_text())
+    for cell, r in sorted(results.items()):
         cfg, info = r["config"], r.get("benchmark") or {}
         rows.append(
             dict(
-                cell=f.parent.name,
+                cell=cell,
                 label=_label(cfg),
                 method=cfg["method"],
                 selector=cfg["selector"],
@@ -150,10 +201,11 @@ def _pct(values: List[float]) -> str:
     return f"{100 * m:.2f} ± {100 * s:.2f}"
 
 
-def write_summary(out: Path) -> str:
-    """Write ``summary.{csv,md,png}`` under ``out`` from its finished runs; return the table."""
+def write_summary(out: Path, results: Dict[str, Dict]) -> str:
+    """Write ``summary.{csv,md,png}`` under ``out`` from ``results`` (cell name -> result);
+    return the table."""
     out = Path(out)
-    rows = summary_rows(out)
+    rows = summary_rows(results)
     if not rows:
         return "no finished runs"
     write_csv(out / "summary.csv", rows)
@@ -176,7 +228,7 @@ def write_summary(out: Path) -> str:
         cells = [bm, tasks, label, shown, *accs, f"{mb:.2f}", len(rs)]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     table = "\n".join(lines)
-    (out / "summary.md").write_text(table + "\n")
+    write_text(out / "summary.md", table + "\n")
     _plot_summary(groups, out / "summary.png")
     return table
 
@@ -208,8 +260,7 @@ def _plot_summary(groups: Dict[Tuple, List[Dict]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)
 
 
 # ------------------------------------------------------------ seeds aggregated
@@ -331,9 +382,7 @@ def plot_accuracy_vs_memory(rows: Sequence[Dict], path: Path, title: str,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)
 
 
 def plot_matrices(rows: Sequence[Dict], path: Path, title: str) -> None:
@@ -360,9 +409,7 @@ def plot_matrices(rows: Sequence[Dict], path: Path, title: str) -> None:
         ax.set_ylabel("after training", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, 110)
 
 
 def plot_metric_over_tasks(curves: Dict[str, Dict[str, List[List[float]]]], path: Path,
@@ -393,6 +440,4 @@ def plot_metric_over_tasks(curves: Dict[str, Dict[str, List[List[float]]]], path
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, 120)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch import nn
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
+from .._files import folder_owner, portable_path, write_text
 from ..memory.buffer import CoreTokensetBuffer
 from ..memory.plugin import CoreTokensetReplayPlugin
 from .checkpoint import (
@@ -40,13 +42,13 @@ from .checkpoint import (
     save_run_state,
 )
 from .config import RunConfig, fingerprint, settings_diff
-from .diagnostics import memory_diagnostics
+from .diagnostics import SingleClassWarning, memory_diagnostics
 from ..memory.distributed import is_main_process, rank, world_size
 from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
 from .pretrain import PRESET_BACKBONES, load_pretrained
 from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
-from .report import plasticity
+from .report import plasticity, read_result
 from ..memory.sample_buffers import ByteBudgetResize
 from ..strategies.training import compile_blocks, set_fused_attention
 
@@ -265,13 +267,31 @@ def _check_data(model: nn.Module, benchmark) -> None:
                          f"{model.config.text_config.vocab_size}: use the model's tokenizer")
 
 
+def _check_pretraining_images(cfg: RunConfig, benchmark) -> None:
+    """Warn when the stream holds images the embedded backbone was pretrained on."""
+    spec = PRESET_BACKBONES.get(cfg.model)
+    info = getattr(benchmark, "info", None) or {}
+    if not (cfg.pretrained and cfg.checkpoint is None and spec is not None
+            and info.get("name") in ("fmnist", "cluttered_fmnist")):
+        return
+    held = info.get("heldout_per_class", 0)
+    if held < spec.heldout_per_class:
+        warnings.warn(
+            f"the stream leaves out {held} training images per class, but the backbone "
+            f"{cfg.model} was pretrained on the last {spec.heldout_per_class} of every class: "
+            f"the stream holds pretraining images and accuracy is inflated; build it with "
+            f"heldout_per_class={spec.heldout_per_class}")
+
+
 def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = print,
         model: Optional[nn.Module] = None, data: Optional[Dict] = None) -> Dict:
     """Train ``cfg.method`` on ``benchmark.train_stream``, evaluating on the whole test
     stream after each experience. Returns a JSON-ready dict of settings and metrics.
 
     With ``cfg.out_dir`` (main process only): ``result.json`` and ``accuracy.png`` at the end,
-    ``state.pt`` after every experience; with ``cfg.resume`` a run restarts from ``state.pt``
+    ``state.pt`` after every experience, written while this process owns the folder
+    (``run.lock``, :func:`~avalanche_cts._files.folder_owner`: another live process writing it
+    is refused, naming it); with ``cfg.resume`` a run restarts from ``state.pt``
     (refused, naming the differences, when it was written with other settings).
     Under torch.distributed every rank calls ``run`` and gets the same result.
 
@@ -284,17 +304,20 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
     out = Path(cfg.out_dir) if cfg.out_dir else None
     kind = stream_kind(benchmark)
     with ExitStack() as stack:
+        if out is not None and is_main_process():
+            stack.enter_context(folder_owner(out))  # one process writes a run folder
         strategy = build_strategy(replace(cfg, device=str(device)), model,
                                   _evaluator(_loggers(cfg, out, stack), kind))
+        strategy.plugins.append(SingleClassWarning())
         _, unsupported = run_state_parts(strategy)
         state_path = out / "state.pt" if out is not None and not unsupported else None
         matrices, seconds = _experiences(cfg, strategy, benchmark, settings, state_path, log)
-    result = _result(cfg, strategy, benchmark, settings, matrices, seconds, device)
-    if out is not None and is_main_process():
-        from .report import plot_run
+        result = _result(cfg, strategy, benchmark, settings, matrices, seconds, device)
+        if out is not None and is_main_process():
+            from .report import plot_run
 
-        save_result(result, out / "result.json")
-        plot_run(result, out / "accuracy.png")
+            save_result(result, out / "result.json")
+            plot_run(result, out / "accuracy.png")
     return result
 
 
@@ -310,6 +333,7 @@ def _prepare(cfg: RunConfig, benchmark, model: Optional[nn.Module]) -> Tuple[tor
     if model is None:
         model = make_model(cfg, getattr(benchmark, "n_classes", None))
     _check_data(model, benchmark)
+    _check_pretraining_images(cfg, benchmark)
     set_fused_attention(model, True)
     if cfg.compile:
         compile_blocks(model)
@@ -335,6 +359,7 @@ def _experiences(cfg: RunConfig, strategy, benchmark, settings: Dict, state_path
         if i < start:
             continue
         strategy.train(exp, persistent_workers=cfg.num_workers > 0, **loader_kw)
+        _check_weights(strategy.model, i, cfg)
         rows = _metric_rows(strategy.eval(benchmark.test_stream, **loader_kw), n)
         for name, row in rows.items():
             matrices.setdefault(name, []).append(row)
@@ -348,6 +373,16 @@ def _experiences(cfg: RunConfig, strategy, benchmark, settings: Dict, state_path
             log(f"[{cfg.key()}] exp {i + 1}/{n}: {PRIMARY_METRIC[kind]} on seen "
                 f"{sum(row[: i + 1]) / (i + 1):.3f}, memory {mem} B, {seconds:.1f} s")
     return matrices, elapsed + time.perf_counter() - t0
+
+
+def _check_weights(model: nn.Module, experience: int, cfg: RunConfig) -> None:
+    """``FloatingPointError`` when training left NaN or infinite weights (the model would
+    predict one class from then on)."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FloatingPointError(
+            f"training experience {experience} left non-finite weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}) with lr {cfg.lr:g}: lower the learning rate")
 
 
 def _metric_rows(metrics: Dict[str, float], n: int) -> Dict[str, List[float]]:
@@ -369,7 +404,10 @@ def _result(cfg: RunConfig, strategy, benchmark, settings: Dict,
     kind = stream_kind(benchmark)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix = matrices[PRIMARY_METRIC[kind]]
-    result = dict(config=asdict(cfg), key=cfg.key(), settings=settings,
+    config = asdict(cfg)
+    if cfg.out_dir is not None:
+        config["out_dir"] = portable_path(cfg.out_dir)
+    result = dict(config=config, key=cfg.key(), settings=settings,
                   fingerprint=fingerprint(settings), version=__version__, acc_matrix=matrix,
                   wall_time_s=seconds, test_sizes=sizes,
                   benchmark=getattr(benchmark, "info", None), world_size=world_size(),
@@ -389,21 +427,15 @@ def _result(cfg: RunConfig, strategy, benchmark, settings: Dict,
 
 def load_result(path: Path, settings: Dict, force_hint: str = "--force") -> Optional[Dict]:
     """A stored result at ``path`` if it exists and was made with ``settings``; ``None`` if
-    there is none; :class:`StaleResultError` if it was made with other settings. An
-    unreadable file raises naming it."""
-    if not path.is_file():
+    there is none; :class:`StaleResultError` if it was made with other settings. A file that
+    is not a run's result raises naming it (:func:`~.report.read_result`)."""
+    if not Path(path).is_file():
         return None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable ({e}): delete it to rerun that run") from None
-    check_reuse(result.get("settings", {}), settings, path, force_hint)
+    result = read_result(path)
+    check_reuse(result["settings"], settings, path, force_hint)
     return result
 
 
 def save_result(result: Dict, path: Path) -> None:
     """Write a run's result JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(result, indent=1))

@@ -6,6 +6,7 @@ differs in reading an experience is in :mod:`avalanche_cts.memory.items`.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -21,7 +22,7 @@ from ..tokens.normalization import Normalization, NormalizationLike
 from .codec import STORAGE_DTYPES
 from .items import item_view
 from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
-from .records import TokenBatch, collate_tokens
+from .records import GROUP_HEADER_BYTES, TokenBatch, collate_tokens
 from .store import TokenStore
 from .writer import MemoryWriter
 
@@ -199,6 +200,12 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
         self.admit(adapter, data, items, experience, self.normalization, self.pixel_dtype)
         self.normalization = self.codec.normalization
         self.writer.write(self, model, device, data, targets, tasks, experience)
+        if self.num_records == 0:
+            warnings.warn(
+                f"the memory holds no record after experience {experience}: its budget of "
+                f"{self.budget} B is below one record ({self.record_bytes()} B plus a "
+                f"{GROUP_HEADER_BYTES} B group header), so nothing is replayed; raise the budget "
+                f"(budget_bytes, budget_fraction) or lower token_retention", stacklevel=2)
 
     def resize(self, strategy, new_size: int):
         """Keep at most ``new_size`` records, class-balanced, dropping lowest-priority ones."""

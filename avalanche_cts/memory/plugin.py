@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from avalanche.core import SupervisedPlugin
 
 from .buffer import CoreTokensetBuffer
-from .dropout import NewDataDropout
+from .dropout import NewDataDropout, batch_images_targets
 from .records import TokenBatch
 from ..models import get_adapter
 from .recipe import DEFAULT_RECIPE, REPLAY_MODES
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
-           "classification_loss", "default_memory_loss"]
+           "classification_loss", "default_memory_loss", "refused"]
 
 MemoryLoss = Callable[[object, TokenBatch, Tensor, str], Tensor]
 """``loss(adapter, batch, values, mode) -> (B,)`` per-record loss of a memory batch, where
@@ -51,12 +51,17 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     """Core tokenset replay (Paul et al., https://arxiv.org/abs/2410.05800) for any
     ``SupervisedTemplate`` training a timm ViT, or a BLIP VQA/captioning model with
     :class:`~avalanche_cts.strategies.vl.VLTemplate` (dict mini-batches with ``pixel_values``).
+    It composes with Avalanche's strategies and plugins (Naive, EWC, SI, LwF, MAS, ER-ACE,
+    ER-AML, GEM, A-GEM, GDumb, Cumulative, Replay, MIR, ...); :func:`refused` names the ones it
+    cannot serve (JointTraining; DER with token dropout), refused when training starts.
 
     * After each experience the storage policy is updated with it.
     * Each training step draws a memory minibatch from its own cycled loader (as DER does)
       and adds its loss to the strategy's (paper Eq. 5:
       ``L = E_new[CE(f(x), y)] + mem_weight * E_mem[CE(f(x_core), y)]``).
-    * New data is trained with token dropout, re-drawn every step
+    * New data is trained with token dropout, re-drawn every step for the mini-batch the
+      plugins see in ``before_forward`` and applied to that batch only (a strategy's forward
+      on its own replay batch sees full images)
       (:class:`~avalanche_cts.memory.dropout.NewDataDropout`): a sample keeps ``round(rate * T)``
       tokens, ``rate`` fixed at ``dropout`` or drawn per sample in ``[dropout, 1]``
       (``dropout_schedule="uniform"``), for a ``dropout_fraction`` share of each batch; the
@@ -152,6 +157,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self._adapter = None
         self._memory: Optional[Iterator[TokenBatch]] = None
         self._partial = contextlib.ExitStack()
+        self._dropped = None
         self.last_mem_loss: Optional[Tensor] = None
         """Memory loss of the last training step (for logging)."""
 
@@ -177,6 +183,9 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     # -------------------------------------------------------------- callbacks
     def before_training(self, strategy: "SupervisedTemplate", **kwargs):
+        refusal = refused(strategy, self.drops_tokens)
+        if refusal:
+            raise TypeError(refusal)
         self.prepare_model(strategy.model)
 
     def before_training_exp(self, strategy: "SupervisedTemplate", num_workers: int = 0, **kwargs):
@@ -211,10 +220,21 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
             return
         keep = self.dropout.keep_mask(strategy.model, strategy.mbatch, self._adapter.num_tokens)
         if keep is not None:
-            self._partial.enter_context(self._adapter.partial_inputs(keep, self.replay_mode))
+            images = batch_images_targets(strategy.mbatch)[0]
+            self._dropped = self._partial.enter_context(
+                self._adapter.partial_inputs(keep, self.replay_mode, images))
 
     def after_forward(self, strategy: "SupervisedTemplate", **kwargs):
+        dropped, self._dropped = self._dropped, None
         self._partial.close()
+        if dropped is not None and not dropped.uses:
+            raise RuntimeError(
+                f"{type(strategy).__name__}'s forward did not run the model on the mini-batch "
+                f"the plugin drew token dropout for in before_forward (strategy.mbatch), so new "
+                f"data would train on whole images: use a strategy whose forward runs the model "
+                f"on strategy.mb_x (Naive, EWC, LwF, ER_ACE, ...), or pass dropout=1.0 to train "
+                f"new data without token dropout"
+            )
 
     def before_backward(self, strategy: "SupervisedTemplate", **kwargs):
         mem = None
@@ -254,6 +274,24 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     def load_state_dict(self, state) -> None:
         self.storage_policy.load_state_dict(state)
+
+
+def refused(strategy, drops_tokens: bool) -> Optional[str]:
+    """Why the plugin cannot serve ``strategy`` (``None`` if it can): Avalanche strategies
+    whose training loop leaves no place for a memory or for token dropout of new data."""
+    from avalanche.training import DER, JointTraining
+
+    name = type(strategy).__name__
+    if isinstance(strategy, JointTraining):
+        return (f"{name} trains once on all experiences together, so a memory filled after an "
+                f"experience is never replayed: use Cumulative (all data seen so far, experience "
+                f"by experience) or Naive with CoreTokensetReplayPlugin")
+    if isinstance(strategy, DER) and drops_tokens:
+        return (f"{name} adds its own replay samples to the mini-batch after the plugins' "
+                f"before_forward, so token dropout cannot follow the new data: pass dropout=1.0 "
+                f"(new data trained whole) or use ER_ACE, which replays its buffer in a "
+                f"forward of its own")
+    return None
 
 
 def _cycle(loader: DataLoader) -> Iterator[TokenBatch]:

@@ -9,6 +9,7 @@ Avalanche storage policy.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -159,6 +160,8 @@ class TokenStore:
                 images = torch.stack([items.image(data[i]) for i in sample])
                 check_finite(images, list(sample), experience)
                 codec = PixelCodec.infer(images, norm)
+                if codec.dtype != torch.uint8:
+                    _not_8bit(images, norm, codec)
             self.layout, self.codec = layout, codec
         elif layout != self.layout:
             raise ValueError(
@@ -235,6 +238,26 @@ class TokenStore:
         self.seen_bytes = int(state["seen_bytes"])
         self.experiences = int(state.get("experiences", 0))
         self.codec, self.layout, self.groups, self.items = codec, layout, groups, items
+
+
+def _not_8bit(images: Tensor, norm: Normalization, codec: PixelCodec) -> None:
+    """Refuse 0-255 pixels fed as model inputs; warn that other float images are stored at
+    their own dtype (more bytes per record, fewer records under the budget)."""
+    x = norm.denormalize(images.detach().float())
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= -1e-3 and 1.5 < hi <= 255.001 and bool((x - x.round()).abs().max() < 1e-3):
+        raise ValueError(
+            f"the images hold 0-255 pixel values ({lo:g}..{hi:g} after undoing the "
+            f"normalisation {norm.mean}, {norm.std}), not the model's normalised inputs: scale "
+            f"them to [0, 1] and normalise them (e.g. ToTensor() and Normalize with the model's "
+            f"constants), or pass CoreTokensetBuffer(normalization=...) if the stream uses other "
+            f"constants")
+    warnings.warn(
+        f"the images are not 8-bit pixels after undoing the normalisation {norm.mean}, "
+        f"{norm.std} (values {lo:.3g}..{hi:.3g}): the memory stores them as {codec.dtype} "
+        f"({codec.itemsize} bytes per value instead of 1), so its budget holds fewer records; "
+        f"pass CoreTokensetBuffer(normalization=...) if the stream uses other constants, or "
+        f"pixel_dtype= to choose the storage", stacklevel=4)
 
 
 def _codec(state: Dict) -> Optional[PixelCodec]:

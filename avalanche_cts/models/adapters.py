@@ -74,7 +74,7 @@ def resolve_normalization(spec: NormalizationLike, channels: Optional[int] = Non
     elif isinstance(spec, Normalization):
         norm = spec
     elif isinstance(spec, (tuple, list)) and len(spec) == 2:
-        norm = Normalization(tuple(spec[0]), tuple(spec[1]))
+        norm = Normalization(spec[0], spec[1])  # numbers (one channel) or per-channel lists
     else:
         raise TypeError(
             f"normalization must be a Normalization, a (mean, std) pair, a model or None, got "

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._files import write_text
 from ..cache import cache_root
 
 __all__ = [
@@ -64,10 +65,7 @@ def closed_tokenizer(words: Sequence[str], folder: Optional[Union[str, Path]] = 
         folder = cache_root() / "vocab"
     path = Path(folder) / f"vocab-{hashlib.sha1(text.encode()).hexdigest()[:12]}.txt"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{id(text)}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
     return BertTokenizer(str(path), do_lower_case=True, bos_token="[DEC]")
 
 

@@ -29,11 +29,13 @@ from torch import Tensor, nn
 
 from ..tokens.patches import gather_tokens, patchify
 from .hf_blip import HFBlipVisionAdapter, _vision_tower
+from .partial import PartialInputs
 
 __all__ = ["BlipVLAdapter", "is_blip_vl", "sequence_nll"]
 
 _PARTIAL = "_cts_partial_inputs"
-"""Model attribute holding ``(keep, mode)`` while :meth:`BlipVLAdapter.partial_inputs` is active."""
+"""Model attribute holding the :class:`~.partial.PartialInputs` while
+:meth:`BlipVLAdapter.partial_inputs` is active."""
 
 
 def is_blip_vl(model: nn.Module) -> bool:
@@ -81,21 +83,23 @@ class BlipVLAdapter(HFBlipVisionAdapter):
         """``(states (B, N, D), mask)`` of images, with the partial inputs of an active
         :meth:`partial_inputs` context (mask: see :meth:`record_states`)."""
         partial = getattr(self.model, _PARTIAL, None)
-        if partial is None:
+        if partial is None or not partial.applies(images):
             return self.tower(images)[0], None
-        keep, mode = partial
+        keep, mode = partial.keep, partial.mode
         if mode == "zero":
             return self.zero_states(images, keep), None
         values, positions, valid = gather_tokens(patchify(images, self.patch_size), keep)
         return self.record_states(values, positions, valid, mode)
 
     @contextlib.contextmanager
-    def partial_inputs(self, keep: Tensor, mode: str) -> Iterator[None]:
-        """Within the context, :meth:`image_states` (used by the VL template's forward) keeps only
-        the tokens of the ``(B, T)`` bool mask ``keep``, fed in replay ``mode``."""
-        setattr(self.model, _PARTIAL, (keep, mode))
+    def partial_inputs(self, keep: Tensor, mode: str, images: Tensor) -> Iterator[PartialInputs]:
+        """Within the context, :meth:`image_states` (used by the VL template's forward) of
+        ``images`` (that tensor, the batch ``keep`` was drawn for) keeps only the tokens of the
+        ``(B, T)`` bool mask ``keep``, fed in replay ``mode``; other images stay whole."""
+        partial = PartialInputs(images, keep, mode)
+        setattr(self.model, _PARTIAL, partial)
         try:
-            yield
+            yield partial
         finally:
             delattr(self.model, _PARTIAL)
 

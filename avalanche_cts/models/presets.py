@@ -65,6 +65,13 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
             f"avalanche_cts.harness.load_pretrained"
         )
     base = cfg.pop("base", name)
+    for key, low in (("num_classes", 0), ("in_chans", 1), ("embed_dim", 1), ("depth", 1),
+                     ("num_heads", 1)):
+        v = kwargs.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise ValueError(f"{name}: {key} must be an integer >= {low}, got {v!r}"
+                             + (" (0 builds the model without a classifier)"
+                                if key == "num_classes" else ""))
     overlay = {}
     if "mean" in cfg:
         overlay = dict(mean=cfg.pop("mean"), std=cfg.pop("std"), url="", hf_hub_id=None,

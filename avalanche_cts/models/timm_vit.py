@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..tokens.normalization import Normalization
 from ..tokens.patches import gather_tokens, mask_to_pixels, patchify, scatter_tokens, unpatchify
 from .attention import AttentionAccess, fused_attention_off
+from .partial import PartialInputs
 
 __all__ = ["MASK_TOKEN", "TimmAttentionAccess", "TimmViTAdapter"]
 
@@ -224,14 +225,24 @@ class TimmViTAdapter:
         return self.forward_tokens(kept, keep_idx)
 
     @contextlib.contextmanager
-    def partial_inputs(self, keep: Tensor, mode: str) -> Iterator[None]:
-        """Within the context, calling the model on images runs :meth:`forward_partial` with
-        ``keep`` (how a strategy's own forward sees token dropout); restored on exit."""
-        self.model.forward = lambda images: self.forward_partial(images, keep, mode)
+    def partial_inputs(self, keep: Tensor, mode: str, images: Tensor) -> Iterator[PartialInputs]:
+        """Within the context, calling the model on ``images`` (that tensor, the batch ``keep``
+        was drawn for) runs :meth:`forward_partial` with ``keep``; calls on other tensors are
+        full forwards (how a strategy's own forward sees token dropout); restored on exit.
+        Yields the :class:`~.partial.PartialInputs` (its ``uses``)."""
+        partial = PartialInputs(images, keep, mode)
+        model = self.model
+
+        def forward(x, *args, **kwargs):
+            if partial.applies(x):
+                return self.forward_partial(x, keep, mode)
+            return type(model).forward(model, x, *args, **kwargs)
+
+        model.forward = forward
         try:
-            yield
+            yield partial
         finally:
-            del self.model.forward
+            del model.forward
 
     def features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """``(pre_logits (B, D), logits (B, classes))`` of full images."""

@@ -25,7 +25,7 @@ class AttributionScorer(TokenScorer):
 
     def score(self, model: nn.Module, images: Tensor, targets=None) -> Tensor:
         access = attention_access(model)
-        check_inputs(access, images, targets)
+        images = check_inputs(access, images, targets)
         with eval_mode(access.eval_scope()):
             return self.relevance(access, images, targets).float()
 

@@ -15,23 +15,31 @@ from torch import Tensor, nn
 __all__ = ["TokenScorer", "check_inputs"]
 
 
-def check_inputs(access, images: Tensor, targets) -> None:
-    """Refuse, before any work, images the model cannot take and labels outside its head
-    (``targets``: ``(B,)`` class indices, a BLIP text batch or None)."""
+def check_inputs(access, images: Tensor, targets) -> Tensor:
+    """Refuse, before any work, images the model cannot take (wrong shape, NaN or infinite
+    values) and labels outside its head (``targets``: ``(B,)`` class indices, a BLIP text
+    batch or None). Returns the images, float64 ones as float32 (the models' dtype)."""
     if not torch.is_tensor(images) or not images.is_floating_point() or images.dim() != 4:
         raise TypeError(
             f"images must be a float tensor (B, C, H, W) of normalised model inputs, got "
             f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}"
         )
     access.check_images(images)
+    bad = ~torch.isfinite(images.detach().flatten(1)).all(1)
+    if bool(bad.any()):
+        raise ValueError(f"image {int(bad.nonzero()[0])} has NaN or infinite values: its scores "
+                         f"would be meaningless; fix or drop that image")
+    if images.dtype == torch.float64:
+        images = images.float()
     if targets is None or isinstance(targets, dict):
-        return  # a collated text batch (BLIP): its adapter reads and checks it
+        return images  # a collated text batch (BLIP): its adapter reads and checks it
     targets = torch.as_tensor(targets)
     if targets.dim() != 1 or targets.shape[0] != images.shape[0]:
         raise ValueError(f"targets must be (B,) class indices, one per image: got shape "
                          f"{tuple(targets.shape)} for {images.shape[0]} images")
     if hasattr(access, "check_targets"):
         access.check_targets(targets)
+    return images
 
 class TokenScorer(ABC):
     """Ranks the patch tokens of images by relevance for a model's prediction.

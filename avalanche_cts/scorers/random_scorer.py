@@ -22,6 +22,6 @@ class RandomScorer(Seeded, TokenScorer):
 
     def score(self, model: nn.Module, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
         source = model if isinstance(model, AttentionAccess) else get_adapter(model)
-        check_inputs(source, images, targets)
+        images = check_inputs(source, images, targets)
         scores = torch.rand(images.shape[0], source.num_tokens, generator=self.generator)
         return scores.to(images.device)

@@ -34,15 +34,15 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class Normalization:
     """Per-channel ``mean`` and ``std`` (pixel units, [0, 1] scale) of a model's inputs.
 
-    ``Normalization((0.5,) * 3, (0.5,) * 3)`` maps [0, 1] to [-1, 1].
+    ``Normalization((0.5,) * 3, (0.5,) * 3)`` maps [0, 1] to [-1, 1]; a single number stands
+    for one channel (``Normalization(0.5, 0.5)``).
     """
 
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
 
     def __post_init__(self):
-        mean = tuple(float(m) for m in self.mean)
-        std = tuple(float(s) for s in self.std)
+        mean, std = _values(self.mean, "mean"), _values(self.std, "std")
         if not mean or len(mean) != len(std):
             raise ValueError(
                 f"normalisation needs one mean and one std per channel, got mean {self.mean} and "
@@ -95,6 +95,15 @@ class Normalization:
         """Back to pixels in [0, 1]: ``x * std + mean`` (float32)."""
         mean, std = self._shape(x, channel_dim)
         return x.float() * std + mean
+
+
+def _values(v, name: str) -> Tuple[float, ...]:
+    """Per-channel values from a number or a sequence of numbers."""
+    try:
+        return (float(v),) if isinstance(v, (int, float)) else tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"normalisation {name} must be a number or one number per channel, "
+                         f"got {v!r}") from None
 
 
 NormalizationLike = Union[Normalization, Tuple[Sequence[float], Sequence[float]], nn.Module, None]

@@ -59,7 +59,8 @@ def test_vl_results_record_the_metric_definitions_and_refuse_others(tmp_path):
     assert vqa["metrics"] == {"vqa": VQA_EVALUATION}
     assert caption_tokenizer() in caption["metrics"]["captions"]
     old = dict(vqa, metrics={})  # a result made before the metrics were recorded
-    (tmp_path / "result.json").write_text(json.dumps(dict(settings=old)))
+    stored = dict(_result("vqa", "naive", False, {}), settings=old)
+    (tmp_path / "result.json").write_text(json.dumps(stored))
     with pytest.raises(StaleResultError, match="metrics.vqa"):
         load_result(tmp_path / "result.json", vqa)
 

@@ -72,7 +72,8 @@ def rows(recipe: Dict) -> List[Tuple[str, Dict, Sequence[float], bool]]:
             ("control: core tokenset, random dropout of new data",
              dict(tokenset, dropout_tokens="random"), CONTROL_BUDGETS, True),
             (f"control: random memory tokens, new data dropped by {scorer}",
-             dict(tokenset, scorer="random", options={"plugin": {"dropout_scorer": scorer}}),
+             dict(tokenset, scorer="random", options={"plugin": dict(
+                 recipe.get("options", {}).get("plugin", {}), dropout_scorer=scorer)}),
              CONTROL_BUDGETS, True),
             (f"control: coreset, new data dropped by {scorer} to t",
              dict(tokenset, method="coreset", selector="random", **at_t), CONTROL_BUDGETS, True),

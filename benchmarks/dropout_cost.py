@@ -8,7 +8,8 @@ AtMan) with scores computed every step, once per epoch or once per experience. E
 setting starts from the same model and memory; the time per step includes the scoring
 passes of the epoch/experience refreshes. Settings are timed in interleaved rounds
 (``--rounds``) and the median per setting is reported, as a ratio to random dropout
-measured in the same round. Writes ``dropout_cost.{json,md}``::
+measured in the same round, beside the validation accuracy each setting reached in the
+recipe ablation (``recipe_ablation.py --plan matched``). Writes ``dropout_cost.{json,md}``::
 
     python benchmarks/dropout_cost.py       # about 25 minutes on one free CPU core
 """
@@ -45,6 +46,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--ablation", type=Path,
+                   default=RESULTS / "recipe_ablation" / "cluttered_fmnist" / "matched.csv",
+                   help="the recipe ablation's rows, for the accuracy column")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rewrite dropout_cost.md from dropout_cost.json")
     return p.parse_args()
 
 
@@ -73,6 +79,9 @@ def time_setting(model, memory, exp, setting, epochs: int) -> Dict:
 
 def main() -> None:
     args = parse_args()
+    if args.table_only:
+        print(write_table(args.out, args.ablation))
+        return
     torch.set_num_threads(args.threads)
     spec = BACKBONES["cluttered_fmnist"]
     model = load_pretrained(spec, num_classes=10, seed=0)
@@ -109,20 +118,54 @@ def main() -> None:
                 memory_records=memory.num_records)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dropout_cost.json").write_text(json.dumps(dict(info, rows=out), indent=1))
-    lines = [f"# Matched dropout: cost per training step ({info['device']}, {spec.model}, "
-             f"{info['train_images']} images x {args.epochs} epochs, batch 64, median of "
-             f"{args.rounds} interleaved rounds)", "",
+    print(write_table(args.out, args.ablation))
+
+
+def _accuracy(ablation: Path) -> Dict[tuple, str]:
+    """Validation accuracy (1% / 5%, mean over seeds) of the ablation rows that used each
+    setting: the dropout stage (zero fill) for random and rollout dropout, the scorer stage
+    (the chosen replay mode) for every scorer at the chosen refresh."""
+    import csv
+
+    rows = list(csv.DictReader(ablation.open()))
+    chosen = json.loads((ablation.parent / "chosen.json").read_text())["recipe"]
+
+    def cell(stage: str, label: str) -> str:
+        vals = {b: [float(r["final_acc"]) for r in rows if r["stage"] == stage and
+                    r["label"] == label and abs(float(r["budget"]) - b) < 1e-9] for b in (0.01, 0.05)}
+        if not all(vals.values()):
+            return "–"
+        return " / ".join(f"{100 * statistics.fmean(v):.1f}" for v in vals.values()) + f" ({stage})"
+
+    out = {("random", "random", "step"): cell("dropout", "random dropout")}
+    for refresh in ("step", "epoch", "experience"):
+        out[("rollout", "matched", refresh)] = cell("dropout", f"matched, scores every {refresh}")
+    for scorer in ("gradlrp", "atman"):
+        out[(scorer, "matched", chosen["dropout_refresh"])] = cell("scorer", f"scorer {scorer}")
+    return out
+
+
+def write_table(out_dir: Path, ablation: Path) -> str:
+    """``dropout_cost.md`` from ``dropout_cost.json`` and, when it exists, the validation
+    accuracy of each setting from the recipe ablation's ``matched.csv``."""
+    res = json.loads((out_dir / "dropout_cost.json").read_text())
+    acc = _accuracy(ablation) if ablation.is_file() else {}
+    lines = [f"# Matched dropout: cost per training step ({res['device']}, {res['model']}, "
+             f"{res['train_images']} images x {res['epochs']} epochs, batch 64, median of "
+             f"{res['rounds']} interleaved rounds)", "",
              "| new data dropped by | scores computed | s / step | x random dropout (min-max) "
-             "| images scored per experience |", "|---|---|---|---|---|"]
-    for row in out:
+             "| images scored per experience | validation accuracy % 1% / 5% (ablation stage) |",
+             "|---|---|---|---|---|---|"]
+    for row in res["rows"]:
+        key = (row["scorer"], row["dropout_tokens"], row["dropout_refresh"])
         by = "random tokens" if row["dropout_tokens"] == "random" else f"{row['scorer']} (matched)"
         when = "–" if row["dropout_tokens"] == "random" else f"every {row['dropout_refresh']}"
         lines.append(f"| {by} | {when} | {row['seconds_per_step']:.3f} | "
                      f"{row['ratio_to_random']:.2f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) "
-                     f"| {row['scored_images_per_experience']} |")
-    (args.out / "dropout_cost.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+                     f"| {row['scored_images_per_experience']} | {acc.get(key, '–')} |")
+    text = "\n".join(lines) + "\n"
+    (out_dir / "dropout_cost.md").write_text(text)
+    return text
 
 if __name__ == "__main__":
     main()

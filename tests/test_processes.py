@@ -111,7 +111,7 @@ GRID = """
 name: tiny
 benchmark: {name: synthetic, n_experiences: 3, n_classes: 6, train_per_class: 16,
             test_per_class: 4, image_size: 8, channels: 1}
-run: {model: vit_digits_micro, method: core_tokenset, budget: 0.2, epochs: 1, batch_size: 16,
+run: {model: vit_digits_micro, method: core_tokenset, budget: 0.2, epochs: 4, batch_size: 16,
       lr: 0.01, replay_mode: sparse}
 grid: {seed: [0, 1]}
 """
@@ -158,7 +158,8 @@ def test_workers_end_with_the_main_process_and_a_rerun_resumes_to_the_same_resul
     started = lambda: any(cut.glob("*/state.pt"))  # noqa: E731
     stopped = _interrupt(config, cut, signal.SIGTERM, started)
     assert stopped.returncode == 143
-    assert not _results(cut)  # stopped before any run finished
+    partial = _results(cut)  # a run may finish between the check and the signal on a busy machine
+    assert len(partial) < len(expected) and all(expected[k] == v for k, v in partial.items())
     killed = _interrupt(config, cut, signal.SIGKILL, lambda: any(cut.glob("*/run.lock")))
     assert killed.returncode == -signal.SIGKILL
     rerun = _grid(config, cut)

@@ -68,4 +68,7 @@ budgets). Split Fashion-MNIST, every lever: a learned mask token in place of dro
 token dropout at the memory's keep rate t on every new sample, tokens sampled from the scores
 (Gumbel top-k), t = r ** (1/3). Cluttered Fashion-MNIST agrees on the dropout (fixed t), the
 scorer (rollout) and the split, and prefers zero fill to the mask token within the seed spread. The
-paper's recipe is ``Recipe(replay_mode="zero", token_choice="topk", retention_exponent=0.5)``."""
+paper's recipe is ``Recipe(replay_mode="zero", token_choice="topk", retention_exponent=0.5)``.
+New data is dropped at random: matched dropout (``dropout_tokens="matched"``) wins on Cluttered
+Fashion-MNIST's validation split (+11 points at 1%) and loses on Split Fashion-MNIST's (-4), so
+the default stays; use it where the object is a small part of the image."""

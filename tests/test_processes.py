@@ -135,7 +135,9 @@ def _interrupt(config: Path, out: Path, sig: int, when) -> subprocess.Popen:
     main = _grid(config, out)
     assert _wait(lambda: len(_children(main.pid)) >= 3 or main.poll() is not None, 120)
     workers = _children(main.pid)  # two workers and the resource tracker
-    assert _wait(when, 120), main.communicate()[1][-2000:]
+    assert _wait(lambda: when() or main.poll() is not None, 120)
+    assert main.poll() is None, "the grid ended before it could be interrupted: " + \
+        main.communicate()[1][-2000:]
     os.kill(main.pid, sig)
     main.communicate(timeout=60)
     assert _wait(lambda: not any(_alive(p) for p in workers), 5), \
@@ -144,7 +146,12 @@ def _interrupt(config: Path, out: Path, sig: int, when) -> subprocess.Popen:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
-def test_workers_end_with_the_main_process_and_a_rerun_resumes_to_the_same_results(tmp_path):
+@pytest.mark.parametrize("sig, code, started", [
+    (signal.SIGTERM, 143, "state.pt"),          # after a run has saved its first experience
+    (signal.SIGKILL, -signal.SIGKILL, "run.lock"),  # as soon as a run owns its folder
+])
+def test_workers_end_with_the_main_process_and_a_rerun_resumes_to_the_same_results(
+        tmp_path, sig, code, started):
     from avalanche_cts.harness.execute import execute_cells
     from avalanche_cts.harness.grid import expand_cells, load_config
 
@@ -154,15 +161,18 @@ def test_workers_end_with_the_main_process_and_a_rerun_resumes_to_the_same_resul
     expected = _results(tmp_path / "whole")
     assert len(expected) == 2
 
-    cut = tmp_path / "cut"
-    started = lambda: any(cut.glob("*/state.pt"))  # noqa: E731
-    stopped = _interrupt(config, cut, signal.SIGTERM, started)
-    assert stopped.returncode == 143
+    cut = tmp_path / "cut"  # each interruption starts from an empty folder: a whole grid to cut
+    stopped = _interrupt(config, cut, sig, lambda: any(cut.glob(f"*/{started}")))
+    assert stopped.returncode == code
     partial = _results(cut)  # a run may finish between the check and the signal on a busy machine
     assert len(partial) < len(expected) and all(expected[k] == v for k, v in partial.items())
-    killed = _interrupt(config, cut, signal.SIGKILL, lambda: any(cut.glob("*/run.lock")))
-    assert killed.returncode == -signal.SIGKILL
     rerun = _grid(config, cut)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
     assert _results(cut) == expected
     assert not list(cut.glob("*/run.lock"))
+    assert all((cut / key / "accuracy.png").is_file() for key in expected)
+
+    (tmp_path / "whole" / "seed=0" / "run.lock").write_text('{"pid": 1}')  # a dead run's lock
+    execute_cells(expand_cells(load_config(config)), tmp_path / "whole", log=None)  # nothing to run
+    assert _results(tmp_path / "whole") == expected
+    assert not list((tmp_path / "whole").glob("*/run.lock"))

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .._files import folder_owner
+from .._files import LOCK_NAME, FolderBusyError, folder_owner
 from ..benchmarks import make_benchmark
 from ..benchmarks.fmnist import DEFAULT_HELDOUT
 from ..models import model_normalization
@@ -118,6 +118,9 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
             todo.append(cell)
         else:
             results[cell.index] = stored
+            if (out / cell.key / LOCK_NAME).exists():  # its run was stopped after the result
+                with contextlib.suppress(FolderBusyError), folder_owner(out / cell.key):
+                    pass  # a dead holder's lock is taken over and removed
     if log and len(cells):
         log(f"{len(cells)} runs: {len(cells) - len(todo)} finished, {len(todo)} to run"
             + (f" in {jobs} processes" if jobs > 1 and len(todo) > 1 else ""))
@@ -146,13 +149,17 @@ def _in_workers(todo: Sequence[Cell], out: Path, jobs: int, threads: int,
                 finished: Callable[[int, Cell, Dict], None]) -> None:
     """Run ``todo`` in ``jobs`` spawned worker processes that end with this one: when it ends
     by an exception, Ctrl-C or SIGTERM it stops them; when it is killed, each worker's
-    watchdog ends it within a second."""
+    watchdog sees its pipe close and ends it."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = multiprocessing.get_context("spawn")
+    # Workers hold the read end; only this process holds the write end, which the kernel closes
+    # when it ends, however it ends (os.getppid() would still name a killed parent that is an
+    # unreaped zombie, so a worker could not tell).
+    parent_alive, parent_end = ctx.Pipe(duplex=False)
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
-                               initargs=(os.getpid(),))
+                               initargs=(parent_alive,))
     try:
         with _sigterm_raises():
             futures = {pool.submit(run_cell, c, out, threads): c for c in todo}
@@ -161,17 +168,20 @@ def _in_workers(todo: Sequence[Cell], out: Path, jobs: int, threads: int,
     except BaseException:
         _stop_workers(pool)
         raise
-    pool.shutdown()
+    finally:
+        pool.shutdown()
+        parent_end.close()
+        parent_alive.close()
 
 
-def _worker_start(parent: int) -> None:
+def _worker_start(parent_alive) -> None:
     """A worker leaves Ctrl-C to the main process (which stops it) and ends when its parent
-    is gone (SIGKILL leaves the main process no time to stop it)."""
+    is gone (SIGKILL leaves the main process no time to stop it): ``parent_alive``, the read
+    end of a pipe nobody writes to, reports end-of-file once the parent has ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        parent_alive.poll(None)
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

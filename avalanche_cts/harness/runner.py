@@ -316,8 +316,8 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
         if out is not None and is_main_process():
             from .report import plot_run
 
-            save_result(result, out / "result.json")
             plot_run(result, out / "accuracy.png")
+            save_result(result, out / "result.json")  # last: a result marks a finished folder
     return result
 
 

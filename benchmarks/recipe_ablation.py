@@ -32,7 +32,9 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
 2. ``mode``, 3. ``choice``, 4. ``scorer`` (AtMan's matched scores are computed once per
    experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
    5. ``split`` as above, 6. ``memory``: memory rows per step (32, 64, 128) and the memory
-   loss weight (0.5, 1, 2).
+   loss weight (0.5, 1, 2), 7. ``new data``: how much of the new data the matched dropout
+   keeps (a plasticity lever: t on every sample, a rate per sample in [t, 1], t on half of
+   each batch with the rest whole).
 
 Both plans run the references once (whole-sample coreset and Avalanche's replay, naive,
 cumulative; the matched plan: the coreset at 1, 2 and 5%, naive and cumulative). Every
@@ -109,6 +111,12 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
                 ("memory batch 128", _mem(128)), ("memory weight 0.5", _mem(weight=0.5)),
                 ("memory weight 2", _mem(weight=2.0))]),
+    ("new data", [("keep rate t on every new sample", dict(dropout_schedule="fixed",
+                                                            dropout_fraction=1.0)),
+                  ("keep rate per sample in [t, 1]", dict(dropout_schedule="uniform",
+                                                          dropout_fraction=1.0)),
+                  ("keep rate t on half of each batch", dict(dropout_schedule="fixed",
+                                                             dropout_fraction=0.5))]),
 ]
 
 

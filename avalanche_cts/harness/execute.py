@@ -166,10 +166,11 @@ def _in_workers(todo: Sequence[Cell], out: Path, jobs: int, threads: int,
             for i, fut in enumerate(as_completed(futures), 1):
                 finished(i, futures[fut], fut.result())
     except BaseException:
-        _stop_workers(pool)
+        _stop_workers(pool)  # shuts the pool down
         raise
-    finally:
+    else:
         pool.shutdown()
+    finally:
         parent_end.close()
         parent_alive.close()
 

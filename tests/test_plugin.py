@@ -230,6 +230,27 @@ def test_matched_dropout_scores_images_it_has_not_seen_on_the_spot(micro_vit):
     assert torch.equal(keep, torch.zeros_like(keep).scatter_(1, top, True))
 
 
+@pytest.mark.parametrize("schedule, fraction", [("uniform", 1.0), ("fixed", 0.5)])
+def test_matched_dropout_keeps_each_samples_own_count_of_top_tokens(micro_vit, schedule, fraction):
+    from avalanche_cts.memory.dropout import NewDataDropout
+
+    d = NewDataDropout(0.25, schedule=schedule, fraction=fraction, tokens="matched",
+                       scorer=PlantedScorer(), token_choice="topk")
+    images = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    keep = d.keep_mask(micro_vit, [images, torch.zeros(400, dtype=torch.long)], 16)
+    counts = keep.sum(1)
+    order = patchify(images, 2).mean(-1).argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(16).expand(400, 16))
+    assert torch.equal(keep, ranks < counts[:, None])  # each row: its brightest `count` tokens
+    assert counts.min() == 4
+    if schedule == "uniform":
+        assert counts.float().std() > 2 and counts.max() >= 15  # rates drawn in [t, 1]
+    else:
+        assert set(counts.tolist()) == {4, 16}
+        assert (counts == 16).float().mean().item() == pytest.approx(0.5, abs=0.08)
+
+
 def test_matched_dropout_with_gumbel_draws_anew_and_favours_high_scores(micro_vit):
     from avalanche_cts.memory.dropout import NewDataDropout
 

@@ -2,7 +2,10 @@
 import os
 from pathlib import Path
 
-__all__ = ["cache_root"]
+__all__ = ["cache_folder", "cache_root", "writable_folder"]
+
+_REMEDY = ("set AVALANCHE_CTS_CACHE to a writable folder (now "
+           "{value}; default ~/.cache/avalanche_cts)")
 
 
 def cache_root() -> Path:
@@ -15,3 +18,25 @@ def cache_root() -> Path:
         raise ValueError(f"AVALANCHE_CTS_CACHE={value!r} is {'empty' if not value.strip() else 'a file'}: "
                          f"set it to a folder or unset it (default ~/.cache/avalanche_cts)")
     return Path(value).expanduser()
+
+
+def writable_folder(path: Path, remedy: str) -> Path:
+    """``path``, created if missing; ``ValueError`` naming it and ``remedy`` when it cannot be
+    created or written (a file in the way, no permission, a read-only disk)."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        raise ValueError(f"cannot write the folder {str(path)!r} "
+                         f"({e.strerror or e}): {remedy}") from None
+    return path
+
+
+def cache_folder(*parts: str) -> Path:
+    """The cache's sub-folder ``parts`` (under :func:`cache_root`), created; ``ValueError``
+    naming it and ``AVALANCHE_CTS_CACHE`` when it cannot be written."""
+    value = os.environ.get("AVALANCHE_CTS_CACHE")
+    return writable_folder(cache_root().joinpath(*parts),
+                           _REMEDY.format(value="unset" if value is None else repr(value)))

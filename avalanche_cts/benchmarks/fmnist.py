@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._files import atomic_write, file_lock
-from ..cache import cache_root
+from ..cache import cache_folder
 from ..models import resolve_normalization
 from ..tokens.normalization import NormalizationLike
 
@@ -117,16 +117,26 @@ def fashion_mnist_folder(data_root: Optional[PathLike]) -> Optional[Path]:
 
 
 def _read_idx(path: Path) -> Tensor:
+    """The tensor of IDX file ``path`` (``.gz`` files are unpacked once into the cache);
+    ``ValueError`` naming the file and the remedy when it is truncated or corrupt."""
     from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-    if path.suffix != ".gz":
-        return read_sn3_pascalvincent_tensor(str(path), strict=False)
-    st = path.stat()
-    source = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
-    out = cache_root() / "fashion-mnist" / source[:16] / path.stem  # one copy per source file
-    if not out.is_file():  # processes unpacking at once each write their own temporary file
-        atomic_write(out, lambda tmp: _gunzip(path, tmp))
-    return read_sn3_pascalvincent_tensor(str(out), strict=False)
+    out = path
+    if path.suffix == ".gz":
+        st = path.stat()
+        source = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        out = cache_folder("fashion-mnist", source[:16]) / path.stem  # one copy per source file
+    try:
+        if not out.is_file():  # processes unpacking at once each write their own temporary file
+            atomic_write(out, lambda tmp: _gunzip(path, tmp))
+        return read_sn3_pascalvincent_tensor(str(out), strict=False)
+    except (OSError, EOFError, RuntimeError, AssertionError, ValueError) as e:
+        copy = f" (and its unpacked copy {out})" if out != path else ""
+        raise ValueError(
+            f"Fashion-MNIST file {path} cannot be read ({type(e).__name__}: {str(e) or 'bad header'}):"
+            f" it is truncated or corrupt; delete it{copy} and fetch it again (or reinstall "
+            f"dataset-fashion-mnist), or point --data-root (data_root) at a complete copy"
+        ) from None
 
 
 def _gunzip(src: Path, dst: Path) -> None:
@@ -148,7 +158,7 @@ def load_fashion_mnist(
             )
         from torchvision.datasets import FashionMNIST
 
-        root = cache_root()
+        root = cache_folder()
         try:
             with file_lock(root / "fashion-mnist-download.lock"):  # one download at a time
                 for train in (True, False):
@@ -162,8 +172,11 @@ def load_fashion_mnist(
     arrays = []
     for split in ("train", "test"):
         images, labels = (_read_idx(_find(found, n)) for n in _FILES[split])
-        if images.dim() != 3 or len(images) != len(labels):
-            raise ValueError(f"malformed Fashion-MNIST files in {found}: images {tuple(images.shape)}")
+        if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"malformed Fashion-MNIST files in {found}: {_FILES[split][0]} holds "
+                f"{tuple(images.shape)}, {_FILES[split][1]} {tuple(labels.shape)} (expected "
+                f"(N, 28, 28) images and N labels): replace them with a complete copy")
         arrays += [images, labels.long()]
     return tuple(arrays)
 

@@ -49,7 +49,7 @@ from ..benchmarks.fmnist import (
     load_fashion_mnist,
 )
 from .._files import atomic_write, file_lock
-from ..cache import cache_root
+from ..cache import cache_folder, cache_root, writable_folder
 from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens.patches import random_keep_mask
 from .checkpoint import fresh_head, read_checkpoint
@@ -258,24 +258,38 @@ def read_pretraining(path: Path, keys: Sequence[str], remedy: str,
     return state
 
 
-def checkpoint_path(spec, cache_dir: Optional[PathLike]) -> Path:
-    """Where a pretraining ``spec`` (anything with ``file_name()``) caches its checkpoint."""
-    root = Path(cache_dir) if cache_dir is not None else cache_root() / "pretrained"
+def checkpoint_path(spec, cache_dir: Optional[PathLike], create: bool = False) -> Path:
+    """Where a pretraining ``spec`` (anything with ``file_name()``) caches its checkpoint:
+    under ``cache_dir``, else ``<cache>/pretrained``. ``create`` makes the folder, with a
+    ``ValueError`` naming it when it cannot be written."""
+    if cache_dir is None:
+        root = cache_folder("pretrained") if create else cache_root() / "pretrained"
+    else:
+        root = Path(cache_dir).expanduser()
+        if create:
+            writable_folder(root, "pass cache_dir= a writable folder, or leave it unset to use "
+                                  "the cache (AVALANCHE_CTS_CACHE)")
     return root / spec.file_name()
 
 
 def existing_checkpoint(spec, cache_dir: Optional[PathLike]) -> Optional[Path]:
-    """A finished checkpoint of ``spec``: the cached one, else the shipped one; ``None`` if
-    it still has to be pretrained."""
-    path = checkpoint_path(spec, cache_dir)
-    return path if path.is_file() else shipped_checkpoint(spec, cache_dir)
+    """A finished checkpoint of ``spec``: the cached one (under ``cache_dir`` when given),
+    else the shipped one, whatever ``cache_dir`` and even with an unusable cache; ``None``
+    if it still has to be pretrained."""
+    shipped = shipped_checkpoint(spec)
+    try:
+        path = checkpoint_path(spec, cache_dir)
+    except ValueError:  # AVALANCHE_CTS_CACHE unusable: a shipped checkpoint needs no cache
+        if shipped is None:
+            raise
+        return shipped
+    return path if path.is_file() else shipped
 
 
-def shipped_checkpoint(spec, cache_dir: Optional[PathLike]) -> Optional[Path]:
-    """The shipped checkpoint of ``spec`` (same settings, same file name), if any and if no
-    other cache folder was asked for."""
+def shipped_checkpoint(spec) -> Optional[Path]:
+    """The shipped checkpoint of ``spec`` (same settings, same file name), if any."""
     path = SHIPPED / spec.file_name()
-    return path if cache_dir is None and path.is_file() else None
+    return path if path.is_file() else None
 
 
 def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
@@ -293,7 +307,7 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
         return found
-    path = checkpoint_path(spec, cache_dir)
+    path = checkpoint_path(spec, cache_dir, create=True)
     with file_lock(path.with_name(path.name + ".lock"), waiting=log):  # one process pretrains
         found = existing_checkpoint(spec, cache_dir)
         return found if found is not None else _pretrain(spec, path, data_root, log)

@@ -115,7 +115,7 @@ def pretrain_blip(spec: Union[BlipPretrainSpec, str] = "blip_vqa_tiny", *,
     found = existing_checkpoint(spec, cache_dir)
     if found is not None:
         return found
-    path = checkpoint_path(spec, cache_dir)
+    path = checkpoint_path(spec, cache_dir, create=True)
     with file_lock(path.with_name(path.name + ".lock"), waiting=log):  # one process pretrains
         found = existing_checkpoint(spec, cache_dir)
         return found if found is not None else _pretrain(spec, path, log)

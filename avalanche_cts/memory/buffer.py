@@ -6,7 +6,7 @@ differs in reading an experience is in :mod:`avalanche_cts.memory.items`.
 from __future__ import annotations
 
 import re
-import warnings
+import weakref
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -22,7 +22,7 @@ from ..tokens.normalization import Normalization, NormalizationLike
 from .codec import STORAGE_DTYPES
 from .items import item_view
 from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
-from .records import GROUP_HEADER_BYTES, TokenBatch, collate_tokens
+from .records import TokenBatch, collate_tokens
 from .store import TokenStore
 from .writer import MemoryWriter
 
@@ -175,6 +175,22 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
         token ids become the model's text tensors)."""
         return collate_tokens(items, text=self.items.text_batch if self.items.text_fields else None)
 
+    _owner: Optional[weakref.ref] = None
+    """The strategy the buffer serves (a weak reference), set by :meth:`claim`."""
+
+    def claim(self, strategy) -> None:
+        """Serve ``strategy`` from now on; ``ValueError`` when the buffer already serves
+        another one (alive or not): its records belong to that strategy's run."""
+        owner = None if self._owner is None else self._owner()
+        if self._owner is not None and owner is not strategy:
+            raise ValueError(
+                f"this CoreTokensetBuffer already serves another strategy "
+                f"({'a finished one' if owner is None else type(owner).__name__}) and holds its "
+                f"{self.num_records} records: build a new buffer (and plugin) for each "
+                f"strategy, or carry the memory over on purpose with "
+                f"new_buffer.load_state_dict(buffer.state_dict())")
+        self._owner = weakref.ref(strategy)
+
     def update(self, strategy: "SupervisedTemplate", **kwargs):
         """Add the strategy's current experience (Avalanche's storage-policy call)."""
         self.post_adapt(strategy, strategy.experience)
@@ -196,16 +212,10 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
         targets, tasks = items.keys(data)
         if hasattr(adapter, "check_targets") and not items.text_fields:
             adapter.check_targets(targets)
-        experience = int(getattr(exp, "current_experience", self.experiences))
+        experience = self.new_experience(exp)
         self.admit(adapter, data, items, experience, self.normalization, self.pixel_dtype)
         self.normalization = self.codec.normalization
         self.writer.write(self, model, device, data, targets, tasks, experience)
-        if self.num_records == 0:
-            warnings.warn(
-                f"the memory holds no record after experience {experience}: its budget of "
-                f"{self.budget} B is below one record ({self.record_bytes()} B plus a "
-                f"{GROUP_HEADER_BYTES} B group header), so nothing is replayed; raise the budget "
-                f"(budget_bytes, budget_fraction) or lower token_retention", stacklevel=2)
 
     def resize(self, strategy, new_size: int):
         """Keep at most ``new_size`` records, class-balanced, dropping lowest-priority ones."""

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..models import attention_access
+from ..scorers.base import checked_scores
 from .recipe import DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS
 from ..tokens.patches import random_keep_mask, rank_tokens
 
@@ -150,14 +151,14 @@ class NewDataDropout:
             return None
         if not self.scored:
             return random_keep_mask(counts, num_tokens).to(images.device)
-        scores = self._batch_scores(model, images, targets)
+        scores = self._batch_scores(model, images, targets, num_tokens)
         rank = rank_tokens(scores, self.token_choice, self.temperature).argsort(1)
         return (rank < counts[:, None]).to(images.device)
 
-    def _batch_scores(self, model, images: Tensor, targets) -> Tensor:
+    def _batch_scores(self, model, images: Tensor, targets, num_tokens: int) -> Tensor:
         if self.cache is None:
             self.scored_images += len(images)
-            return self.scorer.score(model, images, targets).float().cpu()
+            return checked_scores(self.scorer, model, images, targets, num_tokens)
         scores, found = self.cache.lookup(images)
         self.cache_hits += int(found.sum())
         self.cache_misses += int((~found).sum())
@@ -166,7 +167,7 @@ class NewDataDropout:
             self.scored_images += len(miss)
             rows = miss.to(images.device)
             sub = attention_access(model).take_targets(targets, rows)
-            scores[miss] = self.scorer.score(model, images[rows], sub).float().cpu()
+            scores[miss] = checked_scores(self.scorer, model, images[rows], sub, num_tokens)
         return scores
 
     def refresh_scores(self, model, dataset, collate=None, device="cpu") -> None:
@@ -174,12 +175,13 @@ class NewDataDropout:
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
                             collate_fn=collate)
         keys, scores = [], []
+        num_tokens = attention_access(model).num_tokens
         for batch in loader:
             images, targets = batch_images_targets(batch)
             images = images.to(device)
             targets = _to(targets, device)
             keys.append(fingerprints(images).cpu())
-            scores.append(self.scorer.score(model, images, targets).float().cpu())
+            scores.append(checked_scores(self.scorer, model, images, targets, num_tokens))
             self.scored_images += len(images)
         self.cache = ScoreCache(torch.cat(keys), torch.cat(scores)) if keys else None
         """``None`` for an empty training set: every batch is scored on the spot."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import torch
@@ -12,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from avalanche.core import SupervisedPlugin
 
+from .._checks import is_int as _int, is_real as _real
 from .buffer import CoreTokensetBuffer
 from .dropout import NewDataDropout, batch_images_targets
 from .records import TokenBatch
@@ -140,7 +140,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         if seed is not None and (not _int(seed) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
         self.storage_policy = storage_policy
-        self.batch_size_mem = batch_size_mem
+        self.batch_size_mem = None if batch_size_mem is None else int(batch_size_mem)
         self.replay_mode = replay_mode
         self.dropout = NewDataDropout(
             float(rate), schedule=dropout_schedule, fraction=float(dropout_fraction),
@@ -152,8 +152,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
         self.memory_loss = memory_loss
-        self.num_workers = num_workers
-        self.seed = seed
+        self.num_workers = int(num_workers)
+        self.seed = None if seed is None else int(seed)
         self._adapter = None
         self._memory: Optional[Iterator[TokenBatch]] = None
         self._partial = contextlib.ExitStack()
@@ -186,10 +186,12 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         refusal = refused(strategy, self.drops_tokens)
         if refusal:
             raise TypeError(refusal)
+        self.storage_policy.claim(strategy)
         self.prepare_model(strategy.model)
 
     def before_training_exp(self, strategy: "SupervisedTemplate", num_workers: int = 0, **kwargs):
         self._adapter = get_adapter(strategy.model)
+        self.storage_policy.new_experience(strategy.experience)  # fail before training
         item = strategy.experience.dataset[0]
         first = item["pixel_values"] if isinstance(item, dict) else item[0]
         if torch.is_tensor(first):  # fail before training, not inside a forward
@@ -298,10 +300,3 @@ def _cycle(loader: DataLoader) -> Iterator[TokenBatch]:
     while True:
         yield from loader
 
-
-def _real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import warnings
+
 import torch
 
 from avalanche.core import SupervisedPlugin
 
+from .budget import shortfall_message
 from .codec import PixelCodec
 
 __all__ = ["ByteBudgetResize"]
@@ -48,6 +51,8 @@ class ByteBudgetResize(SupervisedPlugin):
             self.sample_bytes = data[0][0].numel()  # uint8 pixels of one sample
         self.seen_bytes += len(data) * self.sample_bytes
         self.storage_policy.max_size = int(self.budget * self.seen_bytes // self.sample_bytes)
+        _warn_short(self.storage_policy, strategy.experience, int(self.budget * self.seen_bytes),
+                    self.sample_bytes)
 
     @property
     def nbytes(self) -> int:
@@ -62,6 +67,18 @@ class ByteBudgetResize(SupervisedPlugin):
         """Restore what :meth:`state_dict` saved into a freshly built policy."""
         self.sample_bytes, self.seen_bytes = state["sample_bytes"], state["seen_bytes"]
         _restore_policy(self.storage_policy, state["policy"], self.normalization)
+
+
+def _warn_short(policy, experience, budget: int, sample_bytes: int) -> None:
+    """Warn when the ``budget`` (bytes) leaves classes of a class-balanced ``policy`` (or
+    the whole memory of another) without a sample, naming the per-class share."""
+    groups = 1
+    if hasattr(policy, "seen_classes"):  # ClassBalancedBuffer: max_size split over classes
+        groups = len(set(policy.seen_classes) | set(experience.classes_in_this_experience))
+    empty = max(0, groups - policy.max_size)
+    if empty:
+        warnings.warn(shortfall_message(experience.current_experience, empty, groups, budget,
+                                        "sample", sample_bytes), stacklevel=3)
 
 
 def _samples_state(buffer, normalization) -> Optional[Dict]:

@@ -51,7 +51,7 @@ class TokenStore:
 
     def __init__(self, budget_bytes: Optional[int], budget_fraction: Optional[float],
                  token_retention: float, weighted: bool = False, keep_sources: bool = False):
-        self.budget_bytes = budget_bytes
+        self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
         self.budget_fraction = budget_fraction
         self.token_retention = token_retention
         self.weighted = weighted
@@ -60,6 +60,8 @@ class TokenStore:
         self.seen_samples = 0
         self.seen_bytes = 0
         self.experiences = 0
+        self.experience_ids: List[int] = []
+        """Ids of the experiences stored, in order (each is stored once)."""
         self.codec: Optional[PixelCodec] = None
         self.layout: Optional[Dict[str, object]] = None
         self.items = ClassItems()
@@ -124,6 +126,20 @@ class TokenStore:
             raise RuntimeError("the buffer has seen no data yet: sizes are known after the first update")
 
     # ------------------------------------------------------------ experiences
+    def new_experience(self, exp) -> int:
+        """The id of experience ``exp`` (its ``current_experience``, else the count of
+        experiences stored); ``ValueError`` when the memory already holds that experience:
+        storing it again would hold its samples twice and count its bytes twice."""
+        experience = int(getattr(exp, "current_experience", self.experiences))
+        if experience in self.experience_ids:
+            raise ValueError(
+                f"experience {experience} is already in the memory (stored after an earlier "
+                f"train or post_adapt on it; stored: {self.experience_ids}): a second time "
+                f"would store its samples twice and count its bytes twice in the budget; train "
+                f"each experience once (raise train_epochs to train longer), and give each run "
+                f"or stream its own buffer")
+        return experience
+
     def admit(self, adapter, data, items, experience: int,
               normalization: Optional[Normalization], pixel_dtype: Optional[str]) -> None:
         """Count experience ``data`` (read through the item view ``items``) as seen, fixing
@@ -137,11 +153,12 @@ class TokenStore:
                             f"experience has {type(items).__name__}: one buffer serves one stream")
         self.items = items
         x = items.image(data[0])
-        if not isinstance(x, Tensor) or x.dim() != 3:
+        if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
             raise TypeError(
-                f"experience items must start with a (C, H, W) image tensor, got "
-                f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}: add ToTensor() to the "
-                f"eval transforms"
+                f"experience items must start with a (C, H, W) float image tensor (normalised "
+                f"model inputs), got {type(x).__name__} {tuple(getattr(x, 'shape', ()))} "
+                f"{getattr(x, 'dtype', '')}: add ToTensor() (and Normalize) to the eval "
+                f"transforms"
             )
         adapter.check_images(x[None])
         layout = dict(
@@ -169,6 +186,7 @@ class TokenStore:
                 f"now {layout}; one buffer serves one model and image size"
             )
         self.experiences += 1
+        self.experience_ids.append(experience)
         self.seen_samples += len(data)
         self.seen_bytes += len(data) * self.sample_bytes()
 
@@ -212,6 +230,7 @@ class TokenStore:
             "seen_samples": self.seen_samples,
             "seen_bytes": self.seen_bytes,
             "experiences": self.experiences,
+            "experience_ids": list(self.experience_ids),
             "codec": None if self.codec is None else str(self.codec.dtype).replace("torch.", ""),
             "normalization": None if norm is None else dict(mean=list(norm.mean), std=list(norm.std)),
             "layout": self.layout,
@@ -237,6 +256,7 @@ class TokenStore:
         self.seen_samples = int(state["seen_samples"])
         self.seen_bytes = int(state["seen_bytes"])
         self.experiences = int(state.get("experiences", 0))
+        self.experience_ids = [int(e) for e in state.get("experience_ids", [])]
         self.codec, self.layout, self.groups, self.items = codec, layout, groups, items
 
 

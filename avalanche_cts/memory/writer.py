@@ -9,15 +9,18 @@ a Gumbel top-k draw from the scores); the kept tokens are encoded and appended.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..scorers import get_scorer
+from ..scorers.base import checked_scores
 from ..selectors import ClassFeatures, get_selector
+from ..selectors.base import check_selection
 from ..tokens.patches import patchify, rank_tokens
-from .budget import water_fill
+from .budget import shortfall_message, water_fill
 from .records import GROUP_HEADER_BYTES
 from .store import GroupKey, TokenStore, check_finite
 
@@ -42,6 +45,7 @@ class MemoryWriter:
     def __init__(self, selector="random", scorer="random", token_choice: str = "topk",
                  temperature: float = 1.0, batch_size: int = 128, num_workers: int = 0,
                  seed: int = 0):
+        seed = int(seed)  # a NumPy integer too
         self.selector = get_selector(selector, seed=seed) if selector == "random" else \
             get_selector(selector)
         self.scorer = get_scorer(scorer, seed=seed) if scorer == "random" else get_scorer(scorer)
@@ -70,6 +74,7 @@ class MemoryWriter:
         self.store(store, model, device, data, chosen, experience)
         for key in keys:  # text makes record sizes vary: keep every group within its quota
             store.shrink(key, quotas[key])
+        _warn_empty(store, experience)
         store.drop_empty()
 
     def quotas(self, store: TokenStore, members: Dict[GroupKey, Tensor]) -> Dict[GroupKey, int]:
@@ -113,7 +118,8 @@ class MemoryWriter:
                 continue
             cf = None if feats is None else ClassFeatures(*(None if f is None else f[idx]
                                                             for f in feats))
-            sel = self.selector.select(int(k), len(idx), cf)
+            sel = check_selection(self.selector, self.selector.select(int(k), len(idx), cf),
+                                  int(k), len(idx))
             chosen.append((key, idx[sel.indices], sel.weights))
         return chosen
 
@@ -156,8 +162,8 @@ class MemoryWriter:
                 order = torch.arange(t).expand(len(x), t)
             else:
                 target = {n: v.to(device) for n, v in y.items()} if texts else y.to(device)
-                scores = self.scorer.score(model, x.to(device), target)
-                order = self.choose_tokens(scores.float().cpu(), k)
+                scores = checked_scores(self.scorer, model, x.to(device), target, t)
+                order = self.choose_tokens(scores, k)
             kept = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
             out_values.extend(store.codec.encode(kept).unbind(0))
             out_positions.extend(order.unbind(0))
@@ -170,3 +176,13 @@ class MemoryWriter:
         Gumbel top-k sample of softmax(standardised scores / temperature)."""
         return rank_tokens(scores, self.token_choice, self.temperature,
                            generator=self.generator)[:, :k]
+
+
+def _warn_empty(store: TokenStore, experience: int) -> None:
+    """Warn when (class, task) groups hold no record after ``experience``, naming the cause:
+    the whole budget, or each group's share of it, below one record."""
+    empty = sum(1 for g in store.groups.values() if not len(g))
+    if empty:
+        warnings.warn(shortfall_message(
+            experience, empty, len(store.groups), store.budget, "record",
+            store.record_bytes() + store.text_floor(), GROUP_HEADER_BYTES), stacklevel=4)

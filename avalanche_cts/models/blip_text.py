@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .._files import write_text
-from ..cache import cache_root
+from ..cache import cache_folder
 
 __all__ = [
     "IGNORE_INDEX",
@@ -62,7 +62,7 @@ def closed_tokenizer(words: Sequence[str], folder: Optional[Union[str, Path]] = 
                          f"single punctuation marks, got {clash}")
     text = "\n".join(SPECIAL_TOKENS + tuple(words)) + "\n"
     if folder is None:
-        folder = cache_root() / "vocab"
+        folder = cache_folder("vocab")
     path = Path(folder) / f"vocab-{hashlib.sha1(text.encode()).hexdigest()[:12]}.txt"
     if not path.is_file():
         write_text(path, text)

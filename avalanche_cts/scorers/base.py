@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 
-__all__ = ["TokenScorer", "check_inputs"]
+__all__ = ["TokenScorer", "check_inputs", "checked_scores"]
 
 
 def check_inputs(access, images: Tensor, targets) -> Tensor:
@@ -22,7 +22,8 @@ def check_inputs(access, images: Tensor, targets) -> Tensor:
     if not torch.is_tensor(images) or not images.is_floating_point() or images.dim() != 4:
         raise TypeError(
             f"images must be a float tensor (B, C, H, W) of normalised model inputs, got "
-            f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}"
+            f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))} "
+            f"{getattr(images, 'dtype', '')}"
         )
     access.check_images(images)
     bad = ~torch.isfinite(images.detach().flatten(1)).all(1)
@@ -40,6 +41,31 @@ def check_inputs(access, images: Tensor, targets) -> Tensor:
     if hasattr(access, "check_targets"):
         access.check_targets(targets)
     return images
+
+
+def checked_scores(scorer, model: nn.Module, images: Tensor, targets, num_tokens: int) -> Tensor:
+    """``scorer.score(model, images, targets)`` as ``(B, T)`` float32 CPU scores, after
+    checking what a user-supplied scorer returned: a real tensor of ``(B, num_tokens)``
+    finite scores (one per patch token of each image, prefix tokens excluded).
+
+    :raises TypeError, ValueError: naming the scorer class and what was expected.
+    """
+    scores = scorer.score(model, images, targets)
+    name, expected = type(scorer).__name__, (len(images), num_tokens)
+    if not torch.is_tensor(scores) or scores.dtype == torch.bool or scores.is_complex():
+        raise TypeError(f"{name}.score returned {type(scores).__name__} "
+                        f"{getattr(scores, 'dtype', '')}, expected a real tensor of shape "
+                        f"(B, T) = {expected}: one score per patch token")
+    if tuple(scores.shape) != expected:
+        raise ValueError(f"{name}.score returned shape {tuple(scores.shape)} for {len(images)} "
+                         f"images of {num_tokens} patch tokens, expected (B, T) = {expected}: "
+                         f"one score per patch token, prefix (CLS) tokens excluded")
+    bad = ~torch.isfinite(scores.detach()).all(1)
+    if bool(bad.any()):
+        raise ValueError(f"{name}.score returned NaN or infinite scores for image "
+                         f"{int(bad.nonzero()[0])} of the batch: token ranks would be "
+                         f"arbitrary; return finite scores")
+    return scores.float().cpu()
 
 class TokenScorer(ABC):
     """Ranks the patch tokens of images by relevance for a model's prediction.

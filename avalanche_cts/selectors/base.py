@@ -12,11 +12,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._checks import is_int
+
 
 __all__ = [
     "ClassFeatures",
     "Selection",
     "SampleSelector",
+    "check_selection",
 ]
 
 @dataclass
@@ -72,9 +75,10 @@ class SampleSelector(ABC):
             mismatched features, or non-finite features.
         """
         for name, v in (("k", k), ("n", n)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            if not is_int(v) or v < 0:
                 raise ValueError(f"{type(self).__name__}.select: {name} must be an integer >= 0, "
                                  f"got {v!r}")
+        k, n = int(k), int(n)
         if features is not None:
             if not isinstance(features, ClassFeatures):
                 raise TypeError(f"features must be ClassFeatures, got {type(features).__name__}")
@@ -101,3 +105,33 @@ class SampleSelector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def check_selection(selector, selection, k: int, n: int) -> Selection:
+    """``selection`` (what ``selector.select(k, n, ...)`` returned) after checking it: a
+    :class:`Selection` of at most ``min(k, n)`` distinct integer indices in ``[0, n)`` with
+    finite weights.
+
+    :raises TypeError, ValueError: naming the selector class and what was expected.
+    """
+    name = type(selector).__name__
+    idx = getattr(selection, "indices", None)
+    if not isinstance(selection, Selection) or not torch.is_tensor(idx) or idx.dim() != 1 \
+            or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise TypeError(f"{name}.select returned {type(selection).__name__} with indices "
+                        f"{type(idx).__name__} {getattr(idx, 'dtype', '')}, expected a "
+                        f"Selection of (k,) integer indices and (k,) weights")
+    if len(idx) > min(k, n):
+        raise ValueError(f"{name}.select returned {len(idx)} indices for k={k} of n={n} "
+                         f"samples, expected at most {min(k, n)}")
+    if len(idx) and not (0 <= int(idx.min()) and int(idx.max()) < n):
+        raise ValueError(f"{name}.select returned indices {idx.tolist()} outside [0, {n}) "
+                         f"(positions among the class's {n} samples)")
+    if len(idx.unique()) != len(idx):
+        raise ValueError(f"{name}.select returned an index twice ({idx.tolist()}): the sample "
+                         f"would be stored twice; return distinct indices")
+    weights = torch.as_tensor(selection.weights)
+    if weights.shape != idx.shape or not bool(torch.isfinite(weights.float()).all()):
+        raise ValueError(f"{name}.select returned weights {weights.tolist()}, expected "
+                         f"{len(idx)} finite numbers, one per index")
+    return selection

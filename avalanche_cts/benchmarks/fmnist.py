@@ -130,7 +130,7 @@ def _read_idx(path: Path) -> Tensor:
         if not out.is_file():  # processes unpacking at once each write their own temporary file
             atomic_write(out, lambda tmp: _gunzip(path, tmp))
         return read_sn3_pascalvincent_tensor(str(out), strict=False)
-    except (OSError, EOFError, RuntimeError, AssertionError, ValueError) as e:
+    except (OSError, EOFError, RuntimeError, AssertionError, KeyError, ValueError) as e:
         copy = f" (and its unpacked copy {out})" if out != path else ""
         raise ValueError(
             f"Fashion-MNIST file {path} cannot be read ({type(e).__name__}: {str(e) or 'bad header'}):"

@@ -167,6 +167,19 @@ def _with_cache(value, call):
             os.environ["AVALANCHE_CTS_CACHE"] = old
 
 
+def _split(**kw):
+    from avalanche_cts.benchmarks import split_fashion_mnist
+
+    return split_fashion_mnist(**kw)
+
+
+def _synthetic(**kw):
+    from avalanche_cts.benchmarks import synthetic_benchmark
+
+    return synthetic_benchmark(**{"n_experiences": 2, "n_classes": 4, "train_per_class": 3,
+                                  "test_per_class": 2, "image_size": 8, "channels": 1, **kw})
+
+
 def _a_file(tmp):
     path = tmp / "a_file"
     path.write_text("x")
@@ -229,6 +242,10 @@ CASES = [
      "float image tensor (normalised model inputs), got Tensor (1, 8, 8) torch.uint8"),
     ("scorer uint8 images", lambda t: get_scorer("rollout").score(
         _micro(), torch.zeros(2, 1, 8, 8, dtype=torch.uint8)), TypeError, "torch.uint8"),
+    ("fmnist seed 2**64", lambda t: _split(seed=2 ** 64), ValueError,
+     "seed must be an integer >= 0 and below 2**32, got 18446744073709551616"),
+    ("synthetic numpy float seed", lambda t: _synthetic(seed=np.float64(1.0)), ValueError,
+     "seed must be an integer >= 0"),
     ("buffer numpy bool budget", lambda t: CoreTokensetBuffer(budget_bytes=np.bool_(True)),
      ValueError, "budget_bytes must be a positive integer"),
     # 10. data and cache files
@@ -376,7 +393,6 @@ def test_numpy_scalars_give_the_memory_of_python_numbers():
     plugin = CoreTokensetReplayPlugin(plain, seed=np.int64(2), batch_size_mem=np.int64(4),
                                       mem_weight=np.float32(0.5))
     assert (plugin.seed, plugin.batch_size_mem) == (2, 4) and type(plugin.seed) is int
-    sel = get_scorer("random", seed=0)  # noqa: F841 (scorers take NumPy seeds already)
     from avalanche_cts.selectors import get_selector
 
     assert torch.equal(get_selector("random", seed=1).select(np.int64(3), np.int64(6)).indices,
@@ -426,3 +442,15 @@ def test_table_covers_the_classes():
     kinds = {c[0].split()[0] for c in CASES}
     assert {"buffer", "strategy", "scorer", "selector", "matched", "fmnist", "cache",
             "pretrain"} <= kinds
+
+
+def test_numpy_benchmark_settings_give_the_stream_of_python_numbers():
+    import json
+
+    plain = _synthetic(seed=2)
+    numpy = _synthetic(seed=np.int64(2), n_experiences=np.int64(2), n_classes=np.int64(4),
+                       train_per_class=np.int64(3))
+    assert json.dumps(numpy.info) == json.dumps(plain.info)  # Python ints, as written
+    for a, b in zip(plain.train_stream, numpy.train_stream):
+        assert torch.equal(torch.stack([x for x, *_ in a.dataset]),
+                           torch.stack([x for x, *_ in b.dataset]))

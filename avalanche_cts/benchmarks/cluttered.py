@@ -159,10 +159,10 @@ def cluttered_fashion_mnist(
     """
     if isinstance(style, dict):
         style = ClutterStyle(**style)
-    check_count("train_per_class", train_per_class, allow_none=False)
-    check_count("test_per_class", test_per_class, allow_none=False)
-    check_count("heldout_per_class", heldout_per_class, allow_none=False)
-    check_seed(seed)
+    train_per_class = check_count("train_per_class", train_per_class, allow_none=False)
+    test_per_class = check_count("test_per_class", test_per_class, allow_none=False)
+    heldout_per_class = check_count("heldout_per_class", heldout_per_class, allow_none=False)
+    seed = check_seed(seed)
     tr_x, tr_y, ev_x, ev_y, pool_x = stream_images(data_root, heldout_per_class, seed,
                                                    train_per_class, test_per_class, validation)
     gen = torch.Generator().manual_seed(seed + 7919)

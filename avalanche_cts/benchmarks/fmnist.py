@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._checks import is_int
 from .._files import atomic_write, file_lock
 from ..cache import cache_folder
 from ..models import resolve_normalization
@@ -217,18 +218,23 @@ def train_validation_indices(labels: Tensor, n_train: int, n_val: int,
     return itr.sort().values, iev.sort().values
 
 
-def check_count(name: str, value: Optional[int], allow_none: bool = True) -> None:
+def check_count(name: str, value: Optional[int], allow_none: bool = True) -> Optional[int]:
+    """``value`` as a Python ``int`` (``None`` when allowed); ``ValueError`` unless it is a
+    positive integer (NumPy integers count)."""
     if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
                          f"got {value!r}")
+    return int(value)
 
 
-def check_seed(seed) -> None:
-    """Refuse a stream seed that is not an integer >= 0."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+def check_seed(seed) -> int:
+    """A stream seed as a Python ``int``; ``ValueError`` unless it is an integer in
+    [0, 2**32) (NumPy integers count)."""
+    if not is_int(seed) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed must be an integer >= 0 and below 2**32, got {seed!r}")
+    return int(seed)
 
 
 def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
@@ -238,12 +244,13 @@ def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
     from avalanche.benchmarks import nc_benchmark
 
     n_classes = len(set(train.targets))
-    if isinstance(n_experiences, bool) or not isinstance(n_experiences, int) or \
+    if not is_int(n_experiences) or \
             not 1 <= n_experiences <= n_classes or n_classes % n_experiences:
         raise ValueError(
             f"n_experiences must divide the {n_classes} classes (1, 2, 5 or 10 here), got "
             f"{n_experiences!r}"
         )
+    n_experiences = int(n_experiences)
     classes = sorted(set(train.targets))
     if fixed_class_order is not None and sorted(fixed_class_order) != classes:
         raise ValueError(f"fixed_class_order must list each of the classes {classes} once, got "
@@ -251,7 +258,7 @@ def class_incremental_stream(train: UInt8ImageDataset, test: UInt8ImageDataset,
     bm = nc_benchmark(train, test, n_experiences=n_experiences, task_labels=False, seed=seed,
                       fixed_class_order=fixed_class_order)
     norm = train.normalization
-    bm.info = dict(info, n_classes=n_classes, n_train=len(train), n_test=len(test),
+    bm.info = dict(info, n_experiences=n_experiences, n_classes=n_classes, n_train=len(train), n_test=len(test),
                    normalization=dict(mean=list(norm.mean), std=list(norm.std)))
     return bm
 
@@ -312,12 +319,12 @@ def split_fashion_mnist(
     :param normalization: model input normalisation (a model, ``Normalization``, ``(mean, std)``
         or ``None`` for [0, 1]).
     """
-    check_count("train_per_class", train_per_class)
-    check_count("test_per_class", test_per_class, allow_none=not validation)
-    check_seed(seed)
-    if isinstance(heldout_per_class, bool) or not isinstance(heldout_per_class, int) or \
-            heldout_per_class < 0:
+    train_per_class = check_count("train_per_class", train_per_class)
+    test_per_class = check_count("test_per_class", test_per_class, allow_none=not validation)
+    seed = check_seed(seed)
+    if not is_int(heldout_per_class) or heldout_per_class < 0:
         raise ValueError(f"heldout_per_class must be an integer >= 0, got {heldout_per_class!r}")
+    heldout_per_class = int(heldout_per_class)
     tr_x, tr_y, ev_x, ev_y, _ = stream_images(data_root, heldout_per_class, seed,
                                               train_per_class, test_per_class, validation)
     train = UInt8ImageDataset(tr_x, tr_y, normalization)

@@ -112,7 +112,7 @@ def SplitImageNet100(
         ``(mean, std)``; ``None`` keeps [0, 1] pixels).
     :return: the benchmark; ``benchmark.info`` records root, subset, order and sizes.
     """
-    check_seed(seed)
+    seed = check_seed(seed)
     classes = subset_wnids(subset)
     root = check_dir(root, "ImageNet root", IMAGENET100_LAYOUT)
     splits = {}

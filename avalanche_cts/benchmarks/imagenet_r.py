@@ -196,7 +196,7 @@ def SplitImageNetR(
         ``(mean, std)``; ``None`` keeps [0, 1] pixels, as InfLoRA's code does).
     :return: the benchmark; ``benchmark.info`` records root, split, classes and sizes.
     """
-    check_seed(seed)
+    seed = check_seed(seed)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if class_order not in CLASS_ORDERS:

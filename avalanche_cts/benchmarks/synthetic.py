@@ -32,11 +32,12 @@ def synthetic_benchmark(
 ):
     """Avalanche ``nc_benchmark`` of uint8 noise images (0-59) raised by a class-specific
     level (``180 * c / (n_classes - 1)``), so every token carries the class."""
-    for name, v in (("n_classes", n_classes), ("train_per_class", train_per_class),
-                    ("test_per_class", test_per_class), ("image_size", image_size),
-                    ("channels", channels)):
-        check_count(name, v, allow_none=False)
-    check_seed(seed)
+    n_classes, train_per_class, test_per_class, image_size, channels = (
+        check_count(name, v, allow_none=False) for name, v in (
+            ("n_classes", n_classes), ("train_per_class", train_per_class),
+            ("test_per_class", test_per_class), ("image_size", image_size),
+            ("channels", channels)))
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     train = UInt8ImageDataset(*_images(n_classes, train_per_class, image_size, channels, g),
                               normalization)

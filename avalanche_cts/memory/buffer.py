@@ -51,6 +51,11 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
     samples follows from the budget and the token retention ``t``. When new classes arrive,
     old classes shrink by dropping their lowest-priority records, which frees their memory.
 
+    Each experience is stored once (a second ``post_adapt`` on the same experience id is a
+    ``ValueError``: it would hold its samples twice and count its bytes twice), and a buffer
+    serves one strategy (:meth:`claim`; carry a memory over with ``load_state_dict``). A
+    warning names budgets whose share per (class, task) group is below one record.
+
     ``token_retention=1`` is a whole-sample coreset; a small ``t`` with many samples is
     "core tokens"; both small is a core tokenset (paper: 10% samples x 10% tokens = 1%).
 

@@ -223,6 +223,9 @@ CASES = [
         lambda b: torch.rand(b, T + 1))), _exp()), ValueError, "prefix (CLS) tokens excluded"),
     ("matched dropout scorer width", lambda t: _matched_dropout(_Scores(
         lambda b: torch.rand(b, 7))), ValueError, "_Scores.score returned shape (4, 7)"),
+    ("matched dropout refresh nan", lambda t: NewDataDropout(
+        0.5, tokens="matched", refresh="epoch", scorer=_Scores(_nan_scores)).refresh_scores(
+        _micro(), _exp().dataset), ValueError, "_Scores.score returned NaN or infinite scores"),
     ("selector duplicate index", lambda t: _adapt(_buffer(selector=_Picks(torch.tensor([0, 0]))),
                                                   _exp()), ValueError,
      "_Picks.select returned an index twice"),

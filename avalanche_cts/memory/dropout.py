@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..models import attention_access
+from ..models import attention_access, get_adapter
 from ..scorers.base import checked_scores
 from .recipe import DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS
 from ..tokens.patches import random_keep_mask, rank_tokens
@@ -175,7 +175,7 @@ class NewDataDropout:
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
                             collate_fn=collate)
         keys, scores = [], []
-        num_tokens = attention_access(model).num_tokens
+        num_tokens = get_adapter(model).num_tokens
         for batch in loader:
             images, targets = batch_images_targets(batch)
             images = images.to(device)

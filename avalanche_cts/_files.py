@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
-__all__ = ["FolderBusyError", "atomic_write", "check_folder", "file_lock", "folder_owner",
-           "portable_path", "write_text"]
+__all__ = ["FolderBusyError", "atomic_write", "check_folder", "check_folder_name", "file_lock",
+           "folder_owner", "portable_path", "write_text"]
 
 PathLike = Union[str, Path]
 LOCK_NAME = "run.lock"
@@ -119,6 +119,17 @@ def check_folder(path: PathLike, what: str = "output folder") -> Path:
             where = "is a file" if p == path else f"lies under the file {p}"
             raise ValueError(f"{what} {str(path)!r} {where}: give a folder path")
     return path
+
+
+def check_folder_name(name: str, what: str) -> str:
+    """``name`` when it is one folder name (``parent / name`` then lies inside ``parent``);
+    ``ValueError`` naming ``what`` when it is empty, ``.``, ``..``, an absolute path or holds a
+    ``/`` (it would write outside the output folder)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise ValueError(f"{what}: a name that becomes a folder must be one folder name inside "
+                         f"the output folder (not empty, '.', '..', an absolute path or with a "
+                         f"'/'), got {name!r}: rename it")
+    return name
 
 
 @contextlib.contextmanager

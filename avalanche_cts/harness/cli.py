@@ -27,6 +27,13 @@ __all__ = ["main"]
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 """What a user's input raises (bad values, paths, files, a diverging run); anything else is a
 bug and shows its traceback."""
+THIRD_PARTY_WARNINGS = (
+    ("No loggers specified", UserWarning, "avalanche.training.plugins.evaluation"),
+    ("JAXopt is no longer maintained", DeprecationWarning, "jaxopt"),
+)
+"""(message prefix, category, module) of library warnings a user of the command line cannot
+act on; hidden by the command line only (:func:`quiet_third_party_warnings`), never by the
+library."""
 _OUTPUT_FOLDERS = ("out",)
 _INPUT_FOLDERS = ("data_root", "root")
 _INPUT_FILES = ("config",)
@@ -64,6 +71,22 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         elif action.dest in _INPUT_FILES and not Path(value).expanduser().is_file():
             what = "is a folder, not a file" if Path(value).is_dir() else "no such file"
             raise FileNotFoundError(f"{opt} {value}: {what}")
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide :data:`THIRD_PARTY_WARNINGS` in this process and, through ``PYTHONWARNINGS``, in
+    the worker processes it starts; every other warning (the project's own) stays visible."""
+    import os
+    import re
+    import warnings
+
+    specs = [s for s in os.environ.get("PYTHONWARNINGS", "").split(",") if s]
+    for message, category, module in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category,
+                                module=re.escape(module) + r"\Z")
+        spec = f"ignore:{message}:{category.__name__}:{module}"
+        specs += [spec] if spec not in specs else []
+    os.environ["PYTHONWARNINGS"] = ",".join(specs)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -214,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_third_party_warnings()
     try:
         check_options(args.parser, args)
         args.func(args)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .._files import LOCK_NAME, FolderBusyError, check_folder_name, folder_owner
-from ..benchmarks import make_benchmark
+from ..benchmarks import check_benchmark_arguments, make_benchmark
 from ..benchmarks.fmnist import DEFAULT_HELDOUT
 from ..models import model_normalization
 from .grid import Cell
@@ -39,8 +39,12 @@ _BENCHMARKS: Dict[str, object] = {}
 
 def cell_data(cell: Cell) -> Dict:
     """The data settings of a cell: its benchmark arguments and the model's normalisation
-    (and, for streams read from files, the tokenizer of a BLIP model's checkpoint)."""
+    (and, for streams read from files, the tokenizer of a BLIP model's checkpoint); arguments
+    the benchmark would refuse raise here, before any cell runs
+    (:func:`~avalanche_cts.benchmarks.check_benchmark_arguments`)."""
     cfg = cell.cfg
+    check_benchmark_arguments(cell.benchmark["name"], {
+        k: v for k, v in cell.benchmark.items() if k != "name"})
     norm = model_normalization(cfg.model, cfg.model_kwargs.get("in_chans"))
     data = dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
     if data.get("name") in ("fmnist", "fmnist_pretrained", "cluttered_fmnist"):

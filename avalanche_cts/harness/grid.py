@@ -265,11 +265,19 @@ def expand_cells(config: Dict) -> List[Cell]:
             seen.add(key)
             cells.append(
                 Cell(
-                    len(cells), key, RunConfig.from_dict(merged["run"]), merged["benchmark"], point
+                    len(cells), key, _cell_config(key, merged["run"]), merged["benchmark"], point
                 )
             )
     _check_shared_options(config["run"], cells)
     return cells
+
+
+def _cell_config(key: str, run: Dict[str, Any]) -> RunConfig:
+    """The ``RunConfig`` of cell ``key``; a bad setting is named with the cell."""
+    try:
+        return RunConfig.from_dict(run)
+    except ValueError as e:
+        raise ValueError(f"grid cell {key!r}: {e}") from None
 
 
 def _shared_run(run: Dict[str, Any], method: Optional[str]) -> Dict[str, Any]:

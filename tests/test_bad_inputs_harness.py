@@ -107,6 +107,13 @@ def _cells(tmp, text, overrides=()):
     return expand_cells(load_config(_file(tmp, "c.yaml", text), overrides))
 
 
+def _grid(tmp, grid=None, run=None, overrides=()):
+    """The cells of ``GOOD_CONFIG`` with another ``grid`` and more ``run`` settings."""
+    text = GOOD_CONFIG.replace("{seed: [0, 1]}", grid or "{seed: [0, 1]}")
+    return _cells(tmp, text.replace("epochs: 1}", f"epochs: 1, {run}}}") if run else text,
+                  overrides)
+
+
 def _execute_key(tmp, key):
     from avalanche_cts.harness.execute import execute_cells
     from avalanche_cts.harness.grid import Cell
@@ -121,29 +128,25 @@ def _options(method, **options):
 
 CASES = [
     # 1. --set against grid axes
-    ("grid set on a seed axis", lambda t: _cells(t, GOOD_CONFIG, ["seed=3"]), ValueError,
+    ("grid set on a seed axis", lambda t: _grid(t, overrides=["seed=3"]), ValueError,
      "--set seed=... sets 'seed', an axis of the grid"),
-    ("grid set on a method axis", lambda t: _cells(
-        t, GOOD_CONFIG.replace("{seed: [0, 1]}", "{method: [naive, coreset]}"),
-        ["method=coreset"]), ValueError, "sets 'method', an axis"),
-    ("grid set a mapping holding an axis", lambda t: _cells(
-        t, GOOD_CONFIG.replace("{seed: [0, 1]}", "{method: [coreset], "
-                                                 "options.buffer.batch_size: [4, 8]}"),
-        ["options={buffer: {batch_size: 2}}"]), ValueError,
+    ("grid set on a method axis", lambda t: _grid(
+        t, "{method: [naive, coreset]}", overrides=["method=coreset"]), ValueError,
+     "sets 'method', an axis"),
+    ("grid set a mapping holding an axis", lambda t: _grid(
+        t, "{method: [coreset], options.buffer.batch_size: [4, 8]}",
+        overrides=["options={buffer: {batch_size: 2}}"]), ValueError,
      "sets 'options.buffer.batch_size', an axis"),
-    ("grid set a benchmark axis", lambda t: _cells(
-        t, GOOD_CONFIG.replace("{seed: [0, 1]}", "{benchmark.n_experiences: [1, 2]}"),
-        ["benchmark.n_experiences=4"]), ValueError, "sets 'benchmark.n_experiences'"),
+    ("grid set a benchmark axis", lambda t: _grid(
+        t, "{benchmark.n_experiences: [1, 2]}", overrides=["benchmark.n_experiences=4"]),
+     ValueError, "sets 'benchmark.n_experiences'"),
     # 2. names that would write outside the output folder
-    ("grid _name ..", lambda t: _cells(t, GOOD_CONFIG.replace(
-        "{seed: [0, 1]}", "[{_name: '..', seed: [0]}]")), ValueError,
+    ("grid _name ..", lambda t: _grid(t, "[{_name: '..', seed: [0]}]"), ValueError,
      "grid cell '..' (from _name '..'): a name that becomes a folder must be one folder name"),
-    ("grid _name with a slash", lambda t: _cells(t, GOOD_CONFIG.replace(
-        "{seed: [0, 1]}", "[{_name: 'a/../../b', seed: [0]}]")), ValueError,
-     "must be one folder name inside the output folder"),
-    ("grid _name absolute", lambda t: _cells(t, GOOD_CONFIG.replace(
-        "{seed: [0, 1]}", f"[{{_name: '{t}/abs', seed: [0]}}]")), ValueError,
-     "an absolute path"),
+    ("grid _name with a slash", lambda t: _grid(t, "[{_name: 'a/../../b', seed: [0]}]"),
+     ValueError, "must be one folder name inside the output folder"),
+    ("grid _name absolute", lambda t: _grid(t, f"[{{_name: '{t}/abs', seed: [0]}}]"),
+     ValueError, "an absolute path"),
     ("config name absolute", lambda t: _cells(t, f"name: {t}/abs\n" + GOOD_CONFIG), ValueError,
      "(the default output folder is results/<name>; or set out)"),
     ("config name ..", lambda t: _cells(t, "name: '..'\n" + GOOD_CONFIG), ValueError,
@@ -170,15 +173,13 @@ CASES = [
      "options.buffer of method 'coreset' must be a mapping"),
     ("options inflora typo", _options("inflora", rnk=3), ValueError,
      "'rnk', which method 'inflora' does not read; valid keys: ['blocks'"),
-    ("grid shared option typo", lambda t: _cells(t, GOOD_CONFIG.replace(
-        "epochs: 1}", "epochs: 1, options: {bufer: {batch_size: 4}}}")), ValueError,
-     "run.options has 'bufer', which no method of the grid (naive) reads"),
-    ("grid shared option nobody reads", lambda t: _cells(t, GOOD_CONFIG.replace(
-        "epochs: 1}", "epochs: 1, options: {buffer: {batch_size: 4}}}")), ValueError,
+    ("grid shared option typo", lambda t: _grid(t, run="options: {bufer: {batch_size: 4}}"),
+     ValueError, "run.options has 'bufer', which no method of the grid (naive) reads"),
+    ("grid shared option nobody reads", lambda t: _grid(
+        t, run="options: {buffer: {batch_size: 4}}"), ValueError,
      "run.options has 'buffer', which no method of the grid (naive) reads"),
-    ("grid axis option on naive", lambda t: _cells(t, GOOD_CONFIG.replace(
-        "{seed: [0, 1]}", "{options.buffer.batch_size: [4]}")), ValueError,
-     "grid cell 'batch_size=4': RunConfig.options has 'buffer'"),
+    ("grid axis option on naive", lambda t: _grid(t, "{options.buffer.batch_size: [4]}"),
+     ValueError, "grid cell 'batch_size=4': RunConfig.options has 'buffer'"),
     # 4. runs whose model or data cannot be identified
     ("run other weights in one folder", lambda t: _twice(
         t, dict(model=_model(0)), dict(model=_model(1))), ValueError,
@@ -291,18 +292,16 @@ def test_command_line_error_is_one_line(case, argv, phrase, tmp_path, capsys):
 
 # ------------------------------------------------------------------ legitimate variants
 def test_grid_with_plain_names_and_set_on_other_keys(tmp_path):
-    text = GOOD_CONFIG.replace("{seed: [0, 1]}", "[{_name: inflora-10, seed: [0, 1]}, "
-                                                 "{method: [coreset], seed: [0]}]")
-    cells = _cells(tmp_path, text, ["epochs=2", "benchmark.n_classes=4"])
+    cells = _grid(tmp_path, "[{_name: inflora-10, seed: [0, 1]}, {method: [coreset], seed: [0]}]",
+                  overrides=["epochs=2", "benchmark.n_classes=4"])
     assert [c.key for c in cells] == ["inflora-10-seed=0", "inflora-10-seed=1",
                                       "method=coreset-seed=0"]
     assert [c.cfg.epochs for c in cells] == [2, 2, 2]
 
 
 def test_shared_options_reach_the_methods_that_read_them(tmp_path):
-    text = GOOD_CONFIG.replace("epochs: 1}", "epochs: 1, options: {buffer: {batch_size: 4}}}")
-    text = text.replace("{seed: [0, 1]}", "{method: [naive, coreset]}")
-    naive, coreset = _cells(tmp_path, text)
+    naive, coreset = _grid(tmp_path, "{method: [naive, coreset]}",
+                           run="options: {buffer: {batch_size: 4}}")
     assert naive.cfg.options == {} and coreset.cfg.options == {"buffer": {"batch_size": 4}}
 
 
@@ -365,7 +364,7 @@ def test_numbers_of_other_types_become_python_numbers():
 def test_a_later_cell_is_checked_before_the_first_runs(tmp_path):
     from avalanche_cts.harness.execute import execute_cells
 
-    good, bad = _cells(tmp_path, GOOD_CONFIG)
+    good, bad = _grid(tmp_path)
     bad.benchmark["n_experiences"] = 0
     with pytest.raises(ValueError, match="n_experiences must be a positive integer"):
         execute_cells([good, bad], tmp_path / "out", log=None)

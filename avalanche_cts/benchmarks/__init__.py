@@ -36,9 +36,9 @@ BENCHMARKS: Registry = Registry("benchmark", {
 
 
 def make_benchmark(name: str, **kwargs):
-    """Build the benchmark registered as ``name`` with its keyword arguments
-    (:func:`check_benchmark_arguments` first)."""
-    check_benchmark_arguments(name, kwargs)
+    """Build the benchmark registered as ``name`` with its keyword arguments (unknown ones
+    refused first; the builder checks their values)."""
+    _check_names(name, kwargs)
     return BENCHMARKS.load(name)(**kwargs)
 
 
@@ -47,6 +47,13 @@ def check_benchmark_arguments(name: str, kwargs: Dict) -> None:
     refuse later: unknown or missing ones, an ``n_experiences`` or ``*_per_class`` count that
     is not a positive integer, a seed outside ``SEED_RANGE``, a dataset folder (``root``,
     ``data_root``) that does not exist. ``ValueError`` / ``FileNotFoundError`` naming them."""
+    _check_names(name, kwargs)
+    for key, value in kwargs.items():
+        _check_argument(name, key, plain_number(value))
+
+
+def _check_names(name: str, kwargs: Dict) -> None:
+    """Unknown or missing arguments of the builder ``name``."""
     import inspect
 
     builder = BENCHMARKS.load(name)
@@ -61,8 +68,6 @@ def check_benchmark_arguments(name: str, kwargs: Dict) -> None:
         sig.bind(**kwargs)
     except TypeError as e:
         raise ValueError(f"benchmark {name!r}: {e}") from None
-    for key, value in kwargs.items():
-        _check_argument(name, key, plain_number(value))
 
 
 def _check_argument(benchmark: str, key: str, value) -> None:
@@ -93,4 +98,5 @@ _EXPORTS = {
     "synthetic": ("synthetic_benchmark",),
 }
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, ("BENCHMARKS", "check_benchmark_arguments", "make_benchmark"))
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__, _EXPORTS, ("BENCHMARKS", "check_benchmark_arguments", "make_benchmark"))

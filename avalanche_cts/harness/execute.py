@@ -39,12 +39,8 @@ _BENCHMARKS: Dict[str, object] = {}
 
 def cell_data(cell: Cell) -> Dict:
     """The data settings of a cell: its benchmark arguments and the model's normalisation
-    (and, for streams read from files, the tokenizer of a BLIP model's checkpoint); arguments
-    the benchmark would refuse raise here, before any cell runs
-    (:func:`~avalanche_cts.benchmarks.check_benchmark_arguments`)."""
+    (and, for streams read from files, the tokenizer of a BLIP model's checkpoint)."""
     cfg = cell.cfg
-    check_benchmark_arguments(cell.benchmark["name"], {
-        k: v for k, v in cell.benchmark.items() if k != "name"})
     norm = model_normalization(cfg.model, cfg.model_kwargs.get("in_chans"))
     data = dict(cell.benchmark, normalization=dict(mean=list(norm.mean), std=list(norm.std)))
     if data.get("name") in ("fmnist", "fmnist_pretrained", "cluttered_fmnist"):
@@ -109,6 +105,8 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
     :param progress: called as ``progress(done, total, cell, result, seconds)``.
     :raises StaleResultError: a stored result differs in its settings and ``force`` is off
         (checked for every cell before any run starts).
+    :raises ValueError: a cell to run has benchmark arguments its builder would refuse
+        (:func:`~avalanche_cts.benchmarks.check_benchmark_arguments`, before any run starts).
     """
     out = Path(out)
     results: Dict[int, Dict] = {}
@@ -131,6 +129,9 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
             if (folder / LOCK_NAME).exists():  # its run was stopped after the result
                 with contextlib.suppress(FolderBusyError), folder_owner(folder):
                     pass  # a dead holder's lock is taken over and removed
+    for cell in todo:
+        data = cell_data(cell)
+        check_benchmark_arguments(data.pop("name"), data)
     if log and len(cells):
         log(f"{len(cells)} runs: {len(cells) - len(todo)} finished, {len(todo)} to run"
             + (f" in {jobs} processes" if jobs > 1 and len(todo) > 1 else ""))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
 __all__ = ["FolderBusyError", "atomic_write", "check_folder", "check_folder_name", "file_lock",
-           "folder_owner", "portable_path", "write_text"]
+           "folder_owner", "portable_path", "user_path", "write_text"]
 
 PathLike = Union[str, Path]
 LOCK_NAME = "run.lock"
@@ -48,7 +48,7 @@ def portable_path(path: PathLike) -> str:
     """``path`` as result files record it: relative to the working directory (the project)
     when it lies inside it, else relative to its results folder (its parent), so a result
     does not name the machine it was made on."""
-    path = Path(path).expanduser().resolve()
+    path = user_path(path).resolve()
     try:
         return path.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
@@ -106,12 +106,19 @@ class FolderBusyError(OSError):
     """A run folder is being written by another live process."""
 
 
+def user_path(path: PathLike) -> Path:
+    """A path as given by a user, read alike by the API and the command line: ``~`` is the
+    home folder; a relative path (``..`` included) is relative to the working folder;
+    ``$VARS`` are not expanded (the shell expands them on a command line, not in a config)."""
+    return Path(path).expanduser()
+
+
 def check_folder(path: PathLike, what: str = "output folder") -> Path:
     """``path`` as a folder to write into; ``ValueError`` naming ``what`` when it is empty,
     an existing file, or lies under a file."""
     if not str(path).strip():
         raise ValueError(f"{what} is empty: give a folder path")
-    path = Path(path).expanduser()
+    path = user_path(path)
     for p in (path, *path.parents):
         if p.is_dir():
             break

@@ -387,3 +387,15 @@ def test_command_line_hides_third_party_warnings_only(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "the memory holds no record" in proc.stderr, proc.stderr
     assert "No loggers specified" not in proc.stderr, proc.stderr
+
+
+def test_command_line_out_with_tilde_lands_in_home(tmp_path, monkeypatch):
+    from avalanche_cts.harness.cli import main
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    config = _config(tmp_path, GOOD_CONFIG.replace("{seed: [0, 1]}", "{seed: [0]}"))
+    assert main(["run", "--config", config, "--out", "~/y"]) == 0
+    assert (home / "y" / "seed=0" / "result.json").is_file() and not (work / "~").exists()

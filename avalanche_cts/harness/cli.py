@@ -48,7 +48,9 @@ class _Parser(argparse.ArgumentParser):
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse what argparse lets through: a value listed twice, an empty string, a folder
-    option that is a file (or under one), an input folder or file that does not exist."""
+    option that is a file (or under one), an input folder or file that does not exist; a
+    path option's ``~`` is expanded (a quoted ``--out '~/x'`` is ``$HOME/x``, as
+    ``RunConfig.out_dir`` and a config's ``out`` are)."""
     for action in parser._actions:
         if not action.option_strings or not hasattr(args, action.dest):
             continue
@@ -62,15 +64,18 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             continue
         if not value.strip():
             raise ValueError(f"{opt} is empty: give a value or leave the option out")
-        from .._files import check_folder
+        from .._files import check_folder, user_path
 
+        path = user_path(value)
         if action.dest in _OUTPUT_FOLDERS:
             check_folder(value, opt)
-        elif action.dest in _INPUT_FOLDERS and not Path(value).expanduser().is_dir():
+        elif action.dest in _INPUT_FOLDERS and not path.is_dir():
             raise FileNotFoundError(f"{opt} {value}: no such folder")
-        elif action.dest in _INPUT_FILES and not Path(value).expanduser().is_file():
-            what = "is a folder, not a file" if Path(value).is_dir() else "no such file"
+        elif action.dest in _INPUT_FILES and not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "no such file"
             raise FileNotFoundError(f"{opt} {value}: {what}")
+        if action.dest in _OUTPUT_FOLDERS + _INPUT_FOLDERS + _INPUT_FILES:
+            setattr(args, action.dest, str(path))  # "~" read as the API reads it
 
 
 def quiet_third_party_warnings() -> None:
@@ -101,7 +106,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a setting, checked before any run: a RunConfig field (epochs=1), a "
-             "benchmark argument (benchmark.root=DIR) or out=DIR; repeatable (default: none)",
+             "benchmark argument (benchmark.root=DIR) or out=DIR; not a grid axis (pick its "
+             "cells with --only); repeatable (default: none)",
     )
     p.add_argument("--root", metavar="DIR",
                    help="dataset root (= --set benchmark.root=DIR; default: the config's)")

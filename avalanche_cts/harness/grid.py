@@ -19,7 +19,12 @@ is named ``inflora`` followed by its axes that take more than one value.
 
 Configs are read strictly: a duplicate key, a section of the wrong type, an empty axis or a
 value listed twice is refused naming the file and the key; numbers such as ``1e-3`` are
-numbers (plain YAML 1.1 reads them as strings).
+numbers (plain YAML 1.1 reads them as strings). A ``--set`` on a grid axis (or on a part of
+one) is refused, since the grid's values would replace it (pick cells with ``--only``). A
+cell's folder name and ``name`` (the default ``out`` is ``results/<name>``) must be one
+folder name, so nothing is written outside the output folder. The ``run`` section's
+``options`` reach the cells whose method reads them (``options.buffer`` the token memories);
+a key that no cell's method reads is refused.
 """
 
 from __future__ import annotations

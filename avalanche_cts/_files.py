@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
-__all__ = ["FolderBusyError", "atomic_write", "check_folder", "file_lock", "folder_owner",
-           "portable_path", "write_text"]
+__all__ = ["FolderBusyError", "atomic_write", "check_folder", "check_folder_name", "file_lock",
+           "folder_owner", "portable_path", "user_path", "write_text"]
 
 PathLike = Union[str, Path]
 LOCK_NAME = "run.lock"
@@ -48,7 +48,7 @@ def portable_path(path: PathLike) -> str:
     """``path`` as result files record it: relative to the working directory (the project)
     when it lies inside it, else relative to its results folder (its parent), so a result
     does not name the machine it was made on."""
-    path = Path(path).expanduser().resolve()
+    path = user_path(path).resolve()
     try:
         return path.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
@@ -106,12 +106,19 @@ class FolderBusyError(OSError):
     """A run folder is being written by another live process."""
 
 
+def user_path(path: PathLike) -> Path:
+    """A path as given by a user, read alike by the API and the command line: ``~`` is the
+    home folder; a relative path (``..`` included) is relative to the working folder;
+    ``$VARS`` are not expanded (the shell expands them on a command line, not in a config)."""
+    return Path(path).expanduser()
+
+
 def check_folder(path: PathLike, what: str = "output folder") -> Path:
     """``path`` as a folder to write into; ``ValueError`` naming ``what`` when it is empty,
     an existing file, or lies under a file."""
     if not str(path).strip():
         raise ValueError(f"{what} is empty: give a folder path")
-    path = Path(path).expanduser()
+    path = user_path(path)
     for p in (path, *path.parents):
         if p.is_dir():
             break
@@ -119,6 +126,17 @@ def check_folder(path: PathLike, what: str = "output folder") -> Path:
             where = "is a file" if p == path else f"lies under the file {p}"
             raise ValueError(f"{what} {str(path)!r} {where}: give a folder path")
     return path
+
+
+def check_folder_name(name: str, what: str) -> str:
+    """``name`` when it is one folder name (``parent / name`` then lies inside ``parent``);
+    ``ValueError`` naming ``what`` when it is empty, ``.``, ``..``, an absolute path or holds a
+    ``/`` (it would write outside the output folder)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise ValueError(f"{what}: a name that becomes a folder must be one folder name inside "
+                         f"the output folder (not empty, '.', '..', an absolute path or with a "
+                         f"'/'), got {name!r}: rename it")
+    return name
 
 
 @contextlib.contextmanager

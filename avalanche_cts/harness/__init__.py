@@ -2,7 +2,8 @@
 
 * :mod:`.config` ``RunConfig`` (checked settings, fingerprints), :mod:`.methods` (the
   builders of :data:`METHODS`), :mod:`.runner` (``run``: one method on one benchmark,
-  resumable, with reuse checks);
+  resumable, with reuse checks), :mod:`.options` (the ``options`` keys each method reads),
+  :mod:`.identity` (fingerprints of a given model's weights and of undescribed data);
 * :mod:`.grid` (YAML experiment grids), :mod:`.execute` (cells in worker processes) and
   :mod:`.cli` (``avalanche-cts run`` / ``demo`` / ``demo-vl`` / ``pretrain``);
 * :mod:`.demo`, :mod:`.demo_vl` (the embedded jobs), :mod:`.pretrain`, :mod:`.pretrain_vl`

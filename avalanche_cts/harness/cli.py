@@ -27,6 +27,13 @@ __all__ = ["main"]
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 """What a user's input raises (bad values, paths, files, a diverging run); anything else is a
 bug and shows its traceback."""
+THIRD_PARTY_WARNINGS = (
+    ("No loggers specified", UserWarning, "avalanche.training.plugins.evaluation"),
+    ("JAXopt is no longer maintained", DeprecationWarning, "jaxopt"),
+)
+"""(message prefix, category, module) of library warnings a user of the command line cannot
+act on; hidden by the command line only (:func:`quiet_third_party_warnings`), never by the
+library."""
 _OUTPUT_FOLDERS = ("out",)
 _INPUT_FOLDERS = ("data_root", "root")
 _INPUT_FILES = ("config",)
@@ -41,7 +48,9 @@ class _Parser(argparse.ArgumentParser):
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse what argparse lets through: a value listed twice, an empty string, a folder
-    option that is a file (or under one), an input folder or file that does not exist."""
+    option that is a file (or under one), an input folder or file that does not exist; a
+    path option's ``~`` is expanded (a quoted ``--out '~/x'`` is ``$HOME/x``, as
+    ``RunConfig.out_dir`` and a config's ``out`` are)."""
     for action in parser._actions:
         if not action.option_strings or not hasattr(args, action.dest):
             continue
@@ -55,15 +64,34 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             continue
         if not value.strip():
             raise ValueError(f"{opt} is empty: give a value or leave the option out")
-        from .._files import check_folder
+        from .._files import check_folder, user_path
 
+        path = user_path(value)
         if action.dest in _OUTPUT_FOLDERS:
             check_folder(value, opt)
-        elif action.dest in _INPUT_FOLDERS and not Path(value).expanduser().is_dir():
+        elif action.dest in _INPUT_FOLDERS and not path.is_dir():
             raise FileNotFoundError(f"{opt} {value}: no such folder")
-        elif action.dest in _INPUT_FILES and not Path(value).expanduser().is_file():
-            what = "is a folder, not a file" if Path(value).is_dir() else "no such file"
+        elif action.dest in _INPUT_FILES and not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "no such file"
             raise FileNotFoundError(f"{opt} {value}: {what}")
+        if action.dest in _OUTPUT_FOLDERS + _INPUT_FOLDERS + _INPUT_FILES:
+            setattr(args, action.dest, str(path))  # "~" read as the API reads it
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide :data:`THIRD_PARTY_WARNINGS` in this process and, through ``PYTHONWARNINGS``, in
+    the worker processes it starts; every other warning (the project's own) stays visible."""
+    import os
+    import re
+    import warnings
+
+    specs = [s for s in os.environ.get("PYTHONWARNINGS", "").split(",") if s]
+    for message, category, module in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category,
+                                module=re.escape(module) + r"\Z")
+        spec = f"ignore:{message}:{category.__name__}:{module}"
+        specs += [spec] if spec not in specs else []
+    os.environ["PYTHONWARNINGS"] = ",".join(specs)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +106,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a setting, checked before any run: a RunConfig field (epochs=1), a "
-             "benchmark argument (benchmark.root=DIR) or out=DIR; repeatable (default: none)",
+             "benchmark argument (benchmark.root=DIR) or out=DIR; not a grid axis (pick its "
+             "cells with --only); repeatable (default: none)",
     )
     p.add_argument("--root", metavar="DIR",
                    help="dataset root (= --set benchmark.root=DIR; default: the config's)")
@@ -214,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_third_party_warnings()
     try:
         check_options(args.parser, args)
         args.func(args)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
+from .._checks import SEED_RANGE, is_int as _is_int, is_real as _is_num, is_seed, plain_number
 from ..memory.recipe import (
     DEFAULT_RECIPE,
     DROPOUT_REFRESH,
@@ -26,6 +26,7 @@ from ..scorers import SCORERS
 from ..selectors import SELECTORS
 from ..strategies import LR_SCHEDULES, PRECISIONS
 from . import METHODS
+from .options import check_options
 
 __all__ = [
     "LOGGERS",
@@ -56,12 +57,10 @@ def _check(ok: bool, name: str, value: Any, wanted: str) -> None:
         raise ValueError(f"RunConfig.{name} must be {wanted}, got {value!r}")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _plain_numbers(cfg: "RunConfig") -> None:
+    """NumPy scalars and 0-d arrays or tensors in ``cfg``'s fields become Python numbers."""
+    for f in fields(cfg):
+        setattr(cfg, f.name, plain_number(getattr(cfg, f.name)))
 
 
 @dataclass
@@ -135,6 +134,7 @@ class RunConfig:
 
     def __post_init__(self):
         c = self
+        _plain_numbers(c)
         _check(c.method in METHODS, "method", c.method, f"one of {METHODS.names()}")
         if c.method in NO_MEMORY_METHODS:
             _check(_is_num(c.budget) and c.budget >= 0, "budget", c.budget, "a number >= 0")
@@ -166,6 +166,7 @@ class RunConfig:
                "a preset or timm model name")
         for name in ("model_kwargs", "options"):
             _check(isinstance(getattr(c, name), dict), name, getattr(c, name), "a mapping")
+        check_options(c.method, c.options)
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
             v = getattr(c, name)
             _check(_is_int(v) and v >= 1, name, v, "an integer >= 1")
@@ -177,7 +178,7 @@ class RunConfig:
                "a number >= 0")
         _check(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum,
                "a number in [0, 1)")
-        _check(_is_int(c.seed) and c.seed >= 0, "seed", c.seed, "an integer >= 0")
+        _check(is_seed(c.seed), "seed", c.seed, f"an integer in [{SEED_RANGE[0]}, 2**32 - 1]")
         _check(isinstance(c.device, str) and (c.device in ("cpu", "cuda", "auto", "mps")
                                               or c.device.startswith("cuda:")),
                "device", c.device, "cpu, cuda, cuda:N or auto")

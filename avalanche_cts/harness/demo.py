@@ -174,10 +174,6 @@ def write_report(results: List[Dict], out: Path, title: str) -> str:
 def run_cells(cells: List, args: argparse.Namespace) -> List[Dict]:
     """Run a job's cells into ``args.out`` (``args.jobs`` processes, ``args.force``),
     printing each finished run; returns the results in cell order."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="No loggers specified")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     from .execute import execute_cells
 
     if args.jobs < 1:

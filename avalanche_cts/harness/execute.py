@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .._files import LOCK_NAME, FolderBusyError, folder_owner
-from ..benchmarks import make_benchmark
+from .._files import LOCK_NAME, FolderBusyError, check_folder_name, folder_owner
+from ..benchmarks import check_benchmark_arguments, make_benchmark
 from ..benchmarks.fmnist import DEFAULT_HELDOUT
 from ..models import model_normalization
 from .grid import Cell
@@ -31,7 +31,7 @@ from .pretrain import PRESET_BACKBONES, pretrain_backbone
 from .pretrain_vl import EMBEDDED_BLIP, pretrain_blip
 from .runner import load_result, run, run_settings
 
-__all__ = ["cell_data", "execute_cells", "finished_results"]
+__all__ = ["cell_data", "cell_folder", "execute_cells", "finished_results"]
 
 _BENCHMARKS: Dict[str, object] = {}
 """Benchmarks built in this process, by their settings."""
@@ -48,6 +48,11 @@ def cell_data(cell: Cell) -> Dict:
     if data.get("name") in ("vqa_sequence", "coco_class_captions"):
         data.setdefault("tokenizer", cfg.checkpoint or cfg.model)
     return data
+
+
+def cell_folder(out: Path, cell: Cell) -> Path:
+    """``out/<cell.key>``, the cell's run folder (a key that would leave ``out`` is refused)."""
+    return Path(out) / check_folder_name(cell.key, f"grid cell {cell.index} named {cell.key!r}")
 
 
 def _benchmark(data: Dict):
@@ -67,7 +72,7 @@ def run_cell(cell: Cell, out: Path, threads: Optional[int] = None,
     if threads:
         torch.set_num_threads(threads)
     data = cell_data(cell)
-    cfg = replace(cell.cfg, out_dir=str(out / cell.key))
+    cfg = replace(cell.cfg, out_dir=str(cell_folder(out, cell)))
     return run(cfg, _benchmark(data), log=log, data=data)
 
 
@@ -77,7 +82,7 @@ def finished_results(cells: Sequence[Cell], out: Path) -> Tuple[Dict[str, Dict],
     a run's result, is left out with a line saying why (never reported as this config's)."""
     results, left_out = {}, []
     for cell in cells:
-        path = Path(out) / cell.key / "result.json"
+        path = cell_folder(out, cell) / "result.json"
         try:
             stored = load_result(path, run_settings(cell.cfg, cell_data(cell)))
         except ValueError as e:  # StaleResultError too
@@ -100,17 +105,20 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
     :param progress: called as ``progress(done, total, cell, result, seconds)``.
     :raises StaleResultError: a stored result differs in its settings and ``force`` is off
         (checked for every cell before any run starts).
+    :raises ValueError: a cell to run has benchmark arguments its builder would refuse
+        (:func:`~avalanche_cts.benchmarks.check_benchmark_arguments`, before any run starts).
     """
     out = Path(out)
     results: Dict[int, Dict] = {}
     todo: List[Cell] = []
     for cell in cells:
-        path = out / cell.key / "result.json"
+        folder = cell_folder(out, cell)
+        path = folder / "result.json"
         settings = run_settings(cell.cfg, cell_data(cell))
         if force:
-            with folder_owner(out / cell.key):
+            with folder_owner(folder):
                 for name in ("result.json", "state.pt"):
-                    (out / cell.key / name).unlink(missing_ok=True)
+                    (folder / name).unlink(missing_ok=True)
             todo.append(cell)
             continue
         stored = load_result(path, settings, "--force replaces it")
@@ -118,9 +126,12 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
             todo.append(cell)
         else:
             results[cell.index] = stored
-            if (out / cell.key / LOCK_NAME).exists():  # its run was stopped after the result
-                with contextlib.suppress(FolderBusyError), folder_owner(out / cell.key):
+            if (folder / LOCK_NAME).exists():  # its run was stopped after the result
+                with contextlib.suppress(FolderBusyError), folder_owner(folder):
                     pass  # a dead holder's lock is taken over and removed
+    for cell in todo:
+        data = cell_data(cell)
+        check_benchmark_arguments(data.pop("name"), data)
     if log and len(cells):
         log(f"{len(cells)} runs: {len(cells) - len(todo)} finished, {len(todo)} to run"
             + (f" in {jobs} processes" if jobs > 1 and len(todo) > 1 else ""))

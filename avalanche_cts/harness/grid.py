@@ -19,7 +19,12 @@ is named ``inflora`` followed by its axes that take more than one value.
 
 Configs are read strictly: a duplicate key, a section of the wrong type, an empty axis or a
 value listed twice is refused naming the file and the key; numbers such as ``1e-3`` are
-numbers (plain YAML 1.1 reads them as strings).
+numbers (plain YAML 1.1 reads them as strings). A ``--set`` on a grid axis (or on a part of
+one) is refused, since the grid's values would replace it (pick cells with ``--only``). A
+cell's folder name and ``name`` (the default ``out`` is ``results/<name>``) must be one
+folder name, so nothing is written outside the output folder. The ``run`` section's
+``options`` reach the cells whose method reads them (``options.buffer`` the token memories);
+a key that no cell's method reads is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .._files import check_folder_name
 from .config import RunConfig
+from .options import option_keys
 
 __all__ = ["Cell", "check_config", "expand_cells", "load_config", "parse_assignment",
            "read_yaml", "select_cells"]
@@ -154,12 +161,31 @@ def load_config(path, overrides: Sequence[str] = ()) -> Dict:
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise ValueError(f"--set gives {twice} more than once: give each setting once")
+    _check_overrides_not_axes(config, keys, str(path))
     for text in overrides:
         key, value = parse_assignment(text)
         _set(config, _route(key), value)
+    if "out" not in config:
+        check_folder_name(config["name"], f"{path}: name {config['name']!r} (the default output "
+                                          f"folder is results/<name>; or set out)")
     config.setdefault("out", str(Path("results") / config["name"]))
     check_config(config, f"{path} with --set {list(overrides)}" if overrides else str(path))
     return config
+
+
+def _check_overrides_not_axes(config: Dict, keys: Sequence[str], source: str) -> None:
+    """``ValueError`` when an override sets a grid axis (or a part of one, or a mapping that
+    holds one): the grid's values would replace it in every cell without a word."""
+    grid = config.get("grid") or []
+    for sub in [grid] if isinstance(grid, dict) else grid:
+        for axis, values in sub.items():
+            for key in keys:
+                a, k = _route(axis), _route(key)
+                if axis != "_name" and (a == k or a.startswith(k + ".") or k.startswith(a + ".")):
+                    raise ValueError(
+                        f"--set {key}=... sets {axis!r}, an axis of the grid of {source} (values "
+                        f"{values}), which would replace it in every cell: pick cells with --only "
+                        f"{axis}=VALUE, or edit the grid")
 
 
 def check_config(config: Dict, source: str) -> None:
@@ -224,7 +250,7 @@ def expand_cells(config: Dict) -> List[Cell]:
         for values in itertools.product(*axes.values()):
             point = dict(zip(axes, values))
             merged = {
-                "run": copy.deepcopy(config["run"]),
+                "run": _shared_run(config["run"], point.get("method")),
                 "benchmark": copy.deepcopy(config["benchmark"]),
             }
             for k, v in point.items():
@@ -237,15 +263,50 @@ def expand_cells(config: Dict) -> List[Cell]:
                 )
                 or "run"
             )
+            check_folder_name(key, f"grid cell {key!r} (from _name {label!r})" if label
+                              else f"grid cell {key!r}")
             if key in seen:
                 raise ValueError(f"two grid cells are both {key!r}")
             seen.add(key)
             cells.append(
                 Cell(
-                    len(cells), key, RunConfig.from_dict(merged["run"]), merged["benchmark"], point
+                    len(cells), key, _cell_config(key, merged["run"]), merged["benchmark"], point
                 )
             )
+    _check_shared_options(config["run"], cells)
     return cells
+
+
+def _cell_config(key: str, run: Dict[str, Any]) -> RunConfig:
+    """The ``RunConfig`` of cell ``key``; a bad setting is named with the cell."""
+    try:
+        return RunConfig.from_dict(run)
+    except ValueError as e:
+        raise ValueError(f"grid cell {key!r}: {e}") from None
+
+
+def _shared_run(run: Dict[str, Any], method: Optional[str]) -> Dict[str, Any]:
+    """A copy of the config's ``run`` section for a cell of ``method`` (the section's own
+    when no axis sets it): its ``options`` keep the keys that method reads, so that shared
+    options (``options.buffer``) apply to the cells whose method has a buffer."""
+    run = copy.deepcopy(run)
+    method = run.get("method", RunConfig.method) if method is None else method
+    valid = option_keys(method) if isinstance(method, str) else None
+    if valid is not None and isinstance(run.get("options"), dict):
+        run["options"] = {k: v for k, v in run["options"].items() if k in valid}
+    return run
+
+
+def _check_shared_options(run: Dict[str, Any], cells: List[Cell]) -> None:
+    """``ValueError`` for a key of the ``run`` section's ``options`` that no cell's method
+    reads (a typo such as ``bufer``, or an option of a method the grid does not run)."""
+    methods = sorted({c.cfg.method for c in cells})
+    valid = [option_keys(m) for m in methods]
+    for key in (run.get("options") or {}) if isinstance(run.get("options"), dict) else ():
+        if not any(v is None or key in v for v in valid):
+            readers = sorted(set().union(*(v for v in valid if v is not None)))
+            raise ValueError(f"run.options has {key!r}, which no method of the grid "
+                             f"({', '.join(methods)}) reads; valid keys: {readers or 'none'}")
 
 
 def _matches(value: Any, wanted: Any) -> bool:

@@ -31,7 +31,7 @@ from torch import nn
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from .._files import folder_owner, portable_path, write_text
+from .._files import check_folder, folder_owner, portable_path, write_text
 from ..memory.buffer import CoreTokensetBuffer
 from ..memory.plugin import CoreTokensetReplayPlugin
 from .checkpoint import (
@@ -43,6 +43,7 @@ from .checkpoint import (
 )
 from .config import RunConfig, fingerprint, settings_diff
 from .diagnostics import SingleClassWarning, memory_diagnostics
+from .identity import is_unidentified, stream_fingerprint, weights_fingerprint
 from ..memory.distributed import is_main_process, rank, world_size
 from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
@@ -122,7 +123,14 @@ def make_model(cfg: RunConfig, num_classes: Optional[int]) -> nn.Module:
 
 def check_reuse(saved: Dict, settings: Dict, path: Path, force_hint: str) -> None:
     """Raise :class:`StaleResultError` when ``saved`` settings (of a stored result or run
-    state at ``path``) differ from ``settings``, naming the differences and both ways out."""
+    state at ``path``) differ from ``settings``, naming the differences and both ways out, or
+    when ``settings`` hold data that could not be fingerprinted (never reused)."""
+    if is_unidentified(settings):
+        raise StaleResultError(
+            f"{path} exists, but this run's data cannot be identified "
+            f"({settings['data'].get('why', '')}), so it cannot be told apart from another "
+            f"stream: {force_hint}, or write to another output folder (--out DIR); to make the "
+            f"data identifiable pass run(..., data={{...}}) describing it")
     diff = settings_diff(saved, settings)
     if diff:
         shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
@@ -297,11 +305,20 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
 
     :param model: the network to train (default: :func:`make_model` with
         ``benchmark.n_classes`` outputs).
-    :param data: the data settings recorded with the result (default ``benchmark.info``).
+    :param data: the data settings recorded with the result (default ``benchmark.info``;
+        a benchmark without it records :func:`~.identity.stream_fingerprint`).
+
+    A given ``model``'s weights are recorded (:func:`~.identity.weights_fingerprint`), so a
+    run state made from other weights is not resumed; ``cfg.out_dir`` is expanded like the
+    command line's ``--out`` (``~``: the home folder; :func:`~avalanche_cts._files.check_folder`).
     """
+    _check_run_arguments(cfg, benchmark, model, data)
+    given = weights_fingerprint(model) if model is not None else None  # before training
     device, model = _prepare(cfg, benchmark, model)
-    settings = run_settings(cfg, getattr(benchmark, "info", None) or {} if data is None else data)
-    out = Path(cfg.out_dir) if cfg.out_dir else None
+    settings = run_settings(cfg, _data_settings(benchmark, data))
+    if given is not None:
+        settings["model"] = given  # cfg.model names a preset, not these weights
+    out = check_folder(cfg.out_dir, "RunConfig.out_dir") if cfg.out_dir else None
     kind = stream_kind(benchmark)
     with ExitStack() as stack:
         if out is not None and is_main_process():
@@ -319,6 +336,28 @@ def run(cfg: RunConfig, benchmark, *, log: Optional[Callable[[str], None]] = pri
             plot_run(result, out / "accuracy.png")
             save_result(result, out / "result.json")  # last: a result marks a finished folder
     return result
+
+
+def _check_run_arguments(cfg, benchmark, model, data) -> None:
+    """``TypeError`` naming an argument of :func:`run` of the wrong kind."""
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"run() takes a RunConfig, got {type(cfg).__name__}: build one with "
+                        f"RunConfig(...) or RunConfig.from_dict(d)")
+    if not (hasattr(benchmark, "train_stream") and hasattr(benchmark, "test_stream")):
+        raise TypeError(f"run() takes a benchmark with train_stream and test_stream (an "
+                        f"Avalanche benchmark), got {type(benchmark).__name__}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"run(model=...) takes a torch.nn.Module, got {type(model).__name__}")
+    if data is not None and not isinstance(data, dict):
+        raise TypeError(f"run(data=...) takes a dict describing the data, got "
+                        f"{type(data).__name__}")
+
+
+def _data_settings(benchmark, data: Optional[Dict]) -> Dict:
+    """``data``, else ``benchmark.info``, else the streams' fingerprint."""
+    if data is not None:
+        return data
+    return getattr(benchmark, "info", None) or stream_fingerprint(benchmark)
 
 
 def _prepare(cfg: RunConfig, benchmark, model: Optional[nn.Module]) -> Tuple[torch.device, nn.Module]:

@@ -1,0 +1,92 @@
+"""The keys ``RunConfig.options`` accepts for each built-in method, checked when a config is
+made (so a typo such as ``bufer`` or an option the method does not read fails before any run,
+naming the key, the method and the valid keys).
+
+* ``coreset``, ``core_tokens``, ``core_tokenset``: ``buffer`` (keywords of
+  :class:`~avalanche_cts.CoreTokensetBuffer`), ``plugin`` (of
+  :class:`~avalanche_cts.CoreTokensetReplayPlugin`) and ``template`` (of the VL templates,
+  BLIP models);
+* ``naive``, ``cumulative``: ``template``;
+* ``inflora``, ``coda_prompt``: their own keywords (``rank``, ``pool_size``, ...);
+* Avalanche's sample buffers (``replay*``): none.
+
+Keywords that ``RunConfig`` fields already set (the budget, seed, learning rate, ...) are not
+options. Methods added with ``register_method`` read their options themselves (not checked).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Dict, List, Mapping, Optional
+
+__all__ = ["check_options", "option_keys"]
+
+_SET_BY_RUN = {
+    "buffer": {"budget_bytes", "budget_fraction", "token_retention", "selector", "scorer",
+               "token_choice", "seed"},
+    "plugin": {"storage_policy", "batch_size_mem", "replay_mode", "dropout", "dropout_schedule",
+               "dropout_fraction", "dropout_tokens", "dropout_refresh", "seed"},
+    "template": {"tokenizer"},
+    "peft": {"model", "lr", "weight_decay"},
+}
+"""Keywords each part gets from ``RunConfig`` fields (set them there, not in ``options``)."""
+
+
+def _keywords(cls, part: str) -> List[str]:
+    """The keyword arguments of ``cls`` that ``options`` may set."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sorted(k for k, p in inspect.signature(cls.__init__).parameters.items()
+                  if k != "self" and p.kind in kinds and k not in _SET_BY_RUN[part])
+
+
+def option_keys(method: str) -> Optional[Dict[str, Optional[List[str]]]]:
+    """``{option key: its valid sub-keys, or None for a plain keyword}`` of a built-in
+    ``method``; ``None`` for a method this module does not know (registered by a user)."""
+    from ..memory.buffer import CoreTokensetBuffer
+    from ..memory.plugin import CoreTokensetReplayPlugin
+    from ..strategies.inflora import InfLoRA
+    from ..strategies.prompt import CODAPrompt
+    from ..strategies.vl import VLTemplate
+
+    template = {"template": _keywords(VLTemplate, "template")}
+    token = dict(template, buffer=_keywords(CoreTokensetBuffer, "buffer"),
+                 plugin=_keywords(CoreTokensetReplayPlugin, "plugin"))
+    peft = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+    if method in ("coreset", "core_tokens", "core_tokenset"):
+        return token
+    if method in ("naive", "cumulative"):
+        return template
+    if method in peft:
+        return dict.fromkeys(_keywords(peft[method], "peft"))
+    if method in ("replay", "replay_class_balanced", "replay_reservoir", "replay_herding"):
+        return {}
+    return None
+
+
+def check_options(method: str, options: Mapping) -> None:
+    """``ValueError`` naming an ``options`` key (or sub-key) that ``method`` does not read,
+    with the valid ones."""
+    valid = option_keys(method)
+    if valid is None:
+        return
+    for key, value in options.items():
+        if key not in valid:
+            raise ValueError(
+                f"RunConfig.options has {key!r}, which method {method!r} does not read; valid "
+                f"keys: {sorted(valid) or 'none (this method takes no options)'}")
+        if valid[key] is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ValueError(f"RunConfig.options.{key} of method {method!r} must be a mapping "
+                             f"of keywords, e.g. {{{valid[key][0]}: ...}}; got {value!r}")
+        unknown = sorted(set(value) - set(valid[key]), key=str)
+        if unknown:
+            raise ValueError(
+                f"RunConfig.options.{key} has {unknown}, which method {method!r} does not read; "
+                f"valid keys: {valid[key]}" + _set_by_run_hint(key, unknown))
+
+
+def _set_by_run_hint(part: str, unknown: List) -> str:
+    """`` (budget_fraction is set by RunConfig: ...)`` when a key is a RunConfig setting."""
+    taken = [k for k in unknown if k in _SET_BY_RUN[part]]
+    return (f" ({', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set from the "
+            f"RunConfig fields, not options)" if taken else "")

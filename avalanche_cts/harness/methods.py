@@ -140,8 +140,12 @@ def token_memory(cfg: RunConfig, model, evaluator):
         dropout_fraction=cfg.dropout_fraction, dropout_tokens=cfg.dropout_tokens,
         dropout_refresh=cfg.dropout_refresh, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
         **cfg.options.get("plugin", {}))
-    plugin.prepare_model(model)
-    return _supervised(cfg, model, evaluator, plugins=[plugin])
+    if cfg.options.get("base") is None:
+        plugin.prepare_model(model)  # before the optimiser collects the trainable parameters
+        return _supervised(cfg, model, evaluator, plugins=[plugin])
+    strategy = _base_strategy(cfg, model, evaluator, [plugin])
+    plugin.prepare_model(strategy.model)  # after the PEFT strategy froze what it adapts
+    return strategy
 
 
 # ------------------------------------------------------ Avalanche's sample buffers
@@ -160,7 +164,7 @@ def _sample_replay(cfg, model, evaluator, policy):
                           batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
                           storage_policy=policy)
     resize = ByteBudgetResize(policy, cfg.budget, resolve_normalization(model))
-    return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[resize, replay])
+    return _base_strategy(cfg, model, evaluator, [resize, replay])
 
 
 def replay_class_balanced(cfg, model, evaluator):
@@ -186,17 +190,36 @@ def replay_herding(cfg, model, evaluator):
 
 
 # ------------------------------------------------------------- rehearsal-free
-def _peft(cls, cfg, model, evaluator):
+def _peft(cls, cfg, model, evaluator, options: Dict, plugins=()):
     _classification_only(cfg.method, model)
     return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
-               weight_decay=cfg.weight_decay, **cfg.options)
+               weight_decay=cfg.weight_decay, plugins=list(plugins), **options)
+
+
+PEFT_BASES = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+"""Strategies a memory method can run on (``cfg.options["base"]``)."""
+
+
+def _base_strategy(cfg: RunConfig, model: nn.Module, evaluator, plugins):
+    """The strategy that carries a memory method's ``plugins``: ``Naive`` (the VL template
+    for BLIP), or the PEFT strategy named by ``cfg.options["base"]`` (``inflora``,
+    ``coda_prompt``) with ``cfg.options["base_options"]`` as its keywords; ``cfg.lr`` is its
+    Adam learning rate."""
+    base = cfg.options.get("base")
+    if base is None:
+        return _supervised(cfg, model, evaluator, plugins=plugins)
+    if base not in PEFT_BASES:
+        raise ValueError(f"options['base'] must be one of {sorted(PEFT_BASES)} (the strategy "
+                         f"the memory is added to), got {base!r}; leave it out for Naive")
+    return _peft(PEFT_BASES[base], cfg, model, evaluator, cfg.options.get("base_options", {}),
+                 plugins)
 
 
 def inflora(cfg, model, evaluator):
     """InfLoRA (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
-    return _peft(InfLoRA, cfg, model, evaluator)
+    return _peft(InfLoRA, cfg, model, evaluator, cfg.options)
 
 
 def coda_prompt(cfg, model, evaluator):
     """CODA-Prompt (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
-    return _peft(CODAPrompt, cfg, model, evaluator)
+    return _peft(CODAPrompt, cfg, model, evaluator, cfg.options)

@@ -280,3 +280,15 @@ def test_harness_refuses_an_unknown_base():
                     options={"base": "ewc"})
     with pytest.raises(ValueError, match=r"options\['base'\] must be one of"):
         run(cfg, bm, log=None)
+
+
+@pytest.mark.parametrize("method", ["core_tokenset", "replay"])
+def test_a_peft_base_refuses_blip_models(method):
+    from avalanche_cts.harness import RunConfig
+    from avalanche_cts.harness.methods import build_strategy
+    from avalanche_cts.models.blip_presets import create_blip
+
+    cfg = RunConfig(method=method, budget=0.2, model="blip_vqa_tiny",
+                    options={"base": "coda_prompt"})
+    with pytest.raises(ValueError, match="is for classifiers"):
+        build_strategy(cfg, create_blip("blip_vqa_tiny"), EvaluationPlugin(loggers=[]))

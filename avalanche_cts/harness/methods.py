@@ -15,6 +15,12 @@ Built in (:data:`avalanche_cts.harness.METHODS`), every strategy on the training
 * ``inflora`` (:class:`~avalanche_cts.strategies.InfLoRA`) and ``coda_prompt``
   (:class:`~avalanche_cts.strategies.CODAPrompt`): rehearsal-free, 0 bytes of memory;
   ``cfg.lr`` is their Adam learning rate and ``cfg.options`` their keywords.
+* A memory on a PEFT strategy: every memory method above (token memories and Avalanche's
+  buffers) runs on ``cfg.options["base"]`` (``inflora`` or ``coda_prompt``, keywords in
+  ``cfg.options["base_options"]``) instead of ``Naive``, e.g. ``RunConfig(method="core_tokenset",
+  options={"base": "coda_prompt", "base_options": {"pool_size": 100}})``. The memory loss is
+  the cross-entropy over all seen classes' logits (old heads frozen); new data keeps the
+  strategy's local cross-entropy (:meth:`~avalanche_cts.strategies.base.PEFTTemplate.criterion`).
 
 For BLIP VQA and captioning models (``cfg.model`` a BLIP preset or checkpoint) ``naive``,
 ``cumulative`` and the token-memory methods use the VL templates
@@ -190,8 +196,8 @@ def replay_herding(cfg, model, evaluator):
 
 
 # ------------------------------------------------------------- rehearsal-free
-def _peft(cls, cfg, model, evaluator, options: Dict, plugins=()):
-    _classification_only(cfg.method, model)
+def _peft(cls, name: str, cfg, model, evaluator, options: Dict, plugins=()):
+    _classification_only(name, model)
     return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
                weight_decay=cfg.weight_decay, plugins=list(plugins), **options)
 
@@ -211,15 +217,15 @@ def _base_strategy(cfg: RunConfig, model: nn.Module, evaluator, plugins):
     if base not in PEFT_BASES:
         raise ValueError(f"options['base'] must be one of {sorted(PEFT_BASES)} (the strategy "
                          f"the memory is added to), got {base!r}; leave it out for Naive")
-    return _peft(PEFT_BASES[base], cfg, model, evaluator, cfg.options.get("base_options", {}),
-                 plugins)
+    return _peft(PEFT_BASES[base], base, cfg, model, evaluator,
+                 cfg.options.get("base_options", {}), plugins)
 
 
 def inflora(cfg, model, evaluator):
     """InfLoRA (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
-    return _peft(InfLoRA, cfg, model, evaluator, cfg.options)
+    return _peft(InfLoRA, cfg.method, cfg, model, evaluator, cfg.options)
 
 
 def coda_prompt(cfg, model, evaluator):
     """CODA-Prompt (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
-    return _peft(CODAPrompt, cfg, model, evaluator, cfg.options)
+    return _peft(CODAPrompt, cfg.method, cfg, model, evaluator, cfg.options)

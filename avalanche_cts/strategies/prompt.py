@@ -13,6 +13,11 @@ components and heads are frozen, and the loss is the cross-entropy on the curren
 logits (CODA masks the past classes' logits, which is the same). Orthogonality penalty:
 none (CODA's ImageNet-R setting ``--prompt_param 100 8 0.0``).
 Works with any embedding size; blocks must use timm's standard ``Attention``.
+
+Token memories: :class:`CodaPromptAdapter` (registered with ``register_adapter``) gives
+``CoreTokensetReplayPlugin`` and the token scorers the prompted model: a partial input
+(memory record or new data with tokens dropped, zero / sparse / mask modes) selects its
+prompts by its own query (a record has no whole scene to take one from).
 """
 from __future__ import annotations
 

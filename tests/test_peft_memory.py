@@ -56,10 +56,18 @@ def _current_params(strategy) -> List[Tensor]:
     return [layer.branch_A for layer in strategy.layers]
 
 
-def _token_plugin(mode: str = "zero", mem_weight: float = 1.0, cls=CoreTokensetReplayPlugin):
+def _token_plugin(mode: str = "zero", mem_weight: float = 1.0, cls=CoreTokensetReplayPlugin,
+                  **dropout):
     buffer = CoreTokensetBuffer(budget_fraction=0.2, token_retention=0.5, scorer="rollout",
                                 seed=0)
-    return cls(buffer, replay_mode=mode, mem_weight=mem_weight, seed=0)
+    return cls(buffer, replay_mode=mode, mem_weight=mem_weight, seed=0, **dropout)
+
+
+RECIPES = {  # replay mode -> new-data dropout
+    "zero": {},  # random tokens at the memory's keep rate
+    "sparse": dict(dropout_tokens="matched", dropout_schedule="uniform"),  # scored each step
+    "mask": dict(dropout_tokens="matched", dropout_refresh="experience"),  # scored once
+}
 
 
 class MemoryGradients(SupervisedPlugin):
@@ -100,9 +108,9 @@ def assert_memory_changes_training(with_memory: Dict[str, Tensor],
 
 
 @pytest.mark.parametrize("base", sorted(BASES))
-@pytest.mark.parametrize("mode", ["zero", "sparse", "mask"])
+@pytest.mark.parametrize("mode", sorted(RECIPES))
 def test_core_tokenset_replay_trains_the_current_prompts_or_branch(base, mode):
-    memory = _token_plugin(mode)
+    memory = _token_plugin(mode, **RECIPES[mode])
     probe = MemoryGradients(memory)
     bm = _stream()
     s = _strategy(base, [memory, probe])
@@ -261,11 +269,11 @@ def test_harness_run_resumes_bit_for_bit(tmp_path, base, method):
     bm = synthetic_benchmark(3, n_classes=6, train_per_class=24, test_per_class=6,
                              image_size=8, channels=1)
     cfg = RunConfig(method=method, budget=0.2, model="vit_digits_micro", epochs=2,
-                    batch_size=16, lr=0.01, seed=1, replay_mode="sparse",
+                    batch_size=16, lr=0.01, seed=1, replay_mode="mask",  # a learned token
                     options={"base": base, "base_options": BASES[base][1]})
     whole = run(replace(cfg, out_dir=str(tmp_path / "a")), bm, log=None)
     resumed, lines = run_interrupted(cfg, bm, tmp_path / "b", "exp 2/3")
-    assert "resumed" in lines[0]
+    assert "resumed" in lines[0] and f"[{base}+{method}_r0.2" in lines[0]
     assert resumed["acc_matrix"] == whole["acc_matrix"]
     assert resumed["memory_bytes"] == whole["memory_bytes"] > 0
 
@@ -292,3 +300,18 @@ def test_a_peft_base_refuses_blip_models(method):
                     options={"base": "coda_prompt"})
     with pytest.raises(ValueError, match="is for classifiers"):
         build_strategy(cfg, create_blip("blip_vqa_tiny"), EvaluationPlugin(loggers=[]))
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_harness_mask_token_is_trained_with_the_peft_parameters(base):
+    """The PEFT strategy freezes the model it adapts; the mask token is added after it."""
+    from avalanche_cts import create_model
+    from avalanche_cts.harness import RunConfig
+    from avalanche_cts.harness.methods import build_strategy
+
+    cfg = RunConfig(method="core_tokenset", budget=0.2, model="vit_digits_micro",
+                    replay_mode="mask", options={"base": base, "base_options": BASES[base][1]})
+    s = build_strategy(cfg, create_model("vit_digits_micro"), EvaluationPlugin(loggers=[]))
+    tokens = [p for n, p in s.model.named_parameters() if n.endswith("cts_mask_token")]
+    assert len(tokens) == 1 and tokens[0].requires_grad
+    assert isinstance(s, BASES[base][0])

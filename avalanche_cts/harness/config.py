@@ -223,7 +223,8 @@ class RunConfig:
 
     def key(self) -> str:
         """A readable, file-name-safe name of the run (not unique: see :func:`fingerprint`)."""
-        parts = [self.method]
+        base = self.options.get("base")  # the PEFT strategy a memory runs on
+        parts = [self.method if base is None else f"{base}+{self.method}"]
         if self.method not in NO_MEMORY_METHODS:
             parts.append(f"r{self.budget:g}")
         if self.method in TOKEN_METHODS or self.method == "replay_herding":

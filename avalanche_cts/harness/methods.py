@@ -15,6 +15,12 @@ Built in (:data:`avalanche_cts.harness.METHODS`), every strategy on the training
 * ``inflora`` (:class:`~avalanche_cts.strategies.InfLoRA`) and ``coda_prompt``
   (:class:`~avalanche_cts.strategies.CODAPrompt`): rehearsal-free, 0 bytes of memory;
   ``cfg.lr`` is their Adam learning rate and ``cfg.options`` their keywords.
+* A memory on a PEFT strategy: every memory method above (token memories and Avalanche's
+  buffers) runs on ``cfg.options["base"]`` (``inflora`` or ``coda_prompt``, keywords in
+  ``cfg.options["base_options"]``) instead of ``Naive``, e.g. ``RunConfig(method="core_tokenset",
+  options={"base": "coda_prompt", "base_options": {"pool_size": 100}})``. The memory loss is
+  the cross-entropy over all seen classes' logits (old heads frozen); new data keeps the
+  strategy's local cross-entropy (:meth:`~avalanche_cts.strategies.base.PEFTTemplate.criterion`).
 
 For BLIP VQA and captioning models (``cfg.model`` a BLIP preset or checkpoint) ``naive``,
 ``cumulative`` and the token-memory methods use the VL templates
@@ -140,8 +146,12 @@ def token_memory(cfg: RunConfig, model, evaluator):
         dropout_fraction=cfg.dropout_fraction, dropout_tokens=cfg.dropout_tokens,
         dropout_refresh=cfg.dropout_refresh, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
         **cfg.options.get("plugin", {}))
-    plugin.prepare_model(model)
-    return _supervised(cfg, model, evaluator, plugins=[plugin])
+    if cfg.options.get("base") is None:
+        plugin.prepare_model(model)  # before the optimiser collects the trainable parameters
+        return _supervised(cfg, model, evaluator, plugins=[plugin])
+    strategy = _base_strategy(cfg, model, evaluator, [plugin])
+    plugin.prepare_model(strategy.model)  # after the PEFT strategy froze what it adapts
+    return strategy
 
 
 # ------------------------------------------------------ Avalanche's sample buffers
@@ -160,7 +170,7 @@ def _sample_replay(cfg, model, evaluator, policy):
                           batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
                           storage_policy=policy)
     resize = ByteBudgetResize(policy, cfg.budget, resolve_normalization(model))
-    return Naive(**strategy_kwargs(cfg, model, evaluator), plugins=[resize, replay])
+    return _base_strategy(cfg, model, evaluator, [resize, replay])
 
 
 def replay_class_balanced(cfg, model, evaluator):
@@ -186,17 +196,36 @@ def replay_herding(cfg, model, evaluator):
 
 
 # ------------------------------------------------------------- rehearsal-free
-def _peft(cls, cfg, model, evaluator):
-    _classification_only(cfg.method, model)
+def _peft(cls, name: str, cfg, model, evaluator, options: Dict, plugins=()):
+    _classification_only(name, model)
     return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
-               weight_decay=cfg.weight_decay, **cfg.options)
+               weight_decay=cfg.weight_decay, plugins=list(plugins), **options)
+
+
+PEFT_BASES = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+"""Strategies a memory method can run on (``cfg.options["base"]``)."""
+
+
+def _base_strategy(cfg: RunConfig, model: nn.Module, evaluator, plugins):
+    """The strategy that carries a memory method's ``plugins``: ``Naive`` (the VL template
+    for BLIP), or the PEFT strategy named by ``cfg.options["base"]`` (``inflora``,
+    ``coda_prompt``) with ``cfg.options["base_options"]`` as its keywords; ``cfg.lr`` is its
+    Adam learning rate."""
+    base = cfg.options.get("base")
+    if base is None:
+        return _supervised(cfg, model, evaluator, plugins=plugins)
+    if base not in PEFT_BASES:
+        raise ValueError(f"options['base'] must be one of {sorted(PEFT_BASES)} (the strategy "
+                         f"the memory is added to), got {base!r}; leave it out for Naive")
+    return _peft(PEFT_BASES[base], base, cfg, model, evaluator,
+                 cfg.options.get("base_options", {}), plugins)
 
 
 def inflora(cfg, model, evaluator):
     """InfLoRA (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
-    return _peft(InfLoRA, cfg, model, evaluator)
+    return _peft(InfLoRA, cfg.method, cfg, model, evaluator, cfg.options)
 
 
 def coda_prompt(cfg, model, evaluator):
     """CODA-Prompt (rehearsal-free; ``cfg.lr`` is its Adam learning rate)."""
-    return _peft(CODAPrompt, cfg, model, evaluator)
+    return _peft(CODAPrompt, cfg.method, cfg, model, evaluator, cfg.options)

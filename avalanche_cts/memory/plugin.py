@@ -54,6 +54,12 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     It composes with Avalanche's strategies and plugins (Naive, EWC, SI, LwF, MAS, ER-ACE,
     ER-AML, GEM, A-GEM, GDumb, Cumulative, Replay, MIR, ...); :func:`refused` names the ones it
     cannot serve (JointTraining; DER with token dropout), refused when training starts.
+    On the parameter-efficient strategies (:class:`~avalanche_cts.strategies.CODAPrompt`,
+    :class:`~avalanche_cts.strategies.InfLoRA`) memory records and dropped new data run
+    through the prompted / low-rank-adapted model (CODA-Prompt selects prompts by the
+    query of the partial input itself); the memory loss is the cross-entropy over all seen
+    classes' logits (old heads frozen: it trains the current prompts or branch and the new
+    head), new data keeps the strategy's local cross-entropy.
 
     * After each experience the storage policy is updated with it.
     * Each training step draws a memory minibatch from its own cycled loader (as DER does)

@@ -54,6 +54,8 @@ def attention_access(model) -> AttentionAccess:
     adapter = get_adapter(model)
     if isinstance(adapter, AttentionAccess):
         return adapter
+    if callable(getattr(adapter, "attention_access", None)):
+        return adapter.attention_access()
     if isinstance(adapter, TimmViTAdapter):
         return TimmAttentionAccess(adapter)
     raise TypeError(

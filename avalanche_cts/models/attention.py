@@ -116,6 +116,11 @@ class AttentionAccess(ABC):
         """Attention probabilities ``(B, H, N, N)`` from a probability module's output."""
         return output
 
+    def _skip_capture(self) -> bool:
+        """Whether the attention running now is not the prediction's (e.g. a prompt
+        method's query pass), so :meth:`capture_attention` leaves it out (default: never)."""
+        return False
+
     def _explicit_attention(self, blocks: Sequence[int]):
         """Context in which ``blocks`` materialise their attention probabilities."""
         return contextlib.nullcontext()
@@ -202,6 +207,8 @@ class AttentionAccess(ABC):
         maps: List[Tensor] = []
 
         def hook(module: nn.Module, inputs: tuple, output) -> None:
+            if self._skip_capture():
+                return
             probs = self._probs(output)
             maps.append(probs if reduce is None else reduce(probs))
 

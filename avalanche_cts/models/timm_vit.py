@@ -224,6 +224,12 @@ class TimmViTAdapter:
         kept = tokens.gather(1, keep_idx.long()[..., None].expand(-1, -1, tokens.shape[-1]))
         return self.forward_tokens(kept, keep_idx)
 
+    @property
+    def entry(self) -> nn.Module:
+        """The module a strategy calls on its mini-batch (the model itself; a wrapper's
+        adapter returns the wrapper), whose forward :meth:`partial_inputs` redirects."""
+        return self.model
+
     @contextlib.contextmanager
     def partial_inputs(self, keep: Tensor, mode: str, images: Tensor) -> Iterator[PartialInputs]:
         """Within the context, calling the model on ``images`` (that tensor, the batch ``keep``
@@ -231,7 +237,7 @@ class TimmViTAdapter:
         full forwards (how a strategy's own forward sees token dropout); restored on exit.
         Yields the :class:`~.partial.PartialInputs` (its ``uses``)."""
         partial = PartialInputs(images, keep, mode)
-        model = self.model
+        model = self.entry
 
         def forward(x, *args, **kwargs):
             if partial.applies(x):

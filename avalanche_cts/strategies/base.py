@@ -74,6 +74,10 @@ class TaskHeads(nn.Module):
         """Global class ids of the newest head, ``(n_t,)``."""
         return self.class_ids[len(self.class_ids) - len(self.classes[-1]):]
 
+    def is_current(self, y: Tensor) -> Tensor:
+        """``(B,)`` bool: which global labels ``y`` belong to the newest head."""
+        return (y[:, None] == self.current_classes[None]).any(1)
+
     def local_targets(self, y: Tensor) -> Tensor:
         """Map global labels ``(B,)`` of the current classes to ``[0, n_t)``."""
         hits = y[:, None] == self.current_classes[None]
@@ -158,11 +162,37 @@ class PEFTTemplate(SupervisedTemplate):
             self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def criterion(self) -> Tensor:
-        """Local cross-entropy on the current head while training; global CE otherwise."""
+        """Local cross-entropy on the current head while training; global CE otherwise.
+
+        Samples of old classes in a training mini-batch (replayed by Avalanche's
+        ``ReplayPlugin``, which concatenates them to it) get the cross-entropy over all
+        seen classes' logits instead (old heads frozen: it trains the current parameters
+        and the new head against the old classes); the loss is then the mean over the batch
+        of both terms. A batch of current classes only takes the rehearsal-free path
+        unchanged.
+        """
         if not self.is_training:
             return F.cross_entropy(self.mb_output, self.mb_y)
         logits = self.mb_output[:, self.heads.current_classes]
-        return F.cross_entropy(logits, self.heads.local_targets(self.mb_y))
+        current = self.heads.is_current(self.mb_y)
+        if bool(current.all()):
+            return F.cross_entropy(logits, self.heads.local_targets(self.mb_y))
+        return self._mixed_criterion(logits, current)
+
+    def _mixed_criterion(self, logits: Tensor, current: Tensor) -> Tensor:
+        """Local CE of current-class rows + seen-class CE of replayed rows, mean over ``B``."""
+        y = self.mb_y
+        old = y[~current]
+        seen = self.heads.class_ids
+        if not bool((old[:, None] == seen[None]).any(1).all()):
+            raise ValueError(
+                f"training labels {sorted(set(old.tolist()) - set(seen.tolist()))} have no head "
+                f"yet: a mini-batch may hold the current experience's classes and replayed "
+                f"samples of earlier experiences only")
+        new = F.cross_entropy(logits[current], self.heads.local_targets(y[current]),
+                              reduction="sum")
+        replayed = F.cross_entropy(self.mb_output[~current], old, reduction="sum")
+        return (new + replayed) / y.shape[0]
 
     def _before_training_epoch(self, **kwargs):
         super()._before_training_epoch(**kwargs)

@@ -305,6 +305,7 @@ class InfLoRA(PEFTTemplate):
         heads = TaskHeads(model.head.in_features if isinstance(model.head, nn.Linear)
                           else model.num_features, num_classes or model.num_classes)
         model.head = heads
+        model.num_classes = heads.num_classes  # what token adapters read as the label space
         super().__init__(model=model, heads=heads, lr=lr, **kwargs)
         self.rank = rank
         self.n_experiences = n_experiences

@@ -13,18 +13,26 @@ components and heads are frozen, and the loss is the cross-entropy on the curren
 logits (CODA masks the past classes' logits, which is the same). Orthogonality penalty:
 none (CODA's ImageNet-R setting ``--prompt_param 100 8 0.0``).
 Works with any embedding size; blocks must use timm's standard ``Attention``.
+
+Token memories: :class:`CodaPromptAdapter` (registered with ``register_adapter``) gives
+``CoreTokensetReplayPlugin`` and the token scorers the prompted model: a partial input
+(memory record or new data with tokens dropped, zero / sparse / mask modes) selects its
+prompts by its own query (a record has no whole scene to take one from).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models import register_adapter
+from ..models.timm_vit import TimmAttentionAccess, TimmViTAdapter
 from .base import PEFTTemplate, TaskHeads, freeze
 
-__all__ = ["PrefixAttention", "CodaPromptPool", "CodaPromptViT", "CODAPrompt"]
+__all__ = ["PrefixAttention", "CodaPromptPool", "CodaPromptViT", "CODAPrompt", "CodaPromptAdapter",
+           "CodaAttentionAccess"]
 
 
 class PrefixAttention(nn.Module):
@@ -39,6 +47,22 @@ class PrefixAttention(nn.Module):
         self.attn = attn
         self.prefix: Optional[Tuple[Tensor, Tensor]] = None
 
+    # what attention access (token scorers) reads from a timm Attention
+    @property
+    def attn_drop(self) -> nn.Module:
+        """The wrapped attention's ``attn_drop``: its input is the ``(B, H, N, Lp + N)``
+        attention probabilities (prompt keys first) whenever ``fused_attn`` is off."""
+        return self.attn.attn_drop
+
+    @property
+    def k_norm(self) -> nn.Module:
+        """The wrapped attention's ``k_norm`` (output: the sequence's keys, prompts excluded)."""
+        return self.attn.k_norm
+
+    @property
+    def num_heads(self) -> int:
+        return self.attn.num_heads
+
     def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, **kwargs) -> Tensor:
         a = self.attn
         if self.prefix is None:
@@ -51,12 +75,28 @@ class PrefixAttention(nn.Module):
         if attn_mask is not None:
             lead = attn_mask.new_ones if attn_mask.dtype == torch.bool else attn_mask.new_zeros
             attn_mask = torch.cat([lead(*attn_mask.shape[:-1], pk.shape[2]), attn_mask], -1)
-        drop = a.attn_drop.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        if a.fused_attn:
+            drop = a.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        else:
+            out = _explicit_attention(a, q, k, v, attn_mask)
         out = a.norm(out.transpose(1, 2).reshape(b, n, a.num_heads * a.head_dim))
         if getattr(a, "gate", None) is not None:
             out = out * a.gate(x).sigmoid()
         return a.proj_drop(a.proj(out))
+
+
+def _explicit_attention(a: nn.Module, q: Tensor, k: Tensor, v: Tensor,
+                        attn_mask: Optional[Tensor]) -> Tensor:
+    """timm's unfused attention (probabilities through ``a.attn_drop``, where attention
+    access hooks read them) for ``(B, H, N, d)`` queries and ``(B, H, Lp + N, d)`` keys and
+    values; ``attn_mask`` is a bool keep mask or an additive float mask ``(B, 1, 1, Lp + N)``."""
+    scores = (q * a.scale) @ k.transpose(-2, -1)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
+    return a.attn_drop(scores.softmax(dim=-1)) @ v
 
 
 def _orthogonal_rows(old: Tensor, k: int) -> Tensor:
@@ -130,23 +170,52 @@ class CodaPromptViT(nn.Module):
             vit.blocks[i].attn = pa
         self.pool = CodaPromptPool(vit.num_features, len(self.layers), length)
         self.heads = TaskHeads(vit.num_features, num_classes)
+        self.selecting = False
+        """Whether the running ViT forward is the (unprompted) query pass."""
 
     def features(self, x: Tensor, prompts: Optional[Tensor] = None) -> Tensor:
         """Pre-logits features ``(B, D)``, prefix-tuned by ``prompts`` ``(B, layers, L, D)``."""
+        return self.prompted_features(lambda: self.vit_features(x), prompts)
+
+    def vit_features(self, x: Tensor) -> Tensor:
+        """Pre-logits features ``(B, D)`` of the ViT on images ``x`` (prompted when its
+        prefixes are set)."""
+        return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
+
+    def prompted_features(self, run: Callable[[], Tensor],
+                          prompts: Optional[Tensor] = None) -> Tensor:
+        """``run()`` (any forward of ``vit`` returning ``(B, D)`` features, e.g. a token
+        adapter's partial forward) with the prefixes of ``prompts`` ``(B, layers, L, D)``
+        set in the prompted blocks (none when ``prompts`` is None)."""
         half = self.pool.length // 2
         try:
             for j, pa in enumerate(self.prefixed):
                 if prompts is not None:
                     pa.prefix = (prompts[:, j, :half], prompts[:, j, half:])
-            return self.vit.forward_head(self.vit.forward_features(x), pre_logits=True)
+            return run()
         finally:
             for pa in self.prefixed:
                 pa.prefix = None
 
+    def prompted_pre_logits(self, run: Callable[[], Tensor]) -> Tensor:
+        """CODA-Prompt's features ``(B, D)`` around a ViT forward ``run() -> (B, D)``: the
+        query is ``run()`` unprompted (no gradient; :attr:`selecting` is true meanwhile),
+        then ``run()`` again with its prompts. A partial input (kept tokens) thus selects
+        its prompts by its own query."""
+        self.selecting = True
+        try:
+            with torch.no_grad():
+                query = self.prompted_features(run)
+        finally:
+            self.selecting = False
+        return self.prompted_features(run, self.pool(query))
+
+    def prompted_logits(self, run: Callable[[], Tensor]) -> Tensor:
+        """Logits ``(B, C)`` of :meth:`prompted_pre_logits`."""
+        return self.heads(self.prompted_pre_logits(run))
+
     def forward(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            query = self.features(x)
-        return self.heads(self.features(x, self.pool(query)))
+        return self.prompted_logits(lambda: self.vit_features(x))
 
 
 class CODAPrompt(PEFTTemplate):
@@ -188,3 +257,64 @@ class CODAPrompt(PEFTTemplate):
         for k in state["components"]:
             self.model.pool.add_components(k)
         freeze(self.model.pool)
+
+
+class CodaPromptAdapter(TimmViTAdapter):
+    """Token-level forwards of a :class:`CodaPromptViT` (core tokenset replay, token dropout,
+    scorers): the timm adapter of its ViT, each logits forward wrapped in CODA's prompt
+    selection, whose query comes from the same partial input (zero, sparse or mask mode;
+    a memory record has no whole scene to take it from). A learned mask token lives on
+    the ViT (``net.vit.cts_mask_token``) and is trained with the prompts.
+
+    :param net: the prompted model (``CODAPrompt.model``).
+    """
+
+    def __init__(self, net: CodaPromptViT):
+        super().__init__(net.vit)
+        self.net = net
+        self.num_classes = int(net.heads.num_classes)
+
+    @property
+    def entry(self) -> nn.Module:
+        return self.net
+
+    def forward_zero(self, images: Tensor, keep: Tensor) -> Tensor:
+        base = super().forward_zero
+        return self.net.prompted_logits(lambda: base(images, keep))
+
+    def forward_record(self, values: Tensor, positions: Tensor, valid: Optional[Tensor],
+                       mode: str) -> Tensor:
+        base = super().forward_record
+        return self.net.prompted_logits(lambda: base(values, positions, valid, mode))
+
+    def features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        pre = self.net.prompted_pre_logits(lambda: self.net.vit_features(images))
+        return pre, self.net.heads(pre)
+
+    def attention_access(self) -> "CodaAttentionAccess":
+        """Attention of the prompted model (for token scorers)."""
+        return CodaAttentionAccess(self)
+
+
+class CodaAttentionAccess(TimmAttentionAccess):
+    """:class:`TimmAttentionAccess` of a :class:`CodaPromptViT`: logits are the prompted
+    model's; attention maps are those of the prompted pass (the query pass is not
+    captured), restricted to the sequence's own keys ``(B, H, N, N)``: the attention to the
+    prompt tokens is left out, so rows sum to at most 1 (rollout renormalises them)."""
+
+    def __init__(self, adapter: CodaPromptAdapter):
+        super().__init__(adapter)
+        self.net = self.module = adapter.net
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    @staticmethod
+    def _probs(output: Tensor) -> Tensor:
+        return output[..., -output.shape[-2]:]
+
+    def _skip_capture(self) -> bool:
+        return self.net.selecting
+
+
+register_adapter(lambda m: isinstance(m, CodaPromptViT), CodaPromptAdapter)

@@ -157,12 +157,12 @@ CASES = [
      "must be one folder name"),
     # 3. option keys a method does not read
     ("options typo", _options("coreset", bufer={}), ValueError,
-     "'bufer', which method 'coreset' does not read; valid keys: ['buffer', 'plugin', "
-     "'template']"),
+     "'bufer', which method 'coreset' does not read; valid keys: ['base', 'base_options', "
+     "'buffer', 'plugin', 'template']"),
     ("options buffer on naive", _options("naive", buffer={"batch_size": 4}), ValueError,
      "'buffer', which method 'naive' does not read; valid keys: ['template']"),
     ("options buffer on replay", _options("replay", buffer={}), ValueError,
-     "none (this method takes no options)"),
+     "'buffer', which method 'replay' does not read; valid keys: ['base', 'base_options']"),
     ("options buffer key typo", _options("coreset", buffer={"bach_size": 4}), ValueError,
      "RunConfig.options.buffer has ['bach_size'], which method 'coreset' does not read"),
     ("options buffer key set by run", _options("core_tokenset", buffer={"seed": 1}),

@@ -8,7 +8,9 @@ naming the key, the method and the valid keys).
   BLIP models);
 * ``naive``, ``cumulative``: ``template``;
 * ``inflora``, ``coda_prompt``: their own keywords (``rank``, ``pool_size``, ...);
-* Avalanche's sample buffers (``replay*``): none.
+* Avalanche's sample buffers (``replay*``): none;
+* every memory method also takes ``base`` and ``base_options`` (the PEFT strategy the memory
+  is added to and its keywords, :func:`~avalanche_cts.harness.methods._base_strategy`).
 
 Keywords that ``RunConfig`` fields already set (the budget, seed, learning rate, ...) are not
 options. Methods added with ``register_method`` read their options themselves (not checked).
@@ -51,14 +53,15 @@ def option_keys(method: str) -> Optional[Dict[str, Optional[List[str]]]]:
     token = dict(template, buffer=_keywords(CoreTokensetBuffer, "buffer"),
                  plugin=_keywords(CoreTokensetReplayPlugin, "plugin"))
     peft = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+    base = {"base": None, "base_options": None}  # the strategy a memory is added to
     if method in ("coreset", "core_tokens", "core_tokenset"):
-        return token
+        return dict(token, **base)
     if method in ("naive", "cumulative"):
         return template
     if method in peft:
         return dict.fromkeys(_keywords(peft[method], "peft"))
     if method in ("replay", "replay_class_balanced", "replay_reservoir", "replay_herding"):
-        return {}
+        return base
     return None
 
 

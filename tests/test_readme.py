@@ -159,6 +159,7 @@ def test_python_blocks_are_the_listed_examples(doc):
 
 @pytest.mark.parametrize("name", [n for names in EXAMPLES.values() for n in names])
 def test_example_runs_and_prints_what_the_readme_says(name, example_runs):
+    assert name in example_runs or name in NEEDS_DATA, f"no example {name!r} in the documents"
     if name not in example_runs:
         pytest.skip(f"{name} reads {NEEDS_DATA[name]} (Debian's dataset-fashion-mnist, "
                     f"installed by make setup as root), which is absent")

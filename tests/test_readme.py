@@ -252,6 +252,45 @@ def test_link_checks_catch_a_planted_break(tmp_path):
         "cluttered-fashion-mnist-the-papers-regime"
 
 
+def result_files_text(doc: Path) -> str:
+    """The text of every result file (md, txt, json, csv) in the folders ``doc`` links to, or
+    beside the files it links to, with runs of blanks made single."""
+    folders = set()
+    for target in relative_links(doc):
+        path = (doc.parent / target.partition("#")[0]).resolve()
+        folders.add(path if path.is_dir() else path.parent)
+    files = {f for d in folders if d != doc.parent.resolve() and ROOT in d.parents
+             for f in d.rglob("*") if f.suffix in (".md", ".txt", ".json", ".csv")}
+    return re.sub(r"[ \t]+", " ", "\n".join(f.read_text(errors="replace") for f in sorted(files)))
+
+
+def untraced_figures(doc: Path):
+    """Table figures (``m ± s``) and lines of plain code blocks of ``doc`` found in no result file."""
+    files = result_files_text(doc)
+    rows = [line for line in prose(doc.read_text()).splitlines() if line.startswith("|")]
+    figures = {f for row in rows for f in re.findall(r"[-+]?\d+\.\d+ ± \d+\.\d+", row)}
+    lines = {re.sub(r"[ \t]+", " ", line) for lang, body in fenced_blocks(doc.read_text())
+             if lang == "" for line in body.splitlines() if line.strip()}
+    return sorted(f for f in figures | lines if f not in files)
+
+
+def test_result_tables_come_from_result_files():
+    doc = ROOT / "docs" / "results.md"
+    assert not untraced_figures(doc), ("docs/results.md shows figures that no result file "
+                                       f"holds: {untraced_figures(doc)}")
+
+
+def test_an_invented_figure_is_caught(tmp_path):
+    doc = ROOT / "docs" / "results.md"
+    planted = tmp_path / "docs" / "results.md"
+    planted.parent.mkdir()
+    text = doc.read_text().replace("**39.2 ± 7.2**", "**41.2 ± 7.2**", 1)
+    text = text.replace("](../", f"]({ROOT}/")  # the same result files, from the copy
+    assert "41.2 ± 7.2" in text
+    planted.write_text(text)
+    assert "41.2 ± 7.2" in untraced_figures(planted)
+
+
 def composition_table(text: str):
     """``{strategy: "works" | "refused"}`` from the README's composition table."""
     section = text.split("## Which Avalanche strategies it composes with", 1)[1].split("\n## ", 1)[0]

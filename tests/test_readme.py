@@ -309,6 +309,46 @@ def test_composition_table_is_what_test_composition_runs():
     assert {n for n, v in table.items() if v == "refused"} == set(KWARGS) - set(WORKS)
 
 
+def resolve(base, dotted: str):
+    """The object at ``base.dotted`` (attributes or submodules), or ``None``."""
+    import importlib
+
+    obj = base
+    for part in dotted.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            try:
+                obj = importlib.import_module(f"{obj.__name__}.{part}")
+            except (ImportError, AttributeError):
+                return None
+    return obj
+
+
+def api_table_rows(text: str):
+    """The backticked names of each row of the README's API table."""
+    section = text.split("## The API and the folders", 1)[1].split("\n\n", 2)[1]
+    return [re.findall(r"`([\w.]+)`", row.split("|")[2]) for row in section.splitlines()[2:]]
+
+
+def test_api_names_in_the_readme_resolve():
+    """Each name of a row resolves in the package or in a module the row names."""
+    import avalanche_cts
+
+    rows = api_table_rows(README.read_text())
+    assert len(rows) >= 5 and all(rows), rows
+    unresolved = []
+    for names in rows:
+        dotted = [n.split(".")[1:] for n in names if n.startswith("avalanche_cts.")]
+        bases = [avalanche_cts] + [resolve(avalanche_cts, ".".join(parts[:i]))
+                                   for parts in dotted for i in range(1, len(parts) + 1)]
+        for name in names:
+            rel = name.split(".", 1)[1] if name.startswith("avalanche_cts.") else name
+            if not any(b is not None and resolve(b, rel) is not None for b in bases):
+                unresolved.append(name)
+    assert not unresolved, f"the README's API table names what the package lacks: {unresolved}"
+
+
 def test_software_citation_names_the_package_version():
     import avalanche_cts
 

@@ -87,9 +87,10 @@ class PartialInferencePlugin(SupervisedPlugin):
             adapter.partial_inputs(keep, self.mode, images))
 
     def after_eval_forward(self, strategy: "SupervisedTemplate", **kwargs):
-        applied, self._applied = self._applied, None
+        unused = self._applied is not None and not self._applied.uses
+        self._applied = None
         self._partial.close()
-        if applied is not None and not applied.uses:
+        if unused:
             raise RuntimeError(
                 f"{type(strategy).__name__}'s evaluation forward did not run the model on "
                 f"strategy.mb_x, so top-token inference cannot apply: evaluate it on whole "

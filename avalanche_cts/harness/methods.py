@@ -64,8 +64,11 @@ def build_strategy(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin
     from . import METHODS
 
     strategy = METHODS.load(cfg.method)(cfg, model, evaluator)
-    if cfg.inference != "whole":
-        check_inference_model(model, cfg.inference_mode)  # before training, not at evaluation
+    if cfg.inference != "whole":  # checked before training, not at the first evaluation
+        if is_vl_model(model):
+            raise ValueError("top-token inference classifies images: BLIP runs are evaluated "
+                             "on whole images (inference='whole')")
+        check_inference_model(model, cfg.inference_mode)
         strategy.plugins.append(PartialInferencePlugin(
             cfg.inference, cfg.inference_scorer, cfg.inference_mode, seed=cfg.seed))
     return strategy

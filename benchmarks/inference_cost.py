@@ -65,8 +65,8 @@ def settings(model, keeps) -> Dict[str, Callable]:
             plugin = PartialInferencePlugin(keep, scorer, "zero")
             out[f"{keep:g}/{scorer}/score only"] = lambda x, p=plugin: p.keep_mask(model, x)
             for mode in MODES:
-                out[f"{keep:g}/{scorer}/{mode}"] = (
-                    lambda x, p=plugin, m=mode: adapter.forward_partial(x, p.keep_mask(model, x), m))
+                out[f"{keep:g}/{scorer}/{mode}"] = (lambda x, p=plugin, m=mode: adapter
+                                                    .forward_partial(x, p.keep_mask(model, x), m))
     return out
 
 

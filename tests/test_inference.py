@@ -49,7 +49,8 @@ def _planted_model():
     m = VisionTransformer(img_size=8, patch_size=2, in_chans=1, num_classes=2, embed_dim=2,
                           depth=0, num_heads=1, global_pool="avg", class_token=False)
     with torch.no_grad():
-        m.patch_embed.proj.weight.copy_(torch.tensor([0.25, -0.25]).view(2, 1, 1, 1).expand(2, 1, 2, 2))
+        mean_pm = torch.tensor([0.25, -0.25]).view(2, 1, 1, 1)  # +- the mean of a 2x2 patch
+        m.patch_embed.proj.weight.copy_(mean_pm.expand(2, 1, 2, 2))
         m.patch_embed.proj.bias.zero_()
         m.pos_embed.zero_()
         m.head.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))

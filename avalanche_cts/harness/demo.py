@@ -168,7 +168,8 @@ def demo_cells(args) -> List:
                     seed=seed, device=args.device, **train)
                 key = f"{method}" + (f"-budget={r:g}" if r else "") + f"-seed={seed}"
                 if cfg.inference != "whole":
-                    key += f"-inference={cfg.inference:g}-{cfg.inference_scorer}-{cfg.inference_mode}"
+                    key += (f"-inference={cfg.inference:g}-{cfg.inference_scorer}"
+                            f"-{cfg.inference_mode}")
                 cells.append(Cell(len(cells), key, cfg, dict(bench, seed=seed), {}))
     return cells
 

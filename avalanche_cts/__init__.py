@@ -16,6 +16,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "memory.buffer": ("CoreTokensetBuffer",),
     "memory.plugin": ("CoreTokensetReplayPlugin",),
+    "memory.inference": ("PartialInferencePlugin",),
     "memory.recipe": ("DEFAULT_RECIPE", "Recipe"),
     "tokens.normalization": ("Normalization",),
     "memory.codec": ("PixelCodec",),

@@ -4,8 +4,11 @@ import torch
 
 from avalanche_cts.benchmarks.fmnist import heldout_indices, load_fashion_mnist, split_fashion_mnist
 from avalanche_cts.harness.checkpoint import HEAD_STREAM, fresh_head
+from avalanche_cts.harness import pretrain
 from avalanche_cts.harness.pretrain import (
+    BACKBONES,
     PretrainSpec,
+    drop_keep_mask,
     load_pretrained,
     partial_input_accuracy,
     pretrain_backbone,
@@ -56,8 +59,9 @@ def test_stream_never_shows_a_pretraining_image(fake_fmnist):
 def test_backbone_is_strong_and_reports_partial_input_accuracy(pretrained):
     meta = torch.load(pretrained[0], weights_only=False)["meta"]
     assert meta["accuracy"]["test"]["keep1"] > 0.6  # planted classes: far above chance (0.1)
-    assert set(meta["accuracy"]["val"]) == {"keep1", "zero0.5", "sparse0.5", "zero0.25",
-                                            "sparse0.25", "zero0.1", "sparse0.1"}
+    assert set(meta["accuracy"]["val"]) == {"keep1"} | {
+        f"{choice}{mode}{keep}" for choice in ("", "rollout_") for mode in ("zero", "sparse", "mask")
+        for keep in (0.5, 0.25, 0.1)}
     assert not any(k.startswith("head.") for k in torch.load(pretrained[0])["state_dict"])
 
 
@@ -121,3 +125,60 @@ def test_interrupted_pretraining_resumes_to_the_same_checkpoint(fake_fmnist, tmp
     assert resumed["meta"]["n_images"] == 30
     for k, v in straight["state_dict"].items():
         assert torch.equal(v, resumed["state_dict"][k]), k
+
+
+def test_default_backbone_names_are_unchanged_and_token_choice_names_new_ones():
+    assert BACKBONES["cluttered_fmnist"].file_name() == (
+        "vit_clutter_tiny_cluttered_fmnist-held5000-val200_e16_lr0.001_wd0.05_b128_drop0.5-0.1_s0.pt")
+    assert PretrainSpec(drop_tokens="rollout").file_name().endswith("_drop0.5-0.1-rollout_s0.pt")
+    with pytest.raises(ValueError, match="drop_tokens must be one of"):
+        PretrainSpec(drop_tokens="gradcam")
+
+
+def _top(scores, counts):
+    """Reference: sample i keeps the indices of its counts[i] highest scores."""
+    return [set(row.topk(int(c)).indices.tolist()) for row, c in zip(scores, counts)]
+
+
+def test_rollout_and_mixed_drop_keep_the_top_scored_tokens():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(400, 16, generator=g)
+    counts = torch.randint(1, 17, (400,), generator=g)
+    top = _top(scores, counts)
+    keep = drop_keep_mask("rollout", counts, 16, g, lambda: scores)
+    assert [set(r.nonzero().flatten().tolist()) for r in keep] == top
+    mixed = drop_keep_mask("mixed", counts, 16, g, lambda: scores)
+    assert mixed.sum(1).tolist() == counts.tolist()
+    on_top = [set(r.nonzero().flatten().tolist()) == t for r, t, c in zip(mixed, top, counts)
+              if c <= 8]  # a random choice of <= 8 of 16 tokens is rarely the top
+    assert 0.35 < sum(on_top) / len(on_top) < 0.65
+    calls = []
+    whole = drop_keep_mask("rollout", torch.full((3,), 16), 16, g, lambda: calls.append(1))
+    assert whole.all() and not calls  # no scoring pass for whole images
+
+
+def test_rollout_pretraining_keeps_the_scorers_top_tokens_and_trains_the_mask_token(
+        bars, tmp_path, monkeypatch):
+    spec = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_class=6,
+                        val_per_class=1, epochs=2, batch_size=5, drop_tokens="rollout",
+                        drop_share=1.0)
+    seen = []
+
+    def checked(tokens, counts, num_tokens, g, scores):
+        keep = drop_keep_mask(tokens, counts, num_tokens, g, scores)
+        if tokens == "rollout":
+            seen.append([set(r.nonzero().flatten().tolist()) for r in keep]
+                        == _top(scores(), counts))
+        return keep
+
+    monkeypatch.setattr(pretrain, "drop_keep_mask", checked)
+    path = pretrain_backbone(spec, data_root=bars, cache_dir=tmp_path, log=None)
+    assert path.name.endswith("-rollout_s0.pt")
+    assert len(seen) == 2 * 10 + 2 * 3 and all(seen)  # 20 steps; val and test x 3 keeps
+    model = create_model("vit_fmnist_tiny", num_classes=10)
+    init = get_adapter(model).add_mask_token(
+        torch.Generator().manual_seed(pretrain._INIT_STREAM + spec.seed)).detach()
+    trained = torch.load(path, weights_only=True)["state_dict"]["cts_mask_token"]
+    assert trained.shape == init.shape and (trained - init).abs().max() > 1e-4
+    meta = torch.load(path, weights_only=False)["meta"]
+    assert meta["drop_tokens"] == "rollout" and "rollout_mask0.25" in meta["accuracy"]["val"]

@@ -95,6 +95,8 @@ def quiet_third_party_warnings() -> None:
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    from .demo import add_inference_arguments
+
     p.add_argument("--config", required=True, help="YAML experiment config (required)")
     p.add_argument("--cell", type=int, nargs="+", metavar="I",
                    help="run only these cells (indices from --list; default: all)")
@@ -120,6 +122,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="runs in parallel, one process and one torch thread each (CPU; "
                         "default: %(default)s)")
+    add_inference_arguments(p, defaults=False)
     p.add_argument("--list", action="store_true", help="print the selected cells and exit")
     p.add_argument("--force", action="store_true",
                    help="rerun the selected cells from scratch, replacing stored results "
@@ -134,6 +137,7 @@ def _run_command(args) -> None:
 
     from .._files import check_folder
     from ..memory.distributed import init_distributed, is_main_process
+    from .demo import inference_settings
     from .execute import execute_cells, finished_results
     from .grid import expand_cells, load_config, select_cells
     from .report import write_summary
@@ -145,6 +149,7 @@ def _run_command(args) -> None:
                       (args.out, "out")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
+    overrides += [f"{k}={v}" for k, v in inference_settings(args).items()]
     config = load_config(args.config, overrides)
     out = check_folder(config["out"], f"output folder (out) of {args.config}")
     all_cells = expand_cells(config)

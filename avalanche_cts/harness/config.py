@@ -34,6 +34,7 @@ __all__ = [
     "OPTIMIZERS",
     "TOKEN_METHODS",
     "RunConfig",
+    "check_inference",
     "fingerprint",
     "settings_diff",
 ]
@@ -50,6 +51,8 @@ LOGGERS = ("progress", "text", "csv", "tensorboard")
 
 _NOT_SHAPING = ("out_dir", "resume", "loggers", "num_workers", "pin_memory")
 """Settings that do not change a run's numbers."""
+_INFERENCE_FIELDS = ("inference", "inference_scorer", "inference_mode")
+"""Settings of top-token inference (shaping only when ``inference`` is not whole)."""
 
 
 def _check(ok: bool, name: str, value: Any, wanted: str) -> None:
@@ -131,6 +134,15 @@ class RunConfig:
     """Folder of this run's files: result.json, accuracy.png, state.pt, logs."""
     resume: bool = True
     """Continue from ``out_dir/state.pt`` when it exists."""
+    inference: Any = "whole"
+    """How test images are classified: ``"whole"`` (all tokens), or a keep rate in (0, 1]:
+    each image from its top tokens under ``inference_scorer`` run on the current model (no
+    label), fed in ``inference_mode``
+    (:class:`~avalanche_cts.memory.inference.PartialInferencePlugin`)."""
+    inference_scorer: str = "rollout"
+    """Scorer of top-token inference (a registered scorer name)."""
+    inference_mode: str = "mask"
+    """``mask``, ``zero`` or ``sparse``: how top-token inference feeds the kept tokens."""
 
     def __post_init__(self):
         c = self
@@ -199,6 +211,7 @@ class RunConfig:
         _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS)
                and len(set(c.loggers)) == len(c.loggers), "loggers", c.loggers,
                f"a list of {list(LOGGERS)}, each once")
+        check_inference(c)
 
     @classmethod
     def from_dict(cls, d: Dict) -> "RunConfig":
@@ -218,8 +231,11 @@ class RunConfig:
                 "core_tokenset": self.budget ** self.retention_exponent}[self.method]
 
     def shaping(self) -> Dict[str, Any]:
-        """The settings that shape a result (everything but output and loader options)."""
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_SHAPING}
+        """The settings that shape a result (everything but output and loader options; the
+        inference settings only when not whole, so whole-image results keep their
+        fingerprints)."""
+        skip = _NOT_SHAPING + (_INFERENCE_FIELDS if self.inference == "whole" else ())
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def key(self) -> str:
         """A readable, file-name-safe name of the run (not unique: see :func:`fingerprint`)."""
@@ -233,8 +249,22 @@ class RunConfig:
             parts += [self.scorer, self.replay_mode]
             if self.token_retention is not None:
                 parts.append(f"t{self.token_retention:g}")
+        if self.inference != "whole":
+            parts.append(f"inf{self.inference:g}-{self.inference_scorer}-{self.inference_mode}")
         parts.append(f"s{self.seed}")
         return "_".join(parts).replace("/", "-")
+
+
+def check_inference(c: RunConfig) -> None:
+    """Validate the inference settings of ``c`` (``inference``, ``inference_scorer``,
+    ``inference_mode``)."""
+    _check(c.inference == "whole" or (_is_num(c.inference) and 0 < c.inference <= 1),
+           "inference", c.inference,
+           "'whole' or a token keep rate in (0, 1] (top tokens by inference_scorer)")
+    _check(c.inference_scorer in SCORERS, "inference_scorer", c.inference_scorer,
+           f"one of {SCORERS.names()}")
+    _check(c.inference_mode in REPLAY_MODES, "inference_mode", c.inference_mode,
+           f"one of {list(REPLAY_MODES)}")
 
 
 def fingerprint(settings: Dict[str, Any]) -> str:

@@ -72,6 +72,35 @@ def recipe_settings(args: argparse.Namespace) -> Dict:
                                           "dropout_tokens", "dropout_refresh")}
 
 
+def _keep_or_whole(text: str):
+    if text == "whole":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'whole' or a keep rate in (0, 1], got {text!r}")
+
+
+def add_inference_arguments(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """How test images are classified (``RunConfig.inference*``); ``defaults=False`` leaves
+    an option that is not given as ``None`` (the config's own setting stays)."""
+    given = (lambda v: v) if defaults else (lambda v: None)
+    p.add_argument("--inference", type=_keep_or_whole, default=given("whole"),
+                   metavar="whole|KEEP",
+                   help="classify test images whole, or each from its top KEEP share of "
+                        "tokens under --inference-scorer run on the current model (no label)")
+    p.add_argument("--inference-scorer", default=given("rollout"), choices=SCORERS.names(),
+                   help="scorer of top-token inference")
+    p.add_argument("--inference-mode", default=given("mask"), choices=recipe.REPLAY_MODES,
+                   help="how top-token inference feeds the kept tokens")
+
+
+def inference_settings(args: argparse.Namespace) -> Dict:
+    """The ``RunConfig`` fields of :func:`add_inference_arguments` that were given."""
+    names = ("inference", "inference_scorer", "inference_mode")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The demo's options (shown by ``avalanche-cts demo --help`` with their defaults)."""
     p.add_argument("--benchmark", default="fmnist_pretrained", choices=sorted(_BENCHMARKS),
@@ -86,6 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", default="rollout", choices=SCORERS.names(),
                    help="token scorer (rollout: best on the validation split)")
     add_recipe_arguments(p)
+    add_inference_arguments(p)
     p.add_argument("--retention-exponent", type=float,
                    default=recipe.DEFAULT_RECIPE.retention_exponent, metavar="E",
                    help="core tokenset split of a budget r: t = r ** E tokens per sample "
@@ -134,15 +164,20 @@ def demo_cells(args) -> List:
                 cfg = RunConfig(
                     method=method, budget=r, model=model, pretrained=args.pretrained,
                     selector=args.selector, scorer=args.scorer, **recipe_settings(args),
-                    retention_exponent=args.retention_exponent, batch_size=args.batch_size,
+                    **inference_settings(args), retention_exponent=args.retention_exponent, batch_size=args.batch_size,
                     seed=seed, device=args.device, **train)
                 key = f"{method}" + (f"-budget={r:g}" if r else "") + f"-seed={seed}"
+                if cfg.inference != "whole":
+                    key += (f"-inference={cfg.inference:g}-{cfg.inference_scorer}"
+                            f"-{cfg.inference_mode}")
                 cells.append(Cell(len(cells), key, cfg, dict(bench, seed=seed), {}))
     return cells
 
 
 def _label(result: Dict) -> str:
-    return _LABELS[result["config"]["method"]]
+    from .report import with_inference
+
+    return with_inference(_LABELS[result["config"]["method"]], result["config"])
 
 
 def write_report(results: List[Dict], out: Path, title: str) -> str:

@@ -42,6 +42,7 @@ from torch import nn
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..memory.buffer import CoreTokensetBuffer
+from ..memory.inference import PartialInferencePlugin, check_inference_model
 from ..models import resolve_normalization
 from ..memory.plugin import CoreTokensetReplayPlugin
 from ..strategies.training import CODAPrompt, Cumulative, InfLoRA, Naive, VLCumulative, VLNaive
@@ -63,10 +64,20 @@ RANK_SEED_STRIDE = 1_000_003
 
 
 def build_strategy(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin):
-    """The Avalanche strategy of ``cfg.method`` around ``model``."""
+    """The Avalanche strategy of ``cfg.method`` around ``model``, evaluating in
+    ``cfg.inference`` (top-token inference adds a
+    :class:`~avalanche_cts.memory.inference.PartialInferencePlugin`)."""
     from . import METHODS
 
-    return METHODS.load(cfg.method)(cfg, model, evaluator)
+    strategy = METHODS.load(cfg.method)(cfg, model, evaluator)
+    if cfg.inference != "whole":  # checked before training, not at the first evaluation
+        if is_vl_model(model):
+            raise ValueError("top-token inference classifies images: BLIP runs are evaluated "
+                             "on whole images (inference='whole')")
+        check_inference_model(model, cfg.inference_mode)
+        strategy.plugins.append(PartialInferencePlugin(
+            cfg.inference, cfg.inference_scorer, cfg.inference_mode, seed=cfg.seed))
+    return strategy
 
 
 def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:

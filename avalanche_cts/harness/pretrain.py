@@ -11,9 +11,12 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
 2. **Training.** Supervised on the pool (``cluttered_fmnist``: a new scene per item every
    epoch, so positions and clutter never repeat; ``fmnist``: flips and +-2 px shifts), AdamW
    with a one-cycle schedule, label smoothing 0.1. **Partial inputs, MAE-style:** half of each
-   batch keeps a random share of its tokens drawn in [0.1, 1], fed in turn as zero-filled
-   (mean colour), sparse and mask-token inputs, so the backbone is robust to what replay
-   and token dropout feed it.
+   batch keeps a share of its tokens drawn in [0.1, 1], fed in turn as zero-filled
+   (mean colour), sparse and mask-token inputs (so the learned mask token is trained too),
+   so the backbone is robust to what replay and token dropout feed it. Which tokens
+   (``PretrainSpec.drop_tokens``): random (the shipped backbones), the top tokens by
+   attention rollout of the current model (attribution-shaped, as the memory and top-token
+   inference keep them) or each dropped image one of the two.
 3. **Checkpoint.** ``{"state_dict": backbone (with the learned mask token), "meta": settings
    and accuracies}`` under ``$AVALANCHE_CTS_CACHE/pretrained/`` (default
    ``~/.cache/avalanche_cts/pretrained/``), named after the settings; training resumes from a
@@ -24,7 +27,9 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
    would leak the stream's labels, and a head drawn from the pretraining run's seed would be
    the very head the backbone co-adapted with.
 4. ``meta`` reports accuracy on the held-out pool images and the test set with 100/50/25/10%
-   of the tokens kept, zero-filled and sparse (:func:`partial_input_accuracy`).
+   of the tokens kept, chosen at random and by rollout of the backbone, zero-filled, sparse
+   and mask-token (:func:`partial_input_accuracy`; the shipped backbones' meta predates the
+   rollout and mask columns).
 
 ``python -m avalanche_cts.harness.pretrain [fmnist|cluttered_fmnist]`` pretrains (or finds)
 the default backbone and prints its path and accuracies.
@@ -35,7 +40,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +56,8 @@ from ..benchmarks.fmnist import (
 from .._files import atomic_write, file_lock
 from ..cache import cache_folder, cache_root, writable_folder
 from ..models import create_model, get_adapter, resolve_normalization
-from ..tokens.patches import random_keep_mask
+from ..scorers import get_scorer
+from ..tokens.patches import random_keep_mask, rank_tokens
 from .checkpoint import fresh_head, read_checkpoint
 
 __all__ = [
@@ -63,12 +69,16 @@ __all__ = [
     "read_pretraining",
     "cache_root",
     "load_pretrained",
+    "DROP_TOKENS",
+    "drop_keep_mask",
     "partial_input_accuracy",
     "pretrain_backbone",
 ]
 
 PathLike = Union[str, Path]
 _MODES = ("zero", "sparse", "mask")
+DROP_TOKENS = ("random", "rollout", "mixed")
+"""Token choices of pretraining dropout (:attr:`PretrainSpec.drop_tokens`)."""
 _INIT_STREAM = 0x9E37_79B9
 """Offset of the pretraining initialisation stream (never a run's head stream)."""
 
@@ -110,6 +120,11 @@ class PretrainSpec:
     """Share of each batch trained on a partial input."""
     min_keep: float = 0.1
     seed: int = 0
+    drop_tokens: str = "random"
+    """Which tokens a dropped image keeps (:data:`DROP_TOKENS`): ``random``, ``rollout`` (the
+    top tokens by attention rollout of the current model, no label: attribution-shaped, as
+    the memory and top-token inference keep them) or ``mixed`` (each dropped image one of
+    the two, at even odds)."""
 
     def __post_init__(self):
         if self.benchmark not in ("fmnist", "cluttered_fmnist"):
@@ -119,11 +134,15 @@ class PretrainSpec:
             raise ValueError("val_per_class must be smaller than heldout_per_class")
         if not 0 <= self.drop_share <= 1 or not 0 < self.min_keep <= 1:
             raise ValueError(f"need drop_share in [0, 1], min_keep in (0, 1]: {self}")
+        if self.drop_tokens not in DROP_TOKENS:
+            raise ValueError(f"drop_tokens must be one of {DROP_TOKENS}, got {self.drop_tokens!r}")
 
     def file_name(self) -> str:
+        """The checkpoint's name (random dropout: the name it had before ``drop_tokens``)."""
+        tokens = "" if self.drop_tokens == "random" else f"-{self.drop_tokens}"
         return (f"{self.model}_{self.benchmark}-held{self.heldout_per_class}-val{self.val_per_class}"
                 f"_e{self.epochs}_lr{self.lr:g}_wd{self.weight_decay:g}_b{self.batch_size}"
-                f"_drop{self.drop_share:g}-{self.min_keep:g}_s{self.seed}.pt")
+                f"_drop{self.drop_share:g}-{self.min_keep:g}{tokens}_s{self.seed}.pt")
 
 
 BACKBONES: Dict[str, PretrainSpec] = {
@@ -166,36 +185,79 @@ def _augment(x: Tensor, g: torch.Generator, shift: int) -> Tensor:
                rows, cols]
 
 
+def drop_keep_mask(tokens: str, counts: Tensor, num_tokens: int, g: torch.Generator,
+                   scores: Optional[Callable[[], Tensor]] = None) -> Tensor:
+    """``(B, T)`` bool keep mask of a pretraining batch: sample i keeps ``counts[i]`` tokens,
+    at random (``tokens="random"``, from ``g``), the top of ``scores()`` (``(B, T)``, higher
+    first, computed without gradients: ``"rollout"``), or each sample one of the two at even
+    odds (``"mixed"``). ``scores`` is called only when some sample keeps fewer than
+    ``num_tokens`` tokens by score."""
+    if tokens == "random":
+        return random_keep_mask(counts, num_tokens, generator=g)
+    b = len(counts)
+    if tokens == "rollout":
+        keep, scored = torch.ones(b, num_tokens, dtype=torch.bool), torch.ones(b, dtype=torch.bool)
+    else:
+        keep = random_keep_mask(counts, num_tokens, generator=g)
+        scored = torch.rand(b, generator=g) < 0.5
+    scored &= counts < num_tokens
+    if bool(scored.any()):
+        with torch.no_grad():
+            rank = rank_tokens(scores().float().cpu(), "topk").argsort(1)
+        keep = torch.where(scored[:, None], rank < counts[:, None], keep)
+    return keep
+
+
 @torch.no_grad()
 def partial_input_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
                            keeps: Sequence[float] = (1.0, 0.5, 0.25, 0.1),
                            modes: Sequence[str] = ("zero", "sparse"), batch_size: int = 500,
-                           seed: int = 0) -> Dict[str, float]:
-    """Accuracy of ``model`` on normalised ``images`` keeping a random share of the tokens.
+                           seed: int = 0, tokens: Sequence[str] = ("random",)) -> Dict[str, float]:
+    """Accuracy of ``model`` on normalised ``images`` keeping a share of the tokens, chosen
+    at random (the same tokens for every mode) or, with ``"rollout"`` in ``tokens``, the top
+    tokens by attention rollout of ``model`` itself (no label).
 
-    :return: ``{"keep1": acc, "zero0.5": acc, "sparse0.5": acc, ...}`` (same random tokens
-        for every mode).
+    :return: ``{"keep1": acc, "zero0.5": acc, "sparse0.5": acc, ..., "rollout_zero0.5": acc,
+        ...}`` (random tokens unprefixed).
     """
     adapter = get_adapter(model)
     was = model.training
     model.eval()
-    out: Dict[str, float] = {}
     try:
+        scores = None
+        if "rollout" in tokens:
+            rollout = get_scorer("rollout")
+            scores = torch.cat([rollout.score(model, images[i:i + batch_size]).cpu()
+                                for i in range(0, len(labels), batch_size)])
+        out: Dict[str, float] = {}
         for keep in keeps:
-            g = torch.Generator().manual_seed(seed)
+            if keep >= 1:
+                out["keep1"] = _accuracy(model, images, labels, None, "full", batch_size)
+                continue
             counts = torch.full((len(labels),), max(1, round(keep * adapter.num_tokens)))
-            mask = random_keep_mask(counts, adapter.num_tokens, generator=g)
-            for mode in (("full",) if keep >= 1 else modes):
-                hits = 0
-                for i in range(0, len(labels), batch_size):
-                    x = images[i:i + batch_size]
-                    logits = model(x) if mode == "full" else adapter.forward_partial(
-                        x, mask[i:i + batch_size], mode)
-                    hits += int((logits.argmax(1) == labels[i:i + batch_size]).sum())
-                out["keep1" if mode == "full" else f"{mode}{keep:g}"] = hits / len(labels)
+            for choice in tokens:
+                g = torch.Generator().manual_seed(seed)
+                mask = drop_keep_mask(choice, counts, adapter.num_tokens, g, lambda: scores)
+                prefix = "" if choice == "random" else f"{choice}_"
+                for mode in modes:
+                    out[f"{prefix}{mode}{keep:g}"] = _accuracy(model, images, labels, mask, mode,
+                                                               batch_size)
     finally:
         model.train(was)
     return out
+
+
+def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, mask: Optional[Tensor],
+              mode: str, batch_size: int) -> float:
+    """Accuracy on ``images`` whole (``mode="full"``) or keeping the ``(N, T)`` ``mask``."""
+    adapter = get_adapter(model)
+    hits = 0
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size]
+        logits = model(x) if mode == "full" else adapter.forward_partial(
+            x, mask[i:i + batch_size], mode)
+        hits += int((logits.argmax(1) == labels[i:i + batch_size]).sum())
+    return hits / len(labels)
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "backbones"
@@ -325,6 +387,7 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
     norm = resolve_normalization(model)
     per_epoch = math.ceil(len(y) / spec.batch_size)
     run = ResumableTraining(model, gen, path, spec.lr, spec.weight_decay, spec.epochs * per_epoch)
+    rollout = get_scorer("rollout")
     shift = 2 if spec.benchmark == "fmnist" else 0
     step = run.start * per_epoch
     for epoch in range(run.start, spec.epochs):
@@ -338,7 +401,8 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
             counts = (rates * adapter.num_tokens).round().clamp(1, adapter.num_tokens).long()
             whole = torch.rand(len(b), generator=gen) >= spec.drop_share
             counts[whole] = adapter.num_tokens
-            keep = random_keep_mask(counts, adapter.num_tokens, generator=gen)
+            keep = drop_keep_mask(spec.drop_tokens, counts, adapter.num_tokens, gen,
+                                  lambda: rollout.score(model, xb))
             logits = adapter.forward_partial(xb, keep, _MODES[step % len(_MODES)])
             loss = F.cross_entropy(logits, y[b], label_smoothing=0.1)
             run.step(loss)
@@ -350,7 +414,8 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
     evals = {}
     for name, (items, labels) in (("val", (xv, yv)), ("test", (xte, yte))):
         scenes = _scenes(spec, items, x, torch.Generator().manual_seed(spec.seed + 1))
-        evals[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels)
+        evals[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels,
+                                             modes=_MODES, tokens=("random", "rollout"))
     meta = dict(asdict(spec), n_images=len(y), accuracy=evals)
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     run.finish(dict(state_dict=backbone, meta=meta))

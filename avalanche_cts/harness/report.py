@@ -113,7 +113,21 @@ def plot_run(result: Dict, path: Path) -> None:
     save_figure(fig, path, 120)
 
 
+def with_inference(label: str, cfg: Dict) -> str:
+    """``label`` of a run whose config mapping is ``cfg``, with its inference when not whole:
+    ``"core_tokenset @top0.215 rollout mask"`` (results stored before the setting existed
+    were evaluated on whole images)."""
+    keep = cfg.get("inference", "whole")
+    if keep == "whole":
+        return label
+    return f"{label} @top{keep:g} {cfg['inference_scorer']} {cfg['inference_mode']}"
+
+
 def _label(cfg: Dict) -> str:
+    return with_inference(_method_label(cfg), cfg)
+
+
+def _method_label(cfg: Dict) -> str:
     if cfg["method"] == "coreset":
         return f"coreset {cfg['selector']}"
     if cfg["method"] in _TOKEN_METHODS:

@@ -8,6 +8,8 @@
   (equal shares), :mod:`.items` (classification or image-text experiences);
 * :mod:`.plugin` ``CoreTokensetReplayPlugin`` (replay, memory loss) with :mod:`.dropout`
   (token dropout of new data: random or matched to the memory) and the :mod:`.recipe`;
+* :mod:`.inference` ``PartialInferencePlugin``: evaluation images classified from their own
+  top tokens (inference in the shape of training);
 * :mod:`.sample_buffers`: Avalanche's whole-sample buffers held to the same bytes.
 
 Names are imported on first use.
@@ -20,6 +22,7 @@ _EXPORTS = {
     "buffer": ("CoreTokensetBuffer",),
     "plugin": ("CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
                "classification_loss", "default_memory_loss"),
+    "inference": ("PartialInferencePlugin", "check_inference_model", "top_tokens_mask"),
     "recipe": ("DEFAULT_RECIPE", "DROPOUT_REFRESH", "DROPOUT_SCHEDULES", "DROPOUT_TOKENS",
                "Recipe", "TOKEN_CHOICES"),
     "distributed": ("DistributedCoreTokensetBuffer", "DistributedMemoryWriter", "buffer_digest",

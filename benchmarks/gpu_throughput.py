@@ -121,8 +121,9 @@ def plain_loop(model, data, batch, s, device, cuda) -> Dict:
     return dict(step_s=_median_step(stamps, s["warmup"]), rows=batch, peak_gib=_peak(cuda))
 
 
-def strategy_loop(model, exp, plugin, batch, s, device, cuda) -> Dict:
-    """``Naive`` + training path + plugin on one experience; rows = new + memory rows."""
+def strategy_loop(model, exp, plugin, batch, s, device, cuda, extra=()) -> Dict:
+    """``Naive`` + training path + plugin (and the ``extra`` plugins) on one experience;
+    rows = new + memory rows."""
     clock = _StepClock(cuda, model)
     strategy = Naive(
         model=model,
@@ -131,7 +132,7 @@ def strategy_loop(model, exp, plugin, batch, s, device, cuda) -> Dict:
         train_epochs=1,
         device=device,
         evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
-        plugins=[plugin, clock],
+        plugins=[plugin, clock, *extra],
         precision=s["precision"],
     )
     _reset(cuda)

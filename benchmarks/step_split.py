@@ -193,6 +193,8 @@ def run(args) -> Dict:
         sz = dict(sz, steps=args.steps)
     if args.rounds:
         sz = dict(sz, rounds=args.rounds)
+    if args.batch:
+        sz = dict(sz, batch=args.batch)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if args.threads:
@@ -276,6 +278,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a test)")
     p.add_argument("--steps", type=int, help="timed steps per case and round")
     p.add_argument("--rounds", type=int)
+    p.add_argument("--batch", type=int,
+                   help="new (= memory) rows per step (default 64; shares barely depend on it)")
     p.add_argument("--retention", type=float, default=0.1)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

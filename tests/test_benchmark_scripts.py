@@ -56,3 +56,13 @@ def test_gpu_throughput_cpu_mode_measures_extras_and_compiled_rows(tmp_path):
     for k in ("memory_gradmatch+rollout", "memory_gradmatch+atman"):
         assert 0 < e[k]["records"] <= 40 and e[k]["over_epoch"] > 0
     assert "AtMan vs T + 1 forwards" in (tmp_path / "gpu_throughput_cpu.md").read_text()
+
+
+def test_hot_paths_times_old_and_new_paths_side_by_side(tmp_path):
+    _run("hot_paths.py", "--old", str(ROOT / "avalanche_cts" / "tokens" / "patches.py"),
+         "--rounds", "1", "--out", str(tmp_path))
+    res = json.loads((tmp_path / "hot_paths_cpu.json").read_text())
+    assert len(res) == 5 and "matched look-up: fingerprints" in res
+    for k, v in res.items():
+        assert v["before_ms"] > 0 and v["after_ms"] > 0, k
+        assert abs(v["after_over_before"] - v["after_ms"] / v["before_ms"]) < 1e-12

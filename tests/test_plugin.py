@@ -230,6 +230,27 @@ def test_matched_dropout_scores_images_it_has_not_seen_on_the_spot(micro_vit):
     assert torch.equal(keep, torch.zeros_like(keep).scatter_(1, top, True))
 
 
+def test_fingerprints_of_large_images_read_a_fixed_subset_and_tell_images_apart():
+    from avalanche_cts.memory.dropout import FINGERPRINT_VALUES, ScoreCache, fingerprints
+
+    g = torch.Generator().manual_seed(1)
+    small = torch.rand(3, 1, 8, 8, generator=g)
+    ref = (small.flatten(1).double() * torch.randn(
+        64, generator=torch.Generator().manual_seed(20241008), dtype=torch.float64)).sum(1)
+    assert torch.equal(fingerprints(small), ref)  # small images: every value, as before
+    big = torch.rand(6, 3, 96, 96, generator=g)  # 27,648 values > FINGERPRINT_VALUES
+    assert big[0].numel() > FINGERPRINT_VALUES
+    f = fingerprints(big)
+    assert torch.equal(f, fingerprints(big.clone())) and len(f.unique()) == 6
+    assert torch.equal(fingerprints(big[3:5]), f[3:5])  # independent of the batch
+    twin = big.clone()
+    twin[:, :, 40:56, 40:56] = torch.rand(6, 3, 16, 16, generator=g)  # one patch differs
+    assert not bool((fingerprints(twin) == f).any())
+    cache = ScoreCache(f, torch.arange(6.0)[:, None].expand(6, 4))
+    scores, found = cache.lookup(torch.cat([big[[4, 1]], twin[:1]]))
+    assert found.tolist() == [True, True, False] and scores[:, 0].tolist() == [4.0, 1.0, 0.0]
+
+
 @pytest.mark.parametrize("schedule, fraction", [("uniform", 1.0), ("fixed", 0.5)])
 def test_matched_dropout_keeps_each_samples_own_count_of_top_tokens(micro_vit, schedule, fraction):
     from avalanche_cts.memory.dropout import NewDataDropout

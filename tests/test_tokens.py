@@ -8,9 +8,13 @@ from avalanche_cts.tokens.patches import (
     keep_count,
     mask_to_pixels,
     patchify,
+    place_tokens,
     random_keep_mask,
     scatter_tokens,
+    take_kept,
+    take_tokens,
     unpatchify,
+    zero_dropped,
 )
 
 
@@ -89,3 +93,79 @@ def test_mask_to_pixels_marks_whole_patches():
     assert pix.shape == (1, 1, 4, 4)
     assert pix[0, 0, :2, :2].all() and pix[0, 0, 2:, 2:].all()
     assert not pix[0, 0, :2, 2:].any() and not pix[0, 0, 2:, :2].any()
+
+
+def _dropout_batch(gen, b=5, c=3, size=12, p=4):
+    images = torch.randn(b, c, size, size, generator=gen)  # negative values: signs of zero count
+    counts = torch.tensor([1, 3, 9, 4, 9])[:b]
+    keep = random_keep_mask(counts, (size // p) ** 2, generator=gen)
+    return images, keep, p
+
+
+def test_take_kept_equals_gather_of_patchify_bit_for_bit():
+    gen = torch.Generator().manual_seed(3)
+    images, keep, p = _dropout_batch(gen)
+    values, positions, valid = take_kept(images, keep, p)
+    ref_values, ref_positions, ref_valid = gather_tokens(patchify(images, p), keep)
+    assert torch.equal(positions, ref_positions) and torch.equal(valid, ref_valid)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(take_tokens(images, positions, p), ref_values)
+    same = take_kept(images, torch.ones_like(keep), p)  # every sample whole: no padding mask
+    assert same[2] is None and torch.equal(same[0], patchify(images, p))
+
+
+def test_place_tokens_equals_unpatchify_of_scatter_bit_for_bit():
+    gen = torch.Generator().manual_seed(4)
+    images, keep, p = _dropout_batch(gen)
+    values, positions, valid = gather_tokens(patchify(images, p), keep)
+    grid = (images.shape[2] // p, images.shape[3] // p)
+    ref = unpatchify(scatter_tokens(values, positions, grid[0] * grid[1], valid), p, 3, grid)
+    placed = place_tokens(values, positions, p, 3, grid, valid)
+    assert torch.equal(placed, ref)
+    assert torch.equal(placed, images * mask_to_pixels(keep, p, grid))  # kept pixels exactly
+    ones = torch.ones_like(keep)
+    whole = place_tokens(patchify(images, p), ones.nonzero()[:, 1].reshape(len(keep), -1), p, 3, grid)
+    assert torch.equal(whole, images)
+
+
+def test_zero_dropped_equals_pixel_mask_product_bit_for_bit():
+    gen = torch.Generator().manual_seed(5)
+    images, keep, p = _dropout_batch(gen)
+    grid = (images.shape[2] // p, images.shape[3] // p)
+    ref = images * mask_to_pixels(keep, p, grid).to(images.dtype)
+    out = zero_dropped(images, keep, p)
+    assert out.shape == images.shape
+    assert torch.equal(out, ref) and torch.equal(out.signbit(), ref.signbit())
+    assert int((out != 0).sum()) == int(keep.sum()) * p * p * 3  # planted: kept patches only
+
+
+def _scatter_reference(values, positions, num_tokens, valid, fill):
+    """Scatter through a spare slot that collects padded entries (values and gradients)."""
+    b, _, v = values.shape
+    out = values.new_zeros(b, num_tokens + 1, v)
+    out[:, :num_tokens] = fill
+    pos = torch.where(valid, positions, torch.full_like(positions, num_tokens))
+    return out.scatter(1, pos[..., None].expand(-1, -1, v), values)[:, :num_tokens]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_scatter_tokens_with_fill_values_and_gradients_match_a_spare_slot_reference(padded):
+    gen = torch.Generator().manual_seed(6)
+    images, keep, p = _dropout_batch(gen)
+    if not padded:
+        keep = random_keep_mask(torch.full((len(keep),), 4), keep.shape[1], generator=gen)
+    values, positions, valid = gather_tokens(patchify(images, p), keep)
+    grads = []
+    for fn in (scatter_tokens, _scatter_reference):
+        kept = values.clone().requires_grad_(True)
+        token = torch.randn(1, 1, values.shape[2], generator=torch.Generator().manual_seed(7))
+        token.requires_grad_(True)
+        fill = token.expand(len(values), keep.shape[1], -1)
+        mask = torch.ones_like(positions, dtype=torch.bool) if valid is None else valid
+        out = fn(kept, positions, keep.shape[1], valid if fn is scatter_tokens else mask, fill)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(8))
+        (out * weights).sum().backward()
+        grads.append((out.detach(), kept.grad, token.grad))
+    assert (valid is not None) == padded
+    for ours, ref in zip(*grads):
+        assert torch.equal(ours, ref)

@@ -28,10 +28,13 @@ from ..scorers.base import checked_scores
 from .recipe import DROPOUT_REFRESH, DROPOUT_SCHEDULES, DROPOUT_TOKENS
 from ..tokens.patches import random_keep_mask, rank_tokens
 
-__all__ = ["NewDataDropout", "ScoreCache", "batch_images_targets", "fingerprints"]
+__all__ = ["FINGERPRINT_VALUES", "NewDataDropout", "ScoreCache", "batch_images_targets", "fingerprints"]
 
 _FINGERPRINT_SEED = 20241008
-_PROJECTIONS: Dict[Tuple[int, str], Tensor] = {}
+FINGERPRINT_VALUES = 16384
+"""Values of an image a fingerprint reads at most: a fixed random subset of larger images
+(a 224 px RGB image has 150,528), so that a look-up costs little beside a training step."""
+_PROJECTIONS: Dict[Tuple[int, str], Tuple[Optional[Tensor], Tensor]] = {}
 
 
 def batch_images_targets(batch) -> Tuple[Tensor, object]:
@@ -44,15 +47,30 @@ def batch_images_targets(batch) -> Tuple[Tensor, object]:
 
 
 def fingerprints(images: Tensor) -> Tensor:
-    """``(B,)`` float64 fingerprint of each image: a fixed random projection of its values
-    (equal images give equal fingerprints; different images collide with probability ~0)."""
-    flat = images.detach().flatten(1).double()
-    key = (flat.shape[1], str(flat.device))
+    """``(B,)`` float64 fingerprint of each image: a fixed random projection of its values,
+    of at most :data:`FINGERPRINT_VALUES` of them at fixed random places (equal images give
+    equal fingerprints; different images collide with probability ~0 unless they agree on
+    every value read, as near-duplicates differing in a few pixels of a large image may)."""
+    flat = images.detach().flatten(1)
+    places, projection = _projection(flat.shape[1], flat.device)
+    if places is not None:
+        flat = flat.index_select(1, places)
+    return (flat.double() * projection).sum(1)
+
+
+def _projection(values: int, device) -> Tuple[Optional[Tensor], Tensor]:
+    """``(places read (None: all), float64 weights)`` of images of ``values`` values."""
+    key = (values, str(device))
     if key not in _PROJECTIONS:
         gen = torch.Generator().manual_seed(_FINGERPRINT_SEED)
-        _PROJECTIONS[key] = torch.randn(flat.shape[1], generator=gen,
-                                        dtype=torch.float64).to(flat.device)
-    return (flat * _PROJECTIONS[key]).sum(1)
+        places = None
+        if values > FINGERPRINT_VALUES:
+            places = torch.randperm(values, generator=gen)[:FINGERPRINT_VALUES].sort().values
+            places = places.to(device)
+        weights = torch.randn(values if places is None else FINGERPRINT_VALUES, generator=gen,
+                              dtype=torch.float64)
+        _PROJECTIONS[key] = (places, weights.to(device))
+    return _PROJECTIONS[key]
 
 
 class ScoreCache:

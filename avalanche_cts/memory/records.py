@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..tokens.patches import scatter_tokens, unpatchify
+from ..tokens.patches import place_tokens
 from .codec import PixelCodec
 
 __all__ = [
@@ -282,9 +282,8 @@ class TokenBatch:
                dtype: torch.dtype = torch.float32) -> Tensor:
         """``(B, C, H, W)`` model inputs with the kept tokens at their positions and 0 (the mean
         colour in normalised space) elsewhere."""
-        tokens = scatter_tokens(codec.decode(self.values, dtype), self.positions,
-                                grid[0] * grid[1], self.valid)
-        return unpatchify(tokens, patch_size, channels, grid)
+        return place_tokens(codec.decode(self.values, dtype), self.positions, patch_size, channels,
+                            grid, self.valid)
 
 
 TextCollate = Callable[[List[Dict[str, Tensor]]], Dict[str, Tensor]]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..tokens.normalization import CLIP_MEAN, CLIP_STD, Normalization
-from ..tokens.patches import check_patch_size, mask_to_pixels, scatter_tokens, unpatchify
+from ..tokens.patches import check_patch_size, place_tokens, scatter_tokens, zero_dropped
 from .hf_vit import HFVisionAdapter, _pair
 
 __all__ = ["HFBlipVisionAdapter", "is_hf_blip", "resize_position_embeddings"]
@@ -202,8 +202,8 @@ class HFBlipVisionAdapter(HFVisionAdapter):
             sparse records of different lengths were padded (else ``None``).
         """
         if mode == "zero":
-            tokens = scatter_tokens(values, positions, self.num_tokens, valid)
-            return self.tower(unpatchify(tokens, self.patch_size, self.in_chans, self.grid))[0], None
+            images = place_tokens(values, positions, self.patch_size, self.in_chans, self.grid, valid)
+            return self.tower(images)[0], None
         if mode == "mask":
             return self.masked_states(values, positions, valid), None
         if mode != "sparse":
@@ -223,8 +223,7 @@ class HFBlipVisionAdapter(HFVisionAdapter):
 
     def zero_states(self, images: Tensor, keep: Tensor) -> Tensor:
         """States of images whose tokens outside the ``(B, T)`` bool mask ``keep`` are 0."""
-        pix = mask_to_pixels(keep, self.patch_size, self.grid).to(images.dtype)
-        return self.tower(images * pix)[0]
+        return self.tower(zero_dropped(images, keep, self.patch_size))[0]
 
     # ------------------------------------------------------------------ attention
     def _prob_modules(self, blocks: Sequence[int]) -> List[nn.Module]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..tokens.patches import gather_tokens, patchify
+from ..tokens.patches import take_kept
 from .hf_blip import HFBlipVisionAdapter, _vision_tower
 from .partial import PartialInputs
 
@@ -88,7 +88,7 @@ class BlipVLAdapter(HFBlipVisionAdapter):
         keep, mode = partial.keep, partial.mode
         if mode == "zero":
             return self.zero_states(images, keep), None
-        values, positions, valid = gather_tokens(patchify(images, self.patch_size), keep)
+        values, positions, valid = take_kept(images, keep, self.patch_size)
         return self.record_states(values, positions, valid, mode)
 
     @contextlib.contextmanager

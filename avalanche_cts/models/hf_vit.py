@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .attention import AttentionAccess
 from ..tokens.normalization import Normalization
-from ..tokens.patches import check_patch_size, mask_to_pixels
+from ..tokens.patches import check_patch_size, zero_dropped
 
 __all__ = ["HFVisionAdapter", "HFViTAdapter", "is_hf_vit"]
 
@@ -62,8 +62,7 @@ class HFVisionAdapter(AttentionAccess):
 
     def forward_zero(self, images: Tensor, keep: Tensor) -> Tensor:
         """Logits of images whose tokens outside the ``(B, T)`` bool mask ``keep`` are zero."""
-        pix = mask_to_pixels(keep, self.patch_size, self.grid).to(images.dtype)
-        return self.logits(images * pix)
+        return self.logits(zero_dropped(images, keep, self.patch_size))
 
 
 def is_hf_vit(model: nn.Module) -> bool:

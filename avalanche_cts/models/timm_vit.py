@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..tokens.normalization import Normalization
-from ..tokens.patches import gather_tokens, mask_to_pixels, patchify, scatter_tokens, unpatchify
+from ..tokens.patches import place_tokens, scatter_tokens, take_kept, take_tokens, zero_dropped
 from .attention import AttentionAccess, fused_attention_off
 from .partial import PartialInputs
 
@@ -193,8 +193,7 @@ class TimmViTAdapter:
     def forward_zero(self, images: Tensor, keep: Tensor) -> Tensor:
         """Logits of images whose tokens outside the ``(B, T)`` bool mask ``keep`` are 0
         (the mean colour in normalised space)."""
-        pix = mask_to_pixels(keep, self.patch_size, self.grid).to(images.dtype)
-        return type(self.model).forward(self.model, images * pix)
+        return type(self.model).forward(self.model, zero_dropped(images, keep, self.patch_size))
 
     def forward_record(self, values: Tensor, positions: Tensor, valid: Optional[Tensor],
                        mode: str) -> Tensor:
@@ -206,8 +205,7 @@ class TimmViTAdapter:
             return self.forward_masked(values, positions, valid)
         if mode != "zero":
             raise ValueError(f"replay mode must be zero, sparse or mask, got {mode!r}")
-        tokens = scatter_tokens(values, positions, self.num_tokens, valid)
-        images = unpatchify(tokens, self.patch_size, self.in_chans, self.grid)
+        images = place_tokens(values, positions, self.patch_size, self.in_chans, self.grid, valid)
         return type(self.model).forward(self.model, images)
 
     def forward_partial(self, images: Tensor, keep: Tensor, mode: str) -> Tensor:
@@ -215,14 +213,12 @@ class TimmViTAdapter:
         ``keep`` (any count per sample) in replay ``mode``."""
         if mode == "zero":
             return self.forward_zero(images, keep)
-        values, positions, valid = gather_tokens(patchify(images, self.patch_size), keep)
+        values, positions, valid = take_kept(images, keep, self.patch_size)
         return self.forward_record(values, positions, valid, mode)
 
     def forward_sparse(self, images: Tensor, keep_idx: Tensor) -> Tensor:
         """Sparse forward of images keeping the ``(B, K)`` token indices ``keep_idx``."""
-        tokens = patchify(images, self.patch_size)
-        kept = tokens.gather(1, keep_idx.long()[..., None].expand(-1, -1, tokens.shape[-1]))
-        return self.forward_tokens(kept, keep_idx)
+        return self.forward_tokens(take_tokens(images, keep_idx, self.patch_size), keep_idx)
 
     @property
     def entry(self) -> nn.Module:

@@ -15,12 +15,17 @@ __all__ = [
     "check_patch_size",
     "gather_tokens",
     "keep_count",
+    "kept_positions",
     "mask_to_pixels",
     "patchify",
+    "place_tokens",
     "random_keep_mask",
     "rank_tokens",
     "scatter_tokens",
+    "take_kept",
+    "take_tokens",
     "unpatchify",
+    "zero_dropped",
 ]
 
 
@@ -77,14 +82,32 @@ def scatter_tokens(
     :param fill: ``(B, T, V)`` values of the other positions (default: 0).
     """
     b, k, v = values.shape
-    out = values.new_zeros(b, num_tokens + 1, v)  # slot T collects padded entries
-    if fill is not None:
-        out[:, :num_tokens] = fill
+    if fill is None:
+        out = values.new_zeros(b, num_tokens, v)
+    else:
+        out = fill.expand(b, num_tokens, v).to(values.dtype, memory_format=torch.contiguous_format,
+                                               copy=True)  # written in place below
     pos = positions.long()
-    if valid is not None:
-        pos = torch.where(valid, pos, torch.full_like(pos, num_tokens))
-    out = out.scatter(1, pos[..., None].expand(-1, -1, v), values)
-    return out[:, :num_tokens]
+    if valid is None:
+        return out.scatter_(1, pos[..., None].expand(-1, -1, v), values)
+    rows = torch.arange(b, device=values.device)[:, None].expand(b, k)
+    return out.index_put_((rows[valid], pos[valid]), values[valid])
+
+
+def kept_positions(keep: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """Grid positions of the kept tokens of each sample, in grid order, padded to the largest
+    count.
+
+    :param keep: ``(B, T)`` bool, any number of True per sample (at least one).
+    :return: positions ``(B, K)`` int64 and a ``(B, K)`` bool mask of real entries (``None``
+        when every sample keeps K tokens; padding repeats dropped positions).
+    """
+    counts = keep.sum(1)
+    k = int(counts.max())
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]
+    if int(counts.min()) == k:
+        return order, None
+    return order, torch.arange(k, device=keep.device)[None] < counts[:, None]
 
 
 def gather_tokens(tokens: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -95,14 +118,62 @@ def gather_tokens(tokens: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor, Optiona
     :return: values ``(B, K, V)``, positions ``(B, K)`` int64, and a ``(B, K)`` bool mask of
         real entries (``None`` when every sample keeps K tokens).
     """
-    counts = keep.sum(1)
-    k = int(counts.max())
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]
+    order, valid = kept_positions(keep)
     values = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
-    if int(counts.min()) == k:
-        return values, order, None
-    valid = torch.arange(k, device=keep.device)[None] < counts[:, None]
     return values, order, valid
+
+
+def _token_view(images: Tensor, patch_size: int) -> Tensor:
+    """``(B, H/P, W/P, P, P, C)`` view of ``(B, C, H, W)`` images (a view when they are
+    contiguous): ``[b, r, c]`` is token ``r * W/P + c`` in :func:`patchify` layout."""
+    b, c, h, w = images.shape
+    gh, gw = check_patch_size(h, w, patch_size)
+    p = patch_size
+    return images.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1)
+
+
+def take_tokens(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
+    """``(B, K, P*P*C)`` tokens at the ``(B, K)`` grid ``positions`` of ``(B, C, H, W)``
+    ``images``: ``patchify(images).gather(1, positions)`` without cutting the whole images."""
+    grid = _token_view(images, patch_size)
+    b, gw = grid.shape[0], grid.shape[2]
+    rows = torch.arange(b, device=images.device)[:, None]
+    pos = positions.long()
+    return grid[rows, pos // gw, pos % gw].reshape(b, pos.shape[1], -1)
+
+
+def take_kept(images: Tensor, keep: Tensor, patch_size: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """:func:`gather_tokens` of ``patchify(images)`` (the same values, positions and mask),
+    reading the kept tokens only."""
+    positions, valid = kept_positions(keep)
+    return take_tokens(images, positions, patch_size), positions, valid
+
+
+def place_tokens(values: Tensor, positions: Tensor, patch_size: int, channels: int,
+                 grid: Tuple[int, int], valid: Optional[Tensor] = None) -> Tensor:
+    """``(B, C, H, W)`` images holding ``(B, K, P*P*C)`` token ``values`` at their ``(B, K)``
+    grid ``positions`` and 0 elsewhere (padded entries, ``valid`` False, are ignored):
+    ``unpatchify(scatter_tokens(...))`` writing the kept tokens only."""
+    b, k, _ = values.shape
+    p = patch_size
+    images = values.new_zeros(b, channels, grid[0] * p, grid[1] * p)
+    rows = torch.arange(b, device=values.device)[:, None].expand(b, k)
+    pos = positions.long()
+    tokens = values.reshape(b, k, p, p, channels)
+    if valid is not None:
+        rows, pos, tokens = rows[valid], pos[valid], tokens[valid]
+    _token_view(images, p)[rows, pos // grid[1], pos % grid[1]] = tokens
+    return images
+
+
+def zero_dropped(images: Tensor, keep: Tensor, patch_size: int) -> Tensor:
+    """``(B, C, H, W)`` images with the tokens outside the ``(B, T)`` bool mask ``keep`` set
+    to 0: ``images * mask_to_pixels(keep)`` (the same products) without the pixel mask."""
+    b, c, h, w = images.shape
+    gh, gw = check_patch_size(h, w, patch_size)
+    p = patch_size
+    mask = keep.reshape(b, 1, gh, 1, gw, 1).to(images.dtype)
+    return (images.reshape(b, c, gh, p, gw, p) * mask).reshape(b, c, h, w)
 
 
 def keep_count(num_tokens: int, retention: float) -> int:

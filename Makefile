@@ -37,8 +37,10 @@ java:
 demo: setup
 	$(VENV)/bin/avalanche-cts demo $(ARGS)
 
+# The suite runs in $(TEST_JOBS) processes (pytest-xdist), each test file in one of them.
+TEST_JOBS ?= 2
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

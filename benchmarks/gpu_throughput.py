@@ -433,8 +433,10 @@ def setup(args, cuda: bool):
     new_exp = synthetic_benchmark(
         1, n_classes=2, train_per_class=(s["warmup"] + s["steps"] + 1) * b // 2, **image
     ).train_stream[0]
+    # the memory holds an earlier experience (id 1 of its stream; the timed one is id 0): a
+    # buffer refuses an experience it already holds
     mem_exp = synthetic_benchmark(
-        1, n_classes=2, train_per_class=s["score_images"] // 2, **image).train_stream[0]
+        2, n_classes=4, train_per_class=s["score_images"] // 2, **image).train_stream[1]
     torch.manual_seed(0)
     model = create_model(s["model"], num_classes=100, img_size=s["size"],
                          in_chans=s["channels"]).to(device)

@@ -206,21 +206,23 @@ def run(args) -> Dict:
     per_class = (s["warmup"] + s["steps"]) * b  # plain: 2b rows per step, replay: b new rows
     new_exp = {rows: synthetic_benchmark(1, n_classes=2, train_per_class=per_class * rows // (2 * b),
                                          **image).train_stream[0] for rows in (b, 2 * b)}
-    mem_exp = synthetic_benchmark(1, n_classes=2, train_per_class=b, **image).train_stream[0]
+    # the memory holds an earlier experience (id 1 of its stream; the timed ones are id 0)
+    mem_exp = synthetic_benchmark(2, n_classes=4, train_per_class=b, **image).train_stream[1]
     torch.manual_seed(0)
     model = create_model("vit_base_patch16_224", num_classes=100, img_size=sz["size"], depth=1,
                          embed_dim=sz["embed_dim"], num_heads=sz["num_heads"]).to(device)
     set_fused_attention(model, True)
-    memory = _filled(model, mem_exp, t, device)
-    empty = CoreTokensetBuffer(budget_bytes=1, token_retention=t)
     split = Split(cuda)
-    memory.collate = split.timed(memory.collate, "mem_collate")
     steps: Dict[str, List[Dict]] = {c: [] for c in CASES}
     with contextlib.ExitStack() as stack:
         instrument(stack, split)
         for r in range(sz["rounds"]):
             names = list(CASES)
             for case in names[r % len(names):] + names[: r % len(names)]:
+                # a buffer serves one strategy: the same memory, filled anew for each
+                memory = _filled(model, mem_exp, t, device)
+                memory.collate = split.timed(memory.collate, "mem_collate")
+                empty = CoreTokensetBuffer(budget_bytes=1, token_retention=t)
                 plugin = make_plugin(case, memory, empty, t, b)
                 instrument_plugin(plugin, split)
                 split.reset()

@@ -31,7 +31,7 @@ NEEDS_DATA = {"quickstart": DEBIAN_FMNIST}
 """Examples that read installed data (``make setup`` installs it), skipped with a reason without."""
 NOT_OURS = {"--nproc_per_node"}
 """Options the README passes to other programs (torchrun)."""
-PROJECT_DIRS = ("avalanche_cts", "benchmarks", "docs", "notebooks", "tests")
+PROJECT_DIRS = ("avalanche_cts", "experiments", "docs", "notebooks", "tests")
 TIMEOUT_S = 600
 
 
@@ -235,7 +235,7 @@ def test_relative_links_resolve(doc):
 
 @pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
 def test_project_paths_named_exist(doc):
-    """Paths such as `benchmarks/results/demo/` or `tests/test_layout.py` (also in code blocks)."""
+    """Paths such as `experiments/results/demo/` or `tests/test_layout.py` (also in code blocks)."""
     pattern = r"(?<![\w/.-])((?:%s)/[\w./-]*)" % "|".join(PROJECT_DIRS)
     named = {p.rstrip(".") for p in re.findall(pattern, doc.read_text())}
     missing = sorted(p for p in named if not (ROOT / p).exists())
@@ -302,7 +302,13 @@ def composition_table(text: str):
 
 
 def test_composition_table_is_what_test_composition_runs():
-    from test_composition import KWARGS, WORKS
+    import importlib.util
+
+    path = ROOT / "tests" / "strategies" / "test_composition.py"
+    spec = importlib.util.spec_from_file_location("readme_composition", path)
+    composition = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(composition)
+    KWARGS, WORKS = composition.KWARGS, composition.WORKS
 
     table = composition_table(README.read_text())
     assert {n for n, v in table.items() if v == "works"} == set(WORKS)

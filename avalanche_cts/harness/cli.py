@@ -4,7 +4,7 @@ captioning with BLIP), ``avalanche-cts run`` (experiments from a YAML config) an
 
     avalanche-cts demo                                   # 3 seeds, about 10 minutes on 2 cores
     avalanche-cts demo-vl                                # VQA + captioning, tiny BLIP, CPU
-    avalanche-cts run --config benchmarks/configs/table2_imagenet_r.yaml --list
+    avalanche-cts run --config experiments/configs/table2_imagenet_r.yaml --list
     avalanche-cts run --config ... --cell 3 --root /data/imagenet-r --checkpoint vit.safetensors
     avalanche-cts run --config ... --only method=core_tokenset,budget=0.5 --set epochs=1
     torchrun --nproc_per_node 8 -m avalanche_cts.harness.cli run --config ...   # several GPUs

@@ -42,7 +42,7 @@ _LABELS = {
 _BENCHMARKS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
 TRAINING = {"fmnist_pretrained": dict(lr=3e-4, epochs=4), "cluttered_fmnist": dict(lr=1e-4, epochs=4)}
 """Adam settings per benchmark, chosen on its validation split by the 5% coreset
-(``benchmarks/recipe_ablation.py``, stage 0)."""
+(``experiments/recipe_ablation.py``, stage 0)."""
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 One default (:data:`DEFAULT_RECIPE`) shared by :class:`~avalanche_cts.CoreTokensetReplayPlugin`,
 :class:`~avalanche_cts.CoreTokensetBuffer`, the harness's ``RunConfig``, the demo and the
-configs; chosen by measurement (``benchmarks/recipe_ablation.py``, README "The recipe").
+configs; chosen by measurement (``experiments/recipe_ablation.py``, README "The recipe").
 This module imports nothing heavy, so command-line help can read it.
 """
 from dataclasses import dataclass
@@ -63,7 +63,7 @@ class Recipe:
 
 
 DEFAULT_RECIPE = Recipe()
-"""Chosen on validation splits (``benchmarks/recipe_ablation.py``, 3 seeds, 1% and 5%
+"""Chosen on validation splits (``experiments/recipe_ablation.py``, 3 seeds, 1% and 5%
 budgets). Split Fashion-MNIST, every lever: a learned mask token in place of dropped tokens,
 token dropout at the memory's keep rate t on every new sample, tokens sampled from the scores
 (Gumbel top-k), t = r ** (1/3). Cluttered Fashion-MNIST agrees on the dropout (fixed t), the

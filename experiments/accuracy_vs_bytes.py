@@ -1,0 +1,278 @@
+"""Accuracy against memory in bytes on the test split: the README's headline (and Table 1).
+
+For an embedded benchmark and the recipe chosen on its validation split
+(``experiments/recipe_ablation.py --plan matched`` writes ``chosen.json``), budgets 1, 2, 5,
+10 and 20% of the bytes of the data seen:
+
+* the headline rows, ``--seeds`` (default 5): the whole-sample coreset of our buffer (t = 1,
+  random samples), the core tokenset with the chosen recipe, and the same with random tokens;
+* controls at 1% and 5%, the same seeds: the coreset with new data dropped to the core
+  tokenset's keep rate t at random and by the recipe's scorer, the core tokenset with random
+  memory tokens and new data dropped by the scorer, and the core tokenset with random
+  dropout of new data (the paper's);
+* references, seeds 0-2: Avalanche's replay (``ClassBalancedBuffer`` resized to the same
+  bytes), core tokens (every sample, t = r), naive fine-tuning, cumulative training and the
+  rehearsal-free InfLoRA and CODA-Prompt.
+
+Every method uses the training settings chosen on the validation split. Writes
+``<out>/table.md`` (mean ± std, the plasticity column, paired per-seed differences of the
+core tokenset against every other row), ``table.csv``, ``accuracy_vs_memory.png`` (error
+bars) and ``matrices.png``; runs are resumable (``<out>/runs``) and never reused for other
+settings. ``--style small_items`` runs the same rows on a second scene style (Cluttered
+Fashion-MNIST only; the recipe is not tuned on it)::
+
+    python experiments/accuracy_vs_bytes.py --benchmark cluttered_fmnist --jobs 2
+    python experiments/accuracy_vs_bytes.py --benchmark cluttered_fmnist --style small_items \
+        --seeds 0 1 2 --budgets 0.01 0.05 --only "coreset (ours, t = 1)" "core tokenset" \
+        "core tokenset, random tokens"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from avalanche_cts.harness.config import TOKEN_METHODS, RunConfig
+from avalanche_cts.harness.execute import cell_data, execute_cells
+from avalanche_cts.harness.grid import Cell
+from avalanche_cts.harness.pretrain import PRESET_BACKBONES
+from avalanche_cts.harness.runner import StaleResultError, load_result, run_settings
+from avalanche_cts.harness.report import (aggregate, format_table, plasticity,
+                                          plot_accuracy_vs_memory, plot_matrices, write_csv)
+
+from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
+
+HERE = Path(__file__).resolve().parent / "results"
+BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
+CONTROL_BUDGETS = (0.01, 0.05)
+HEADLINE_SEEDS = (0, 1, 2, 3, 4)
+REFERENCE_SEEDS = (0, 1, 2)
+STYLES = {"small_items": dict(item=20, fragments=[5, 8], fragment_size=[6, 12], texture=80,
+                              grain=24)}
+"""Second scene styles of Cluttered Fashion-MNIST: ``small_items`` (20 px items, 12% of the
+tokens on the object instead of 18%, 5-8 clutter fragments, stronger texture)."""
+TOKENSET = "core tokenset"
+CORESET = "coreset (ours, t = 1)"
+
+
+def rows(recipe: Dict) -> List[Tuple[str, Dict, Sequence[float], bool]]:
+    """``(label, RunConfig changes, budgets, headline seeds?)`` of every row of the table."""
+    tokenset = dict(recipe, method="core_tokenset")
+    scorer = recipe["scorer"]
+    at_t = dict(coreset_at_t=True)  # dropout = the core tokenset's keep rate at this budget
+    rows_ = [
+        (CORESET, dict(method="coreset", selector="random"), BUDGETS, True),
+        (TOKENSET, tokenset, BUDGETS, True),
+        ("core tokenset, random tokens", dict(tokenset, scorer="random"), BUDGETS, True),
+    ]
+    if recipe.get("dropout_tokens") == "matched":
+        rows_ += [
+            ("control: core tokenset, random dropout of new data",
+             dict(tokenset, dropout_tokens="random"), CONTROL_BUDGETS, True),
+            (f"control: random memory tokens, new data dropped by {scorer}",
+             dict(tokenset, scorer="random", options={"plugin": dict(
+                 recipe.get("options", {}).get("plugin", {}), dropout_scorer=scorer)}),
+             CONTROL_BUDGETS, True),
+            (f"control: coreset, new data dropped by {scorer} to t",
+             dict(tokenset, method="coreset", selector="random", **at_t), CONTROL_BUDGETS, True),
+        ]
+    rows_ += [
+        ("control: coreset, new data dropped at random to t",
+         dict(tokenset, method="coreset", selector="random", dropout_tokens="random", **at_t),
+         CONTROL_BUDGETS, True),
+        ("Avalanche replay", dict(method="replay"), BUDGETS, False),
+        ("core tokens (t = r)", dict(recipe, method="core_tokens", selector="random"),
+         (0.01, 0.02, 0.05), False),
+        ("naive", dict(method="naive"), (0.0,), False),
+        ("cumulative", dict(method="cumulative"), (0.0,), False),
+        *[(name, cfg, (0.0,), False) for name, cfg in PEFT.items()],
+    ]
+    return rows_
+
+
+def make_cells(args, chosen: Dict) -> List[Cell]:
+    model = MODELS[args.benchmark]
+    base = RunConfig(model=model, pretrained=True, batch_size=64,
+                     **dict(BASE_SETTINGS, **chosen["training"]))
+    exponent = chosen["recipe"]["retention_exponent"]
+    sources = {"buffer": {"keep_sources": True}}  # provenance and object hits of token memories
+    cells = []
+    for label, change, budgets, headline in rows(chosen["recipe"]):
+        change = dict(change)
+        at_t = change.pop("coreset_at_t", False)
+        plugin = change.pop("options", {}).get("plugin")
+        options = dict(sources) if change["method"] in TOKEN_METHODS else {}
+        if plugin:
+            options["plugin"] = plugin
+        for seed in (args.seeds if headline else [s for s in REFERENCE_SEEDS if s in args.seeds]):
+            for r in budgets:
+                extra = dict(dropout=r ** exponent) if at_t else {}
+                cfg = replace(base, budget=r, seed=seed, options=options, **dict(change, **extra))
+                bench = dict(name=args.benchmark, n_experiences=5, seed=seed,
+                             train_per_class=args.train_per_class,
+                             test_per_class=args.test_per_class,
+                             heldout_per_class=PRESET_BACKBONES[model].heldout_per_class)
+                if args.style:
+                    bench["style"] = STYLES[args.style]
+                key = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in
+                              f"{label}-r{r:g}-s{seed}")
+                cells.append(Cell(len(cells), key, cfg, bench, dict(label=label)))
+    return cells
+
+
+def selected(args, cell: Cell) -> bool:
+    """Whether ``--only`` and ``--budgets`` ask for ``cell`` (rows without memory: any budget)."""
+    budget = cell.cfg.budget
+    return ((not args.only or cell.axes["label"] in args.only)
+            and (not args.budgets or budget == 0 or any(abs(budget - b) < 1e-9
+                                                         for b in args.budgets)))
+
+
+def stored(cells: Sequence[Cell], runs: Path) -> List[Tuple[Cell, Dict]]:
+    """The cells with a finished result made with exactly their settings (a result made with
+    other settings, e.g. before the recipe was re-chosen, is left out and named)."""
+    found = []
+    for c in cells:
+        try:
+            res = load_result(runs / c.key / "result.json", run_settings(c.cfg, cell_data(c)))
+        except StaleResultError as e:
+            print(f"not in the report: {e}")
+            continue
+        if res is not None:
+            found.append((c, res))
+    return found
+
+
+def _by_seed(results: List[Dict], label: str, budget: float) -> Dict[int, float]:
+    return {r["config"]["seed"]: r["final_acc"] for r in results
+            if r["label"] == label and abs(r["config"]["budget"] - budget) < 1e-9}
+
+
+def _paired(mine: Dict[int, float], other: Dict[int, float], **info) -> Optional[Dict]:
+    seeds = sorted(set(mine) & set(other))
+    if len(seeds) < 2:
+        return None
+    d = [100 * (mine[s] - other[s]) for s in seeds]
+    return dict(info, seeds=seeds, differences=d, mean=statistics.fmean(d),
+                std=statistics.stdev(d), better=sum(x > 0 for x in d))
+
+
+def paired_differences(results: List[Dict]) -> List[Dict]:
+    """Per budget and row, the core tokenset minus that row on the same seeds (points); then
+    the 1% core tokenset minus the coreset at every larger budget (the paper's claim)."""
+    out = []
+    labels = [lab for lab in dict.fromkeys(r["label"] for r in results) if lab != TOKENSET]
+    for b in BUDGETS:
+        mine = _by_seed(results, TOKENSET, b)
+        out += filter(None, (_paired(mine, _by_seed(results, label, b), budget=b, versus=label)
+                             for label in labels))
+    smallest = _by_seed(results, TOKENSET, BUDGETS[0])
+    out += filter(None, (_paired(smallest, _by_seed(results, CORESET, b), budget=BUDGETS[0],
+                                 versus=f"{CORESET} at {100 * b:g}%") for b in BUDGETS[1:]))
+    return out
+
+
+def _cell(results: List[Dict], label: str, budget, metric) -> str:
+    vals = [metric(r) for r in results if r["label"] == label and
+            (budget is None or abs(r["config"]["budget"] - budget) < 1e-9)]
+    if not vals:
+        return "–"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{100 * statistics.fmean(vals):.1f} ± {100 * sd:.1f}"
+
+
+def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> str:
+    labels = {c.key: c.axes["label"] for c in cells}
+    for c, r in zip(cells, results):
+        r["label"] = labels[c.key]
+    table = aggregate(results, lambda r: r["label"])
+    style = f", scene style {args.style}" if args.style else ""
+    title = (f"{args.benchmark}{style}, test split, 5 x 2 classes, {args.train_per_class} images "
+             f"per class, seeds {args.seeds}")
+    plot_accuracy_vs_memory(table, args.out / "accuracy_vs_memory.png", title)
+    plot_matrices(table, args.out / "matrices.png", title)
+    write_csv(args.out / "table.csv", [{k: v for k, v in r.items() if k != "acc_matrix"}
+                                       for r in table])
+    final = lambda r: r["final_acc"]  # noqa: E731
+    plastic = lambda r: plasticity(r["acc_matrix"])  # noqa: E731
+    head = ("| method | " + " | ".join(f"{100 * b:g}%" for b in BUDGETS)
+            + " | plasticity 1% | plasticity 5% | on object | seeds |")
+    lines = [f"# Final average accuracy vs memory: {title}", "",
+             f"mean ± std (%); plasticity: mean accuracy on each task right after training on it "
+             f"(the first excluded); training {chosen['training']}; recipe "
+             f"`{json.dumps(chosen['recipe'])}` (chosen on the validation split)", "", head,
+             "|---|" + "---|" * (len(BUDGETS) + 4)]
+    for label in dict.fromkeys(r["label"] for r in results):
+        rs = [r for r in results if r["label"] == label]
+        if all(r["memory_bytes"] == 0 and r["config"]["method"] not in TOKEN_METHODS for r in rs):
+            cells_ = [_cell(results, label, None, final) + " (no memory)"] + [""] * (len(BUDGETS) - 1)
+            plast = [_cell(results, label, None, plastic), ""]
+        else:
+            cells_ = [_cell(results, label, b, final) for b in BUDGETS]
+            plast = [_cell(results, label, b, plastic) for b in CONTROL_BUDGETS]
+        hits = [r["memory_diagnostics"]["object_hit_rate"] for r in rs
+                if "object_hit_rate" in r.get("memory_diagnostics", {})]
+        hit = f"{statistics.fmean(hits):.2f}" if hits else "–"
+        seeds = sorted({r["config"]["seed"] for r in rs})
+        lines.append(f"| {label} | " + " | ".join(cells_ + plast) + f" | {hit} | {len(seeds)} |")
+    diffs = paired_differences(results)
+    lines += ["", f"## Paired per-seed differences: {TOKENSET} minus each row (points)", "",
+              "| budget | versus | mean ± std | better on | per seed |", "|---|---|---|---|---|"]
+    for d in diffs:
+        lines.append(f"| {100 * d['budget']:g}% | {d['versus']} | {d['mean']:+.1f} ± {d['std']:.1f} "
+                     f"| {d['better']}/{len(d['seeds'])} | "
+                     + " / ".join(f"{x:+.1f}" for x in d["differences"]) + " |")
+    lines += ["", "```", format_table(table), "```"]
+    text = "\n".join(lines) + "\n"
+    (args.out / "table.md").write_text(text)
+    (args.out / "paired.json").write_text(json.dumps(diffs, indent=1))
+    return text
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = make_parser(__doc__, "test", 200)
+    p.set_defaults(seeds=list(HEADLINE_SEEDS))
+    p.add_argument("--style", choices=sorted(STYLES),
+                   help="a second scene style (cluttered_fmnist; results in <out>_<style>)")
+    p.add_argument("--chosen", type=Path, default=None,
+                   help="chosen.json of the recipe ablation (default: its results folder)")
+    p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")
+    p.add_argument("--budgets", type=float, nargs="+", metavar="R",
+                   help="run only these budgets (default: all); the report shows every "
+                        "finished run of the grid")
+    p.add_argument("--force", action="store_true",
+                   help="rerun the selected runs whose stored results were made with other "
+                        "settings (e.g. after the recipe was re-chosen)")
+    args = p.parse_args(argv)
+    if args.style and args.benchmark != "cluttered_fmnist":
+        p.error("--style applies to --benchmark cluttered_fmnist")
+    if args.style and args.out is None:
+        args.out = HERE / "accuracy_vs_bytes" / f"{args.benchmark}_{args.style}"
+    args = finish_args(args, HERE / "accuracy_vs_bytes")
+    args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    if not args.chosen.is_file():
+        raise SystemExit(f"{args.chosen} not found: run experiments/recipe_ablation.py "
+                         f"--benchmark {args.benchmark} first (it chooses the settings)")
+    chosen = json.loads(args.chosen.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    cells = make_cells(args, chosen)
+
+    def progress(i, n, cell, res, seconds):
+        print(f"[{i}/{n}] {cell.key}: {res['final_acc']:.3f} ({seconds / 60:.1f} min)", flush=True)
+
+    execute_cells([c for c in cells if selected(args, c)], args.out / "runs", jobs=args.jobs,
+                  force=args.force, progress=progress)
+    done = stored(cells, args.out / "runs")
+    print(write_report(args, [c for c, _ in done], [r for _, r in done], chosen))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""The partial-input recipe, decided by measurement on the validation split.
+
+Staged searches on an embedded benchmark (``--benchmark cluttered_fmnist`` or
+``fmnist_pretrained``), every run on validation images held out from the stream's training
+pool (never the test set), final average accuracy after 5 experiences x 2 classes. Each
+stage starts from the best setting so far (mean over its budgets and seeds) and varies one
+lever; core tokensets run at 1% and 5% of the bytes. Two plans:
+
+``--plan paper`` (3 seeds; writes ``chosen_paper.json`` and ``ablation.md``), from the
+paper's recipe with GradLRP tokens:
+
+0. ``train``: optimiser settings for every method, chosen once: Adam at each learning rate x
+   epochs, scored by the whole-sample coreset at 5% (the reference the method must beat).
+1. ``mode``: replay of stored tokens: zero fill (0 in normalised space), sparse, mask token.
+2. ``dropout``: token dropout on new data: off, fixed keep rate t (paper), per-sample keep
+   rate in [t, 1], dropout on half of each batch.
+3. ``choice``: which tokens: top-k by score, Gumbel top-k sampled from the scores.
+4. ``scorer``: random, rollout, GradLRP, AtMan tokens (random selector).
+5. ``selector``: random, herding, GradMatch samples (best scorer).
+6. ``split``: the sample/token split of a budget r, t = r ** e for e in 1/3, 1/2, 2/3.
+
+``--plan matched`` (5 seeds; writes ``chosen.json``, which ``accuracy_vs_bytes.py`` reads,
+and ``matched.md``), from ``chosen_paper.json`` with its training settings:
+
+1. ``dropout``: which tokens dropped new data keeps: random (the paper), or matched to the
+   memory (its scorer and token choice on the batch) with scores computed every step, every
+   epoch or once per experience. The cheapest setting within ``TOLERANCE`` of the best is
+   chosen (cost: random < experience < epoch < step). Controls at the chosen setting, not
+   candidates: the whole-sample coreset (t = 1) with new data dropped to the core tokenset's
+   keep rate t at random and matched to rollout, and a core tokenset with random memory
+   tokens with new data dropped at random and by rollout.
+2. ``mode``, 3. ``choice``, 4. ``scorer`` (AtMan's matched scores are computed once per
+   experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
+   5. ``split`` as above, 6. ``memory``: memory rows per step (32, 64, 128) and the memory
+   loss weight (0.5, 1, 2), 7. ``new data``: how much of the new data the matched dropout
+   keeps (a plasticity lever: t on every sample, a rate per sample in [t, 1], t on half of
+   each batch with the rest whole).
+
+Both plans run the references once (whole-sample coreset and Avalanche's replay, naive,
+cumulative; the matched plan: the coreset at 1, 2 and 5%, naive and cumulative). Every
+core-tokenset run records the share of its stored tokens that fall on the object (Cluttered
+Fashion-MNIST) and checks the provenance of every stored record; reports show final
+accuracy and the plasticity (mean accuracy on each task right after training on it, the
+first excluded). Runs are resumable and never reused for other settings
+(``<out>/runs/<run>/result.json``)::
+
+    python experiments/recipe_ablation.py --benchmark cluttered_fmnist --plan matched --jobs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from avalanche_cts.harness.config import RunConfig, fingerprint
+from avalanche_cts.harness.execute import execute_cells
+from avalanche_cts.harness.grid import Cell
+from avalanche_cts.harness.pretrain import PRESET_BACKBONES
+from avalanche_cts.harness.report import aggregate, plasticity, plot_accuracy_vs_memory, write_csv
+
+from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
+
+RESULTS = Path(__file__).resolve().parent / "results" / "recipe_ablation"
+LRS = (1e-4, 3e-4, 1e-3)
+EPOCHS = (2, 4)
+STAGE_BUDGETS = (0.01, 0.05)
+REFERENCE_BUDGETS = (0.01, 0.05, 0.2)
+MATCHED_REFERENCE_BUDGETS = (0.01, 0.02, 0.05)
+
+# each stage: (name, [(label, RunConfig changes)])
+STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
+    ("mode", [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]),
+    ("dropout", [("dropout off", dict(dropout=1.0)),
+                 ("dropout fixed t", dict(dropout=None, dropout_schedule="fixed",
+                                          dropout_fraction=1.0)),
+                 ("dropout uniform [t, 1]", dict(dropout=None, dropout_schedule="uniform",
+                                                 dropout_fraction=1.0)),
+                 ("dropout t on half", dict(dropout=None, dropout_schedule="fixed",
+                                            dropout_fraction=0.5))]),
+    ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
+    ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
+    ("selector", [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]),
+    ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (1 / 3, 0.5, 2 / 3)]),
+]
+START = dict(BASE_SETTINGS, method="core_tokenset", scorer="gradlrp")
+"""The paper's recipe (zero fill, dropout at keep rate t, top-k tokens) with GradLRP tokens."""
+
+MATCHED_SEEDS = (0, 1, 2, 3, 4)
+TOLERANCE = 0.01
+"""A cheaper dropout setting within this much final accuracy of the best is chosen."""
+_REFRESH_COST = {"random": 0, "experience": 1, "epoch": 2, "step": 3}
+
+
+def _mem(batch: Optional[int] = None, weight: float = 1.0) -> Dict:
+    """Memory rows per step (``None``: the training batch, 64) and memory-loss weight."""
+    out: Dict = {} if batch is None else dict(batch_size_mem=batch)
+    return out if weight == 1.0 else dict(out, options={"plugin": {"mem_weight": weight}})
+
+
+MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
+    ("dropout", [("random dropout", dict(dropout_tokens="random"))] + [
+        (f"matched, scores every {r}", dict(dropout_tokens="matched", dropout_refresh=r))
+        for r in ("step", "epoch", "experience")]),
+    ("mode", [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]),
+    ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
+    ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
+    ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (1 / 3, 0.5, 2 / 3)]),
+    ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
+                ("memory batch 128", _mem(128)), ("memory weight 0.5", _mem(weight=0.5)),
+                ("memory weight 2", _mem(weight=2.0))]),
+    ("new data", [("keep rate t on every new sample", dict(dropout_schedule="fixed",
+                                                            dropout_fraction=1.0)),
+                  ("keep rate per sample in [t, 1]", dict(dropout_schedule="uniform",
+                                                          dropout_fraction=1.0)),
+                  ("keep rate t on half of each batch", dict(dropout_schedule="fixed",
+                                                             dropout_fraction=0.5))]),
+]
+
+
+def _bench(args, seed: int) -> Dict:
+    return dict(name=args.benchmark, n_experiences=5, seed=seed, validation=True,
+                train_per_class=args.train_per_class, test_per_class=args.val_per_class,
+                heldout_per_class=PRESET_BACKBONES[MODELS[args.benchmark]].heldout_per_class)
+
+
+Group = Tuple[str, RunConfig, Sequence[float], Optional[Callable[[float], Dict]]]
+"""(label, settings, budgets, per-budget changes or None)."""
+
+
+def _cells(args, label: str, base: RunConfig, budgets: Sequence[float],
+           per_budget: Optional[Callable[[float], Dict]] = None) -> List[Cell]:
+    cells = []
+    for seed in args.seeds:
+        for r in budgets:
+            cfg = replace(base, budget=r, seed=seed, **(per_budget(r) if per_budget else {}))
+            # named by the settings: a setting shared by two stages runs once
+            key = f"{cfg.method}-r{r:g}-s{seed}-{fingerprint(cfg.shaping())[:10]}"
+            cells.append(Cell(len(cells), key, cfg, _bench(args, seed), dict(label=label)))
+    return cells
+
+
+def _run(args, groups: Sequence) -> Dict[str, List[Dict]]:
+    """Run every group (:data:`Group`, the last item optional); return results by label."""
+    cells, labels = [], []
+    for label, cfg, budgets, *per_budget in groups:
+        for c in _cells(args, label, cfg, budgets, *per_budget):
+            cells.append(replace(c, index=len(cells)))
+            labels.append(label)
+
+    def progress(i, n, cell, res, seconds):
+        print(f"  [{i}/{n}] {cell.key}: {res['final_acc']:.3f} ({seconds / 60:.1f} min)", flush=True)
+
+    results = execute_cells(cells, args.out / "runs", jobs=args.jobs, progress=progress)
+    out: Dict[str, List[Dict]] = {}
+    for label, res in zip(labels, results):
+        out.setdefault(label, []).append(dict(res, label=label))
+    return out
+
+
+def _score(results: List[Dict]) -> float:
+    return statistics.fmean(r["final_acc"] for r in results)
+
+
+def _settings(*layers: Dict) -> Dict:
+    """Later layers override earlier ones; ``options`` mappings merge one level deep."""
+    out: Dict = {}
+    for layer in layers:
+        for k, v in layer.items():
+            if k == "options":
+                merged = {n: dict(o) for n, o in out.get("options", {}).items()}
+                for n, o in v.items():
+                    merged[n] = dict(merged.get(n, {}), **o)
+                out["options"] = merged
+            else:
+                out[k] = v
+    return out
+
+
+def _base(args, *layers: Dict) -> RunConfig:
+    settings = _settings(BASE_SETTINGS, {"options": {"buffer": {"keep_sources": True}}}, *layers)
+    return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64, **settings)
+
+
+def choose_training(args) -> Tuple[Dict, Dict[str, List[Dict]]]:
+    """Stage 0: the learning rate and epochs that serve the 5% coreset best."""
+    print("stage train: optimiser settings, scored by the 5% coreset")
+    groups = [(f"train lr {lr:g} e{ep}", _base(args, dict(lr=lr, epochs=ep, method="coreset")),
+               (0.05,)) for lr in LRS for ep in EPOCHS]
+    res = _run(args, groups)
+    best = max(res, key=lambda k: _score(res[k]))
+    cfg = res[best][0]["config"]
+    return dict(lr=cfg["lr"], epochs=cfg["epochs"], optimizer=cfg["optimizer"]), res
+
+
+def _pick(stage: str, options: List[Tuple[str, Dict]], res: Dict[str, List[Dict]]
+          ) -> Tuple[str, Dict]:
+    """The best option by mean final accuracy; in the matched plan's dropout stage the
+    cheapest within :data:`TOLERANCE` of the best."""
+    best = max(options, key=lambda o: _score(res[o[0]]))
+    if stage != "dropout" or "dropout_tokens" not in best[1]:
+        return best
+
+    def cost(o):
+        c = o[1]
+        return _REFRESH_COST["random" if c["dropout_tokens"] == "random" else c["dropout_refresh"]]
+
+    near = [o for o in options if _score(res[o[0]]) >= _score(res[best[0]]) - TOLERANCE]
+    return min(near, key=cost)
+
+
+def _stage_options(stage: str, options: List[Tuple[str, Dict]], current: Dict
+                   ) -> List[Tuple[str, Dict]]:
+    """AtMan's matched scores once per experience when the recipe scores more often."""
+    if stage != "scorer" or current.get("dropout_tokens") != "matched" or \
+            current.get("dropout_refresh") == "experience":
+        return options
+    return [(f"{label} (matched scores once per experience)",
+             dict(change, dropout_refresh="experience")) if change.get("scorer") == "atman"
+            else (label, change) for label, change in options]
+
+
+def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tuple[str, Dict]]]]
+               ) -> Tuple[Dict, List[Tuple[str, Dict[str, List[Dict]]]]]:
+    """One lever at a time from the best setting so far."""
+    current = dict(start)
+    log = []
+    by_name = dict(stages)
+    for stage in args.stages or list(by_name):
+        options = _stage_options(stage, by_name[stage], current)
+        print(f"stage {stage}: " + ", ".join(label for label, _ in options))
+        groups = [(label, _base(args, train, current, change), STAGE_BUDGETS)
+                  for label, change in options]
+        res = _run(args, groups)
+        best = _pick(stage, options, res)
+        current = _settings(current, best[1])
+        print(f"  chosen: {best[0]} ({100 * _score(res[best[0]]):.1f})")
+        log.append((stage, res))
+        if stage == "dropout" and args.plan == "matched":
+            log.append(("dropout controls", run_controls(args, train, current)))
+    return current, log
+
+
+def run_controls(args, train: Dict, current: Dict) -> Dict[str, List[Dict]]:
+    """Is it the memory or the recipe? The whole-sample coreset with new data dropped to the
+    core tokenset's keep rate (at random and matched to its scorer), and random memory
+    tokens with new data dropped at random and by the scorer."""
+    e, scorer = current["retention_exponent"], current["scorer"]
+    refresh = current.get("dropout_refresh", "step")
+    at_t = (lambda r: dict(dropout=r ** e))
+    coreset = dict(method="coreset", selector="random")
+    groups = [
+        ("control: coreset, new data dropped at random to t",
+         _base(args, train, current, coreset, dict(dropout_tokens="random")), STAGE_BUDGETS, at_t),
+        (f"control: coreset, new data dropped by {scorer} to t",
+         _base(args, train, current, coreset, dict(dropout_tokens="matched",
+                                                   dropout_refresh=refresh)), STAGE_BUDGETS, at_t),
+        ("control: random memory tokens, new data dropped at random",
+         _base(args, train, current, dict(scorer="random", dropout_tokens="random")), STAGE_BUDGETS),
+        (f"control: random memory tokens, new data dropped by {scorer}",
+         _base(args, train, current, dict(scorer="random", dropout_tokens="matched",
+                                          dropout_refresh=refresh,
+                                          options={"plugin": {"dropout_scorer": scorer}})),
+         STAGE_BUDGETS),
+    ]
+    return _run(args, groups)
+
+
+def run_references(args, train: Dict) -> Dict[str, List[Dict]]:
+    if args.plan == "matched":
+        rows = (("coreset (ours, t = 1)", "coreset", MATCHED_REFERENCE_BUDGETS),
+                ("naive", "naive", (0.0,)), ("cumulative", "cumulative", (0.0,)))
+        return _run(args, [(name, _base(args, train, dict(method=m)), budgets)
+                           for name, m, budgets in rows])
+    groups = [(name, _base(args, dict(train, method=m)), budgets) for name, m, budgets in (
+        ("coreset (ours, t = 1)", "coreset", REFERENCE_BUDGETS),
+        ("Avalanche replay", "replay", REFERENCE_BUDGETS),
+        ("naive", "naive", (0.0,)), ("cumulative", "cumulative", (0.0,)))]
+    groups += [(name, _base(args, dict(train, **peft)), (0.0,)) for name, peft in PEFT.items()]
+    return _run(args, groups)
+
+
+def _cell(results: List[Dict], budget: float, metric: Callable[[Dict], float]) -> str:
+    values = [metric(r) for r in results if abs(r["config"]["budget"] - budget) < 1e-9]
+    if not values:
+        return "–"
+    m = statistics.fmean(values)
+    s = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
+def _row(label: str, results: List[Dict], budgets: Sequence[float], columns: int = 0) -> str:
+    """A table row: final accuracy and plasticity per budget (a row without memory, budgets
+    ``(0.0,)``, fills the first column of each and leaves ``columns - 1`` blank)."""
+    blank = [""] * max(0, columns - len(budgets))
+    cells = [_cell(results, b, lambda r: r["final_acc"]) for b in budgets] + blank
+    cells += [_cell(results, b, lambda r: plasticity(r["acc_matrix"])) for b in budgets] + blank
+    hits = [r["memory_diagnostics"]["object_hit_rate"] for r in results
+            if "object_hit_rate" in r.get("memory_diagnostics", {})]
+    hit = f"{statistics.fmean(hits):.2f}" if hits else "–"
+    return f"| {label} | " + " | ".join(cells) + f" | {hit} |"
+
+
+def _head(budgets: Sequence[float]) -> List[str]:
+    cols = [f"{100 * b:g}%" for b in budgets] + [f"plasticity {100 * b:g}%" for b in budgets]
+    return ["| setting | " + " | ".join(cols) + " | on object |",
+            "|---|" + "---|" * (len(cols) + 1)]
+
+
+def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> str:
+    matched = args.plan == "matched"
+    lines = [f"# Recipe ablation on {args.benchmark} (validation split, plan {args.plan})", "",
+             f"Final average accuracy and plasticity (mean accuracy on each task right after "
+             f"training on it, the first excluded), %, mean ± std over seeds {args.seeds}; "
+             f"5 x 2 classes, {args.train_per_class} training and {args.val_per_class} "
+             f"validation images per class; pretrained {MODELS[args.benchmark]}. 'on object': "
+             f"share of stored tokens on the object (random tokens: the object's share of the "
+             f"image).", ""]
+    if matched:
+        lines += [f"Start (`chosen_paper.json`): `{json.dumps(train)}`, "
+                  f"`{json.dumps(args.start)}`.", ""]
+    else:
+        lines += ["## Stage 0: training settings (5% whole-sample coreset)", ""]
+        lines += _head((0.05,))
+        lines += [_row(k, v, (0.05,)) for k, v in train_res.items()]
+        lines += ["", f"Chosen: Adam, lr {train['lr']:g}, {train['epochs']} epochs per experience.", ""]
+    for stage, res in stages:
+        lines += [f"## Stage {stage}", ""] + _head(STAGE_BUDGETS)
+        lines += [_row(k, v, STAGE_BUDGETS) for k, v in res.items()]
+        lines.append("")
+    plan_stages = MATCHED_STAGES if matched else STAGES
+    skipped = [s for s, _ in plan_stages if s not in {stage for stage, _ in stages}]
+    if skipped:
+        lines += [f"Stages not run: {', '.join(skipped)} (they keep the start setting).", ""]
+    budgets_ref = MATCHED_REFERENCE_BUDGETS if matched else REFERENCE_BUDGETS
+    lines += ["## References (same training settings)", ""]
+    if not refs:
+        lines += ["Not run here (`--no-references`): `accuracy_vs_bytes.py` runs them on the "
+                  "test split.", ""]
+    else:
+        lines += _head(budgets_ref)
+    for k, v in refs.items():
+        budgets = budgets_ref if v[0]["config"]["budget"] > 0 else (0.0,)
+        lines.append(_row(k + ("" if budgets != (0.0,) else " (no memory)"), v, budgets,
+                          len(budgets_ref)))
+    lines += ["", "## Winning recipe", "", "```json", json.dumps(recipe, indent=1), "```"]
+    text = "\n".join(lines) + "\n"
+    (args.out / ("matched.md" if matched else "ablation.md")).write_text(text)
+    rows = [dict(stage=stage, label=r["label"], budget=r["config"]["budget"],
+                 seed=r["config"]["seed"], final_acc=r["final_acc"],
+                 plasticity=plasticity(r["acc_matrix"]),
+                 object_hit_rate=r.get("memory_diagnostics", {}).get("object_hit_rate", ""))
+            for stage, res in [("train", train_res)] + stages + [("reference", refs)]
+            for rs in res.values() for r in rs]
+    write_csv(args.out / ("matched.csv" if matched else "ablation.csv"), rows)
+    (args.out / ("chosen.json" if matched else "chosen_paper.json")).write_text(
+        json.dumps(dict(training=train, recipe=recipe), indent=1))
+    if refs and not matched:
+        ref_rows = aggregate([r for rs in refs.values() for r in rs], lambda r: r["label"])
+        plot_accuracy_vs_memory(ref_rows, args.out / "references.png",
+                                f"{args.benchmark}, validation split: references")
+    return text
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = make_parser(__doc__, "val", 100)
+    p.add_argument("--plan", choices=("paper", "matched"), default="matched",
+                   help="which staged search (see above; default: %(default)s)")
+    p.add_argument("--stages", nargs="*",
+                   choices=sorted({s for s, _ in STAGES} | {s for s, _ in MATCHED_STAGES}),
+                   help="run only these stages of the plan, in this order (default: all, in "
+                        "the order above; skipped ones keep the start setting)")
+    p.add_argument("--no-references", dest="references", action="store_false",
+                   help="skip the reference runs (accuracy_vs_bytes.py runs them on the test "
+                        "split)")
+    p.set_defaults(seeds=None)
+    args = finish_args(p.parse_args(argv), RESULTS)
+    if args.seeds is None:
+        args.seeds = list(MATCHED_SEEDS) if args.plan == "matched" else [0, 1, 2]
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.plan == "paper":
+        train, train_res = choose_training(args)
+        print(f"training settings: {train}")
+        recipe, stages = run_stages(args, train, START, STAGES)
+    else:
+        paper = args.out / "chosen_paper.json"
+        if not paper.is_file():
+            raise SystemExit(f"{paper} not found: run this script with --plan paper first")
+        chosen = json.loads(paper.read_text())
+        train, train_res, args.start = chosen["training"], {}, chosen["recipe"]
+        recipe, stages = run_stages(args, train, args.start, MATCHED_STAGES)
+    refs = run_references(args, train) if args.references else {}
+    print(write_report(args, train, train_res, stages, recipe, refs))
+
+
+if __name__ == "__main__":
+    main()

@@ -75,7 +75,10 @@ def _stream_accuracy(model, root) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fresh_head_scores_chance_before_training(pretrained, squares, seed):
     model = load_pretrained(SPEC, num_classes=10, seed=seed, cache_dir=pretrained[1], log=None)
-    assert _stream_accuracy(model, squares) < 0.3  # 10 classes: chance is 0.1
+    # a random head maps each of the 10 well-separated classes to some class: 0.1 on average,
+    # 0.3 or more for 7% of heads (measured: 0.12-0.19, 0.1, 0.3); the leaking head scores 0.8
+    acc = _stream_accuracy(model, squares)
+    assert acc < 0.5, f"a fresh head must score near chance (0.1), got {acc}"
 
 
 def test_head_of_the_pretraining_stream_would_leak(pretrained, squares):
@@ -89,7 +92,7 @@ def test_head_of_the_pretraining_stream_would_leak(pretrained, squares):
     get_adapter(leaky).add_mask_token(torch.Generator())
     state = torch.load(pretrained[0], weights_only=True)["state_dict"]
     leaky.load_state_dict(state, strict=False)
-    assert _stream_accuracy(leaky, squares) > 0.3
+    assert _stream_accuracy(leaky, squares) > 0.5
     fresh = load_pretrained(SPEC, num_classes=10, seed=SPEC.seed, cache_dir=pretrained[1], log=None)
     assert not torch.equal(fresh.head.weight, leaky.head.weight)
 

@@ -1,11 +1,16 @@
-"""Shared test set-up: a private HOME (Avalanche writes ~/.avalanche on import), one torch
-thread per process, and tiny class-incremental data (scikit-learn digits)."""
+"""Shared test set-up: a private HOME (Avalanche writes ~/.avalanche on import) and a private
+``AVALANCHE_CTS_CACHE`` (a value set outside is replaced, so no cached backbone, vocab or
+unpacked file of the user's can decide a test), both removed at exit; one torch thread per
+process, and tiny class-incremental data (scikit-learn digits)."""
+import atexit
 import gzip
 import os
+import shutil
 import tempfile
 
-os.environ["HOME"] = tempfile.mkdtemp(prefix="cts-home-")
-os.environ.setdefault("AVALANCHE_CTS_CACHE", tempfile.mkdtemp(prefix="cts-cache-"))
+for _var, _prefix in (("HOME", "cts-home-"), ("AVALANCHE_CTS_CACHE", "cts-cache-")):
+    os.environ[_var] = tempfile.mkdtemp(prefix=_prefix)
+    atexit.register(shutil.rmtree, os.environ[_var], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -22,22 +22,24 @@ SPEC = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_cla
 
 
 @pytest.fixture(scope="module")
-def bars(tmp_path_factory):
-    """Fake Fashion-MNIST IDX files (40 train, 20 test per class) whose class is the length of
-    a centred bright bar (2 + 2c pixels): unchanged by the flips and shifts of pretraining."""
+def squares(tmp_path_factory):
+    """Fake Fashion-MNIST IDX files (40 train, 20 test per class) whose class is the side of a
+    centred bright square (2 + 2c pixels): unchanged by the flips and shifts of pretraining.
+    (A 4-pixel bar of length 2 + 2c was learned to 55-85% test accuracy depending on the CPU's
+    floating-point kernels; the square, whose area grows with the class, to 90%.)"""
     from conftest import write_fake_fmnist
 
-    def bar(img, c):
-        img[12:16, 13 - c:15 + c] = 255
+    def square(img, c):
+        img[13 - c:15 + c, 13 - c:15 + c] = 255
 
-    return write_fake_fmnist(tmp_path_factory.mktemp("bars"), bar, seed=1)
+    return write_fake_fmnist(tmp_path_factory.mktemp("squares"), square, seed=1)
 
 
 @pytest.fixture(scope="module")
-def pretrained(bars, tmp_path_factory):
-    """A backbone pretrained on the bars (a strong backbone: classes are separable)."""
+def pretrained(squares, tmp_path_factory):
+    """A backbone pretrained on the squares (a strong backbone: classes are separable)."""
     cache = tmp_path_factory.mktemp("pretrained")
-    path = pretrain_backbone(SPEC, data_root=bars, cache_dir=cache, log=None)
+    path = pretrain_backbone(SPEC, data_root=squares, cache_dir=cache, log=None)
     return path, cache
 
 
@@ -58,7 +60,8 @@ def test_stream_never_shows_a_pretraining_image(fake_fmnist):
 
 def test_backbone_is_strong_and_reports_partial_input_accuracy(pretrained):
     meta = torch.load(pretrained[0], weights_only=False)["meta"]
-    assert meta["accuracy"]["test"]["keep1"] > 0.6  # planted classes: far above chance (0.1)
+    acc = meta["accuracy"]["test"]["keep1"]
+    assert acc > 0.7, f"planted classes must be learned far above chance (0.1): test accuracy {acc}"
     assert set(meta["accuracy"]["val"]) == {"keep1"} | {
         f"{choice}{mode}{keep}" for choice in ("", "rollout_") for mode in ("zero", "sparse", "mask")
         for keep in (0.5, 0.25, 0.1)}
@@ -74,12 +77,15 @@ def _stream_accuracy(model, root) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fresh_head_scores_chance_before_training(pretrained, bars, seed):
+def test_fresh_head_scores_chance_before_training(pretrained, squares, seed):
     model = load_pretrained(SPEC, num_classes=10, seed=seed, cache_dir=pretrained[1], log=None)
-    assert _stream_accuracy(model, bars) < 0.3  # 10 classes: chance is 0.1
+    # a random head maps each of the 10 well-separated classes to some class: 0.1 on average,
+    # 0.3 or more for 7% of heads (measured: 0.12-0.19, 0.1, 0.3); the leaking head scores 0.8
+    acc = _stream_accuracy(model, squares)
+    assert acc < 0.5, f"a fresh head must score near chance (0.1), got {acc}"
 
 
-def test_head_of_the_pretraining_stream_would_leak(pretrained, bars):
+def test_head_of_the_pretraining_stream_would_leak(pretrained, squares):
     """The control: the head pretraining started from scores far above chance on the stream,
     so the test above can fail; fresh heads never equal it."""
     from avalanche_cts.harness.pretrain import _INIT_STREAM
@@ -90,7 +96,7 @@ def test_head_of_the_pretraining_stream_would_leak(pretrained, bars):
     get_adapter(leaky).add_mask_token(torch.Generator())
     state = torch.load(pretrained[0], weights_only=True)["state_dict"]
     leaky.load_state_dict(state, strict=False)
-    assert _stream_accuracy(leaky, bars) > 0.3
+    assert _stream_accuracy(leaky, squares) > 0.5
     fresh = load_pretrained(SPEC, num_classes=10, seed=SPEC.seed, cache_dir=pretrained[1], log=None)
     assert not torch.equal(fresh.head.weight, leaky.head.weight)
 

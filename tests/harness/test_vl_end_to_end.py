@@ -82,9 +82,13 @@ def test_replay_keeps_more_of_the_old_task_than_naive(stream):
     assert em(naive[1], 1) > 0.6
     buffer = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.5, selector="random",
                                 scorer="gradlrp", token_choice="topk", seed=0)
-    plugin = CoreTokensetReplayPlugin(buffer, replay_mode="zero", seed=0)
+    # token dropout on half of each new-data batch: with dropout on every sample the new task
+    # reached 0.55 / 0.40 / 0.13 under ATEN_CPU_CAPABILITY avx512 / default / avx2 (the CPU's
+    # floating-point kernels decide); on half, 0.77 / 0.92 / 1.0, the old task kept at
+    # 0.70-0.75 (naive: 0.0)
+    plugin = CoreTokensetReplayPlugin(buffer, replay_mode="zero", dropout_fraction=0.5, seed=0)
     replay = train(stream, [plugin])
-    assert em(replay[1], 1) > 0.4  # learned despite token dropout (chance: 1/6)
+    assert em(replay[1], 1) > 0.5, em(replay[1], 1)  # learned despite token dropout (chance: 1/6)
     assert em(replay[1], 0) > em(naive[1], 0) + 0.3, (em(naive[1], 0), em(replay[1], 0))
     assert buffer.nbytes <= buffer.budget and buffer.num_records > 0
     assert any(k.startswith("VQA_ExactMatch_Stream") for k in replay[1]), sorted(replay[1])

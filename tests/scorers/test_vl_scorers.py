@@ -63,11 +63,14 @@ def test_planted_region_ranks_first(trained):
         scores = get_scorer(name)(model, x, text)
         top = scores.argmax(1)
         hits[name] = float(regions[torch.arange(len(top)), top].float().mean())
-    # measured at 62% accuracy: GradLRP 0.53, GradCam 0.40, AtMan 0.38, rollout (which ignores
-    # the question) 0.07, random 0.04
+    # the trained model's attributions depend on the CPU's floating-point kernels: under
+    # ATEN_CPU_CAPABILITY default / avx2 / avx512 (accuracy 0.60 / 0.62 / 0.62) GradLRP hits
+    # 0.51 / 0.53 / 0.53, AtMan 0.32 / 0.18 / 0.38, GradCam 0.33 / 0.17 / 0.40, rollout (which
+    # ignores the question) 0.34 / 0.35 / 0.07, random 0.04; random scores in place of a scorer
+    # hit 0.04
     assert hits["gradlrp"] > 5 * chance, hits
-    assert hits["atman"] > 4 * chance and hits["gradcam"] > 3 * chance, hits
-    assert hits["random"] < 2.5 * chance, hits
+    assert min(hits["atman"], hits["gradcam"]) > 2 * chance, hits
+    assert hits["random"] < 1.5 * chance, hits
 
 
 def test_vl_scorers_by_name_batched_and_leave_the_model_as_found(trained):

@@ -17,6 +17,7 @@ _EXPORTS = {
     "memory.buffer": ("CoreTokensetBuffer",),
     "memory.plugin": ("CoreTokensetReplayPlugin",),
     "memory.recipe": ("DEFAULT_RECIPE", "Recipe"),
+    "memory.settings": ("MemorySettings",),
     "tokens.normalization": ("Normalization",),
     "memory.codec": ("PixelCodec",),
     "selectors.base": ("SampleSelector",),

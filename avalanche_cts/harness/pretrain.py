@@ -20,7 +20,7 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
    per-epoch ``.partial.pt``. The package ships the two default backbones
    (``avalanche_cts/data/backbones/``, what this function wrote), so the demo needs no
    pretraining; another cache folder or other settings pretrain anew. The classifier is not saved, and a loaded backbone gets a fresh
-   head from its own random stream (:func:`~.checkpoint.fresh_head`): the pretraining head
+   head from its own random stream (:func:`~avalanche_cts.models.loading.fresh_head`): the pretraining head
    would leak the stream's labels, and a head drawn from the pretraining run's seed would be
    the very head the backbone co-adapted with.
 4. ``meta`` reports accuracy on the held-out pool images and the test set with 100/50/25/10%
@@ -52,7 +52,7 @@ from .._files import atomic_write, file_lock
 from ..cache import cache_root
 from ..models import create_model, get_adapter, resolve_normalization
 from ..tokens.patches import random_keep_mask
-from .checkpoint import fresh_head, read_checkpoint
+from ..models.loading import fresh_head, read_checkpoint
 
 __all__ = [
     "BACKBONES",

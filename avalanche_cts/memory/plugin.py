@@ -144,14 +144,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         """How records are replayed and new data dropped (:class:`Recipe`)."""
         self.batch_size_mem = batch_size_mem
         self.replay_mode = recipe.replay_mode
-        rate = settings.retention if recipe.dropout is None else recipe.dropout
-        self.dropout = NewDataDropout(
-            float(rate), schedule=recipe.dropout_schedule, fraction=float(recipe.dropout_fraction),
-            tokens=recipe.dropout_tokens, refresh=recipe.dropout_refresh,
-            scorer=storage_policy.writer.scorer if dropout_scorer is None
-            else get_scorer(dropout_scorer),
-            token_choice=settings.token_choice, temperature=float(settings.temperature),
-            batch_size=int(settings.batch_size))
+        self.dropout = _new_data_dropout(storage_policy, recipe, dropout_scorer)
         """Keep masks of new-data batches (:class:`~avalanche_cts.memory.dropout.NewDataDropout`)."""
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
@@ -301,6 +294,21 @@ def refused(strategy, drops_tokens: bool) -> Optional[str]:
 def _cycle(loader: DataLoader) -> Iterator[TokenBatch]:
     while True:
         yield from loader
+
+
+def _new_data_dropout(storage_policy: CoreTokensetBuffer, recipe: Recipe,
+                      dropout_scorer) -> NewDataDropout:
+    """Token dropout of new data by ``recipe`` at the memory's retention (when
+    ``recipe.dropout`` is None), matched by the memory's scorer (or ``dropout_scorer``),
+    token choice, temperature and scoring batch size."""
+    settings = storage_policy.settings
+    rate = settings.retention if recipe.dropout is None else recipe.dropout
+    scorer = storage_policy.writer.scorer if dropout_scorer is None else get_scorer(dropout_scorer)
+    return NewDataDropout(
+        float(rate), schedule=recipe.dropout_schedule, fraction=float(recipe.dropout_fraction),
+        tokens=recipe.dropout_tokens, refresh=recipe.dropout_refresh, scorer=scorer,
+        token_choice=settings.token_choice, temperature=float(settings.temperature),
+        batch_size=int(settings.batch_size))
 
 
 def _check_replay(storage_policy: CoreTokensetBuffer, batch_size_mem, mem_weight,

@@ -45,6 +45,9 @@ _OWN_WORDS = {
 }
 """How ``RunConfig`` names a memory setting and what it accepts, where they differ from
 :class:`~avalanche_cts.memory.settings.MemorySettings` (``token_retention`` may be None)."""
+_MEMORY_FROM_FIELDS = {"budget_fraction", "budget_bytes", "token_retention", "retention_rule",
+                       "selector", "scorer", "seed", "recipe"}
+"""Memory settings that ``RunConfig`` sets from its own fields (not from ``options["buffer"]``)."""
 
 
 def _check(ok: bool, name: str, value: Any, wanted: str) -> None:
@@ -130,6 +133,8 @@ class RunConfig:
     def __post_init__(self):
         c = self
         _check(c.method in METHODS, "method", c.method, f"one of {METHODS.names()}")
+        for name in ("model_kwargs", "options"):
+            _check(isinstance(getattr(c, name), dict), name, getattr(c, name), "a mapping")
         if self.facts.uses_memory:
             self.memory()  # checks the memory's settings and the recipe
         else:
@@ -137,8 +142,6 @@ class RunConfig:
             self.recipe()
         _check(isinstance(c.model, str) and bool(c.model), "model", c.model,
                "a preset or timm model name")
-        for name in ("model_kwargs", "options"):
-            _check(isinstance(getattr(c, name), dict), name, getattr(c, name), "a mapping")
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
             v = getattr(c, name)
             _check(_is_int(v) and v >= 1, name, v, "an integer >= 1")
@@ -200,6 +203,9 @@ class RunConfig:
         if not self.facts.uses_memory:
             raise ValueError(f"method {self.method!r} keeps no memory")
         extra = {k: v for k, v in self.options.get("buffer", {}).items() if k != "normalization"}
+        known = {f.name for f in fields(MemorySettings)} - _MEMORY_FROM_FIELDS
+        _check(set(extra) <= known, "options", self.options,
+               f"a mapping whose 'buffer' keys are among {sorted(known)} or normalization")
         try:
             return MemorySettings(
                 budget_fraction=self.budget, token_retention=self.token_retention,

@@ -17,6 +17,7 @@ from avalanche.core import SupervisedPlugin
 
 from .budget import shortfall_message
 from .codec import PixelCodec
+from .settings import check_budget_fraction
 
 __all__ = ["ByteBudgetResize"]
 
@@ -34,11 +35,7 @@ class ByteBudgetResize(SupervisedPlugin):
 
     def __init__(self, storage_policy, budget: float, normalization=None):
         super().__init__()
-        if not 0 < budget <= 1:
-            raise ValueError(
-                f"replay budget must be a fraction in (0, 1] of the bytes of the data seen, "
-                f"got {budget!r}"
-            )
+        check_budget_fraction(budget, "budget")
         self.storage_policy = storage_policy
         self.budget = budget
         self.normalization = normalization

@@ -82,3 +82,30 @@ def test_registered_facts_drive_the_built_in_methods():
     ts = {m: RunConfig(method=m, budget=r).retention() for m in ("coreset", "core_tokens",
                                                                   "core_tokenset")}
     assert ts == {"coreset": 1.0, "core_tokens": r, "core_tokenset": r ** (1 / 3)}
+
+
+def test_registered_token_memory_options_checked_once(registered):
+    # the one option-key check reads the memory settings for a registered token memory too
+    with pytest.raises(ValueError, match=r"budget_fraction is set from the RunConfig fields"):
+        RunConfig(method="topk_tokens", options={"buffer": {"budget_fraction": 0.1}})
+    with pytest.raises(ValueError, match=r"options.buffer has \['temprature'\]"):
+        RunConfig(method="topk_tokens", options={"buffer": {"temprature": 0.5}})
+    cfg = RunConfig(method="topk_tokens", options={"buffer": {"temperature": 0.5}, "mine": 1})
+    assert cfg.memory().temperature == 0.5  # its own option "mine" is the method's to read
+
+
+def test_a_memory_on_a_peft_base_is_named_by_the_base_title():
+    from dataclasses import asdict
+
+    from avalanche_cts.harness.demo import _label
+    from avalanche_cts.harness.report import run_label
+
+    cfg = asdict(RunConfig(method="core_tokenset", options={"base": "coda_prompt"}))
+    assert _label({"config": cfg}) == "CODA-Prompt + core tokenset"
+    inferred = asdict(RunConfig(method="coreset", options={"base": "inflora"}, inference=0.5))
+    assert run_label(inferred, "x") == "InfLoRA + x @top0.5 rollout mask"
+    assert _label({"config": asdict(RunConfig(method="core_tokenset"))}) == "core tokenset"
+    rows = summary_rows({"c": dict(config=cfg, acc_matrix=[[1.0]], final_acc=1.0,
+                                   avg_inc_acc=1.0, forgetting=0.0, memory_bytes=10,
+                                   wall_time_s=1.0)})
+    assert rows[0]["label"] == "CODA-Prompt + core_tokenset random+rollout"

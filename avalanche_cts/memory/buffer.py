@@ -148,7 +148,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
     nbytes = _from_store("nbytes", "Exact bytes held by the memory.")
     num_records = _from_store("num_records", "Records held.")
     num_tokens = _from_store("num_tokens", "Tokens held.")
-    budget = _from_store("budget", "Current budget in bytes.")
+    budget_bytes = _from_store("budget_bytes", "Current budget in bytes.")
     codec = _from_store("codec")
     layout = _from_store("layout")
     items = _from_store("items")
@@ -160,7 +160,6 @@ class CoreTokensetBuffer(ExemplarsBuffer):
     dataset = _from_store("dataset", "The memory as a dataset (:meth:`TokenStore.dataset`).")
     record_bytes = _from_store("record_bytes", "Bytes of a record (:meth:`TokenStore.record_bytes`).")
     sample_bytes = _from_store("sample_bytes")
-    budget_bytes = _from_store("budget_bytes")
     budget_fraction = _from_store("budget_fraction")
     token_retention = _from_store("token_retention", "Fraction t of the tokens a record keeps.")
     weighted = _from_store("weighted")
@@ -176,10 +175,10 @@ class CoreTokensetBuffer(ExemplarsBuffer):
 
     @property
     def max_size(self) -> int:
-        """Not defined: the budget is bytes (see :attr:`budget`, :attr:`nbytes`,
+        """Not defined: the budget is bytes (see :attr:`budget_bytes`, :attr:`nbytes`,
         :attr:`num_records`). Avalanche's ``ReplayPlugin`` reads it first and is refused here."""
         raise TypeError(
-            "CoreTokensetBuffer has a byte budget (budget, nbytes, num_records), not a sample "
+            "CoreTokensetBuffer has a byte budget (budget_bytes, nbytes, num_records), not a sample "
             "count (max_size): Avalanche's ReplayPlugin cannot replay its token records (it "
             "concatenates whole samples with the new data); use "
             "avalanche_cts.CoreTokensetReplayPlugin(buffer) instead of ReplayPlugin"
@@ -248,7 +247,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
 
     # ------------------------------------------------------------ persistence
     def _config(self) -> Dict:
-        return dict(budget_bytes=self.budget_bytes, budget_fraction=self.budget_fraction,
+        return dict(budget_bytes=self.store.fixed_bytes, budget_fraction=self.budget_fraction,
                     token_retention=self.token_retention, weighted=self.weighted,
                     token_choice=self.token_choice, temperature=self.temperature,
                     selector=_component(self.selector), scorer=_component(self.scorer))
@@ -299,6 +298,7 @@ class CoreTokensetBuffer(ExemplarsBuffer):
                 generators[name].set_state(st)
 
     def __repr__(self) -> str:
-        b = f"{self.budget_bytes} B" if self.budget_bytes else f"{self.budget_fraction:.2%} of data"
+        b = (f"{self.store.fixed_bytes} B" if self.store.fixed_bytes
+             else f"{self.budget_fraction:.2%} of data")
         return (f"CoreTokensetBuffer(budget={b}, t={self.token_retention}, selector={self.selector!r}, "
                 f"scorer={self.scorer!r}, records={self.num_records}, nbytes={self.nbytes})")

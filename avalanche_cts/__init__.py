@@ -18,6 +18,7 @@ _EXPORTS = {
     "memory.plugin": ("CoreTokensetReplayPlugin",),
     "memory.inference": ("PartialInferencePlugin",),
     "memory.recipe": ("DEFAULT_RECIPE", "Recipe"),
+    "memory.settings": ("MemorySettings",),
     "tokens.normalization": ("Normalization",),
     "memory.codec": ("PixelCodec",),
     "selectors.base": ("SampleSelector",),

@@ -1,12 +1,14 @@
 """Type checks shared by every layer's input validation (no imports of the package).
 
 NumPy scalars count as numbers (``np.int64(3)`` is an integer, ``np.float32(0.5)`` a real);
-callers convert what they keep with ``int()`` / ``float()``.
+callers convert what they keep with ``int()`` / ``float()``. :class:`SettingError` is a
+``ValueError`` that also names the setting, its value and what is accepted, so an owner of
+settings (``RunConfig``) can restate it in its own field names.
 """
 import math
 import numbers
 
-__all__ = ["SEED_RANGE", "is_int", "is_real", "is_seed", "plain_number"]
+__all__ = ["SEED_RANGE", "SettingError", "check", "is_int", "is_real", "is_seed", "plain_number"]
 
 SEED_RANGE = (0, 2 ** 32 - 1)
 """Seeds every random number generator of a run accepts (NumPy's are the narrowest)."""
@@ -35,3 +37,23 @@ def plain_number(v):
         return v
     item = getattr(v, "item", None)
     return item() if callable(item) else v
+
+
+class SettingError(ValueError):
+    """A setting with a value it does not accept.
+
+    :ivar field: the setting's name (``"budget_fraction"``).
+    :ivar value: the value given.
+    :ivar wanted: what is accepted, in words (``"a number in (0, 1]"``).
+    """
+
+    def __init__(self, field: str, value, wanted: str, message: str = ""):
+        super().__init__(message or f"{field} must be {wanted}, got {value!r}")
+        self.field, self.value, self.wanted = field, value, wanted
+
+
+def check(ok: bool, field: str, value, wanted: str, message: str = "") -> None:
+    """Raise :class:`SettingError` unless ``ok`` (default message: ``"{field} must be
+    {wanted}, got {value!r}"``)."""
+    if not ok:
+        raise SettingError(field, value, wanted, message)

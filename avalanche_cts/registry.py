@@ -24,25 +24,44 @@ class Registry(Generic[T]):
         the object itself (e.g. a preset's settings).
     :param base: ``"module:attribute"`` of the base class of what :meth:`build` returns; an
         object of that class passes through :meth:`build` unchanged.
+    :param facts: built-in names -> what users of the registry need to know about an entry
+        without importing it (e.g. whether a method keeps a memory); see :meth:`facts`.
+    :param default_facts: the facts of an entry registered without any.
     """
 
     def __init__(self, kind: str, entries: Optional[Mapping[str, str]] = None,
-                 base: Optional[str] = None):
+                 base: Optional[str] = None, facts: Optional[Mapping[str, Any]] = None,
+                 default_facts: Any = None):
         self.kind = kind
         self._entries: Dict[str, Union[str, Any]] = dict(entries or {})
         self._base = base
+        self._facts: Dict[str, Any] = dict(facts or {})
+        self._default_facts = default_facts
 
-    def register(self, name: str, obj: Any = None) -> Any:
-        """Add ``obj`` under ``name`` (``register(name)`` is a decorator); a class gets
-        ``cls.name = name``. Returns ``obj``."""
+    def register(self, name: str, obj: Any = None, facts: Any = None) -> Any:
+        """Add ``obj`` under ``name`` (``register(name)`` is a decorator), with its ``facts``
+        (see :meth:`facts`); a class gets ``cls.name = name``. Returns ``obj``."""
 
         def add(o):
             if isinstance(o, type):
                 o.name = name
             self._entries[name] = o
+            self._facts[name] = self._default_facts if facts is None else facts
             return o
 
         return add if obj is None else add(obj)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a method registered for one experiment, a test's entry)."""
+        self.load(name)  # the same message for an unknown name
+        del self._entries[name]
+        self._facts.pop(name, None)
+
+    def facts(self, name: str) -> Any:
+        """What was declared about ``name`` when it was registered (imports nothing)."""
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; choose one of {self.names()}")
+        return self._facts.get(name, self._default_facts)
 
     def names(self) -> List[str]:
         """Registered names, sorted (imports nothing)."""

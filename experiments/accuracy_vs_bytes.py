@@ -35,7 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from avalanche_cts.harness.config import TOKEN_METHODS, RunConfig
+from avalanche_cts.harness import METHODS
+from avalanche_cts.harness.config import RunConfig
 from avalanche_cts.harness.execute import cell_data, execute_cells
 from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
@@ -104,7 +105,7 @@ def make_cells(args, chosen: Dict) -> List[Cell]:
         change = dict(change)
         at_t = change.pop("coreset_at_t", False)
         plugin = change.pop("options", {}).get("plugin")
-        options = dict(sources) if change["method"] in TOKEN_METHODS else {}
+        options = dict(sources) if METHODS.facts(change["method"]).memory == "tokens" else {}
         if plugin:
             options["plugin"] = plugin
         for seed in (args.seeds if headline else [s for s in REFERENCE_SEEDS if s in args.seeds]):
@@ -207,7 +208,8 @@ def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> 
              "|---|" + "---|" * (len(BUDGETS) + 4)]
     for label in dict.fromkeys(r["label"] for r in results):
         rs = [r for r in results if r["label"] == label]
-        if all(r["memory_bytes"] == 0 and r["config"]["method"] not in TOKEN_METHODS for r in rs):
+        if all(r["memory_bytes"] == 0 and METHODS.facts(r["config"]["method"]).memory != "tokens"
+               for r in rs):
             cells_ = [_cell(results, label, None, final) + " (no memory)"] + [""] * (len(BUDGETS) - 1)
             plast = [_cell(results, label, None, plastic), ""]
         else:

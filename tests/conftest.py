@@ -108,3 +108,11 @@ def run_interrupted(cfg, bm, out, stop_at: str):
     assert not (out / "result.json").exists()  # an interrupted run leaves no result
     lines = []
     return run(replace(cfg, out_dir=str(out)), bm, log=lines.append), lines
+
+
+def assert_named(call, exc, phrase: str, tmp_path) -> None:
+    """``call(tmp_path)`` raises ``exc`` whose message contains ``phrase`` (the bad-input
+    tables' one check)."""
+    with pytest.raises(exc) as info:
+        call(tmp_path)
+    assert phrase in str(info.value), str(info.value)

@@ -8,15 +8,17 @@
   :mod:`.cli` (``avalanche-cts run`` / ``demo`` / ``demo-vl`` / ``pretrain``);
 * :mod:`.demo`, :mod:`.demo_vl` (the embedded jobs), :mod:`.pretrain`, :mod:`.pretrain_vl`
   (backbones of the embedded benchmarks);
-* :mod:`.checkpoint` (backbones, fresh heads, run states), :mod:`.report` (tables, plots),
+* :mod:`.checkpoint` (run states), :mod:`.report` (tables, plots),
   :mod:`.diagnostics` (where stored tokens fall), :mod:`.viz` (relevance maps, memory figures).
 
 Names are imported on first use (``--help`` stays fast).
 """
 from .._lazy import lazy_exports
 from ..registry import Registry
+from .facts import MethodFacts
 
 _M = "avalanche_cts.harness.methods:"
+_TOKEN_KEY = ("selector", "scorer", "replay_mode", "token_retention")
 METHODS: Registry = Registry("method", {
     "naive": _M + "naive",
     "cumulative": _M + "cumulative",
@@ -29,20 +31,38 @@ METHODS: Registry = Registry("method", {
     "core_tokenset": _M + "token_memory",
     "inflora": _M + "inflora",
     "coda_prompt": _M + "coda_prompt",
-})
+}, facts={
+    "replay": MethodFacts("samples", title="Avalanche replay"),
+    "replay_class_balanced": MethodFacts("samples"),
+    "replay_reservoir": MethodFacts("samples"),
+    "replay_herding": MethodFacts("samples", key_fields=("selector",)),
+    "coreset": MethodFacts("tokens", "whole", "{method} {selector}", "coreset (ours, t = 1)",
+                           ("selector",)),
+    "core_tokens": MethodFacts("tokens", "budget", "{method} {selector}+{scorer}",
+                               "core tokens (t = r)", _TOKEN_KEY),
+    "core_tokenset": MethodFacts("tokens", "split", "{method} {selector}+{scorer}",
+                                 "core tokenset", _TOKEN_KEY),
+    "inflora": MethodFacts(title="InfLoRA"),
+    "coda_prompt": MethodFacts(title="CODA-Prompt"),
+}, default_facts=MethodFacts())
 """Continual-learning methods by name: ``fn(cfg, model, evaluator) -> strategy`` builders
-(:mod:`.methods`)."""
-register_method = METHODS.register
-"""``@register_method("name")`` on ``fn(cfg, model, evaluator) -> strategy`` adds a method."""
+(:mod:`.methods`), each with its :class:`~.facts.MethodFacts` (``METHODS.facts(name)``)."""
 list_methods = METHODS.names
+
+
+def register_method(name: str, fn=None, **facts):
+    """``@register_method("name", memory=..., retention=..., label=...)`` on
+    ``fn(cfg, model, evaluator) -> strategy`` adds a method; the keywords are its
+    :class:`~.facts.MethodFacts` (default: no memory)."""
+    return METHODS.register(name, fn, MethodFacts(**facts))
+
 
 _EXPORTS = {
     "config": ("RunConfig",),
     "methods": ("build_strategy",),
     "runner": ("accuracy_summary", "run", "save_result"),
-    "checkpoint": ("fresh_head", "load_backbone"),
     "pretrain": ("load_pretrained", "pretrain_backbone"),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(
-    __name__, _EXPORTS, ("METHODS", "list_methods", "register_method"))
+    __name__, _EXPORTS, ("METHODS", "list_methods", "register_method", "MethodFacts"))

@@ -13,36 +13,24 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-from .._checks import SEED_RANGE, is_int as _is_int, is_real as _is_num, is_seed, plain_number
-from ..memory.recipe import (
-    DEFAULT_RECIPE,
-    DROPOUT_REFRESH,
-    DROPOUT_SCHEDULES,
-    DROPOUT_TOKENS,
-    REPLAY_MODES,
-    TOKEN_CHOICES,
-)
+from .._checks import SEED_RANGE, SettingError, is_int as _is_int, is_real as _is_num, is_seed
+from .._checks import plain_number
+from ..memory.recipe import DEFAULT_RECIPE, REPLAY_MODES, Recipe
+from ..memory.settings import MemorySettings
 from ..scorers import SCORERS
-from ..selectors import SELECTORS
 from ..strategies import LR_SCHEDULES, PRECISIONS
 from . import METHODS
+from .facts import MethodFacts
 from .options import check_options
 
 __all__ = [
     "LOGGERS",
-    "NO_MEMORY_METHODS",
     "OPTIMIZERS",
-    "TOKEN_METHODS",
     "RunConfig",
     "check_inference",
     "fingerprint",
     "settings_diff",
 ]
-
-NO_MEMORY_METHODS = ("naive", "cumulative", "inflora", "coda_prompt")
-"""Methods whose results do not depend on ``budget``."""
-TOKEN_METHODS = ("coreset", "core_tokens", "core_tokenset")
-"""Methods that use :class:`~avalanche_cts.CoreTokensetBuffer` and its replay plugin."""
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 """Optimisers of ``RunConfig.optimizer``."""
@@ -54,6 +42,16 @@ _NOT_SHAPING = ("out_dir", "resume", "loggers", "num_workers", "pin_memory")
 _INFERENCE_FIELDS = ("inference", "inference_scorer", "inference_mode")
 """Settings of top-token inference (shaping only when ``inference`` is not whole)."""
 
+_RECIPE_FIELDS = ("replay_mode", "dropout", "dropout_schedule", "dropout_fraction",
+                  "dropout_tokens", "dropout_refresh", "token_choice", "retention_exponent")
+"""``RunConfig`` fields that are the :class:`~avalanche_cts.memory.recipe.Recipe`'s."""
+_OWN_WORDS = {
+    "budget_fraction": ("budget", "a fraction in (0, 1] of the bytes of the data seen (0.01 = 1%)"),
+    "token_retention": ("token_retention", "None or a fraction in (0, 1]"),
+}
+"""How ``RunConfig`` names a memory setting and what it accepts, where they differ from
+:class:`~avalanche_cts.memory.settings.MemorySettings` (``token_retention`` may be None)."""
+
 
 def _check(ok: bool, name: str, value: Any, wanted: str) -> None:
     if not ok:
@@ -64,6 +62,12 @@ def _plain_numbers(cfg: "RunConfig") -> None:
     """NumPy scalars and 0-d arrays or tensors in ``cfg``'s fields become Python numbers."""
     for f in fields(cfg):
         setattr(cfg, f.name, plain_number(getattr(cfg, f.name)))
+
+
+def _restated(e: SettingError) -> ValueError:
+    """A memory setting's error in ``RunConfig``'s field names."""
+    name, wanted = _OWN_WORDS.get(e.field, (e.field, e.wanted))
+    return ValueError(f"RunConfig.{name} must be {wanted}, got {e.value!r}")
 
 
 @dataclass
@@ -109,7 +113,7 @@ class RunConfig:
     options: Dict = field(default_factory=dict)
     """Method-specific settings (e.g. InfLoRA's rank; ``buffer``/``plugin`` keywords)."""
     pretrained: bool = False
-    """Fetch timm's pretrained weights for ``model`` (see :func:`~.checkpoint.load_backbone`)."""
+    """Fetch timm's pretrained weights for ``model`` (see :func:`~avalanche_cts.models.loading.load_backbone`)."""
     checkpoint: Optional[str] = None
     """Local backbone weights (.safetensors, .pth/.pt/.bin, .npz), loaded instead of fetching."""
     optimizer: str = "adam"
@@ -148,37 +152,11 @@ class RunConfig:
         c = self
         _plain_numbers(c)
         _check(c.method in METHODS, "method", c.method, f"one of {METHODS.names()}")
-        if c.method in NO_MEMORY_METHODS:
-            _check(_is_num(c.budget) and c.budget >= 0, "budget", c.budget, "a number >= 0")
-        else:
-            _check(_is_num(c.budget) and 0 < c.budget <= 1, "budget", c.budget,
-                   "a fraction in (0, 1] of the bytes of the data seen (0.01 = 1%)")
-        _check(c.token_retention is None or (_is_num(c.token_retention)
-                                             and 0 < c.token_retention <= 1),
-               "token_retention", c.token_retention, "None or a fraction in (0, 1]")
-        _check(_is_num(c.retention_exponent) and 0 < c.retention_exponent <= 1,
-               "retention_exponent", c.retention_exponent, "a number in (0, 1]")
-        _check(c.selector in SELECTORS, "selector", c.selector, f"one of {SELECTORS.names()}")
-        _check(c.scorer in SCORERS, "scorer", c.scorer, f"one of {SCORERS.names()}")
-        _check(c.token_choice in TOKEN_CHOICES, "token_choice", c.token_choice,
-               f"one of {list(TOKEN_CHOICES)}")
-        _check(c.replay_mode in REPLAY_MODES, "replay_mode", c.replay_mode,
-               f"one of {list(REPLAY_MODES)}")
-        _check(c.dropout is None or (_is_num(c.dropout) and 0 < c.dropout <= 1), "dropout",
-               c.dropout, "None (the memory's retention) or a keep rate in (0, 1] (1 = off)")
-        _check(c.dropout_schedule in DROPOUT_SCHEDULES, "dropout_schedule", c.dropout_schedule,
-               f"one of {list(DROPOUT_SCHEDULES)}")
-        _check(_is_num(c.dropout_fraction) and 0 <= c.dropout_fraction <= 1,
-               "dropout_fraction", c.dropout_fraction, "a fraction in [0, 1]")
-        _check(c.dropout_tokens in DROPOUT_TOKENS, "dropout_tokens", c.dropout_tokens,
-               f"one of {list(DROPOUT_TOKENS)}")
-        _check(c.dropout_refresh in DROPOUT_REFRESH, "dropout_refresh", c.dropout_refresh,
-               f"one of {list(DROPOUT_REFRESH)}")
-        _check(isinstance(c.model, str) and bool(c.model), "model", c.model,
-               "a preset or timm model name")
         for name in ("model_kwargs", "options"):
             _check(isinstance(getattr(c, name), dict), name, getattr(c, name), "a mapping")
-        check_options(c.method, c.options)
+        check_options(c.method, c.options, c.facts.memory)
+        _check(isinstance(c.model, str) and bool(c.model), "model", c.model,
+               "a preset or timm model name")
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum"):
             v = getattr(c, name)
             _check(_is_int(v) and v >= 1, name, v, "an integer >= 1")
@@ -211,6 +189,11 @@ class RunConfig:
         _check(isinstance(c.loggers, list) and set(c.loggers) <= set(LOGGERS)
                and len(set(c.loggers)) == len(c.loggers), "loggers", c.loggers,
                f"a list of {list(LOGGERS)}, each once")
+        if self.facts.uses_memory:
+            self.memory()  # checks the memory's settings and the recipe
+        else:
+            _check(_is_num(c.budget) and c.budget >= 0, "budget", c.budget, "a number >= 0")
+            self.recipe()
         check_inference(c)
 
     @classmethod
@@ -221,14 +204,39 @@ class RunConfig:
             raise ValueError(f"unknown run settings {sorted(unknown)}; valid: {sorted(names)}")
         return cls(**d)
 
+    @property
+    def facts(self) -> MethodFacts:
+        """What the method declared when it was registered (``METHODS.facts``)."""
+        return METHODS.facts(self.method)
+
+    def recipe(self) -> Recipe:
+        """The run's partial-input recipe (checked)."""
+        try:
+            return Recipe(**{k: getattr(self, k) for k in _RECIPE_FIELDS})
+        except SettingError as e:
+            raise _restated(e) from None
+
+    def memory(self) -> MemorySettings:
+        """The run's memory settings (checked): the budget as a fraction, the token retention
+        (or the method's retention rule), selector, scorer, seed and recipe, with
+        ``options["buffer"]`` keywords on top (but ``normalization``, which is the stream's;
+        their keys are checked with the other options, :mod:`.options`). For methods without
+        a memory it says so."""
+        if not self.facts.uses_memory:
+            raise ValueError(f"method {self.method!r} keeps no memory")
+        extra = {k: v for k, v in self.options.get("buffer", {}).items() if k != "normalization"}
+        try:
+            return MemorySettings(
+                budget_fraction=self.budget, token_retention=self.token_retention,
+                retention_rule=self.facts.retention or "whole", selector=self.selector,
+                scorer=self.scorer, seed=self.seed, recipe=self.recipe(),
+                **{"num_workers": self.num_workers, **extra})
+        except SettingError as e:
+            raise _restated(e) from None
+
     def retention(self) -> Optional[float]:
         """Token retention t the run uses (``None`` for methods without a token memory)."""
-        if self.method not in TOKEN_METHODS:
-            return None
-        if self.token_retention is not None:
-            return self.token_retention
-        return {"coreset": 1.0, "core_tokens": self.budget,
-                "core_tokenset": self.budget ** self.retention_exponent}[self.method]
+        return self.memory().retention if self.facts.memory == "tokens" else None
 
     def shaping(self) -> Dict[str, Any]:
         """The settings that shape a result (everything but output and loader options; the
@@ -241,14 +249,14 @@ class RunConfig:
         """A readable, file-name-safe name of the run (not unique: see :func:`fingerprint`)."""
         base = self.options.get("base")  # the PEFT strategy a memory runs on
         parts = [self.method if base is None else f"{base}+{self.method}"]
-        if self.method not in NO_MEMORY_METHODS:
+        if self.facts.uses_memory:
             parts.append(f"r{self.budget:g}")
-        if self.method in TOKEN_METHODS or self.method == "replay_herding":
-            parts.append(self.selector)
-        if self.method in ("core_tokens", "core_tokenset"):
-            parts += [self.scorer, self.replay_mode]
-            if self.token_retention is not None:
-                parts.append(f"t{self.token_retention:g}")
+        for name in self.facts.key_fields:
+            value = getattr(self, name)
+            if name == "token_retention":
+                parts += [] if value is None else [f"t{value:g}"]
+            else:
+                parts.append(str(value))
         if self.inference != "whole":
             parts.append(f"inf{self.inference:g}-{self.inference_scorer}-{self.inference_mode}")
         parts.append(f"s{self.seed}")

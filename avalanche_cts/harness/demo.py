@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..memory import recipe
+from . import METHODS
 from ..scorers import SCORERS
 from ..selectors import SELECTORS
 
@@ -31,14 +32,6 @@ __all__ = ["DEMO_METHODS", "add_arguments", "add_recipe_arguments", "main", "rec
 
 DEMO_METHODS = ("naive", "cumulative", "replay", "coreset", "core_tokens", "core_tokenset")
 _DEFAULT_METHODS = ("naive", "cumulative", "replay", "coreset", "core_tokenset")
-_LABELS = {
-    "naive": "naive",
-    "cumulative": "cumulative",
-    "replay": "Avalanche replay",
-    "coreset": "coreset (ours, t = 1)",
-    "core_tokens": "core tokens (t = r)",
-    "core_tokenset": "core tokenset",
-}
 _BENCHMARKS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
 TRAINING = {"fmnist_pretrained": dict(lr=3e-4, epochs=4), "cluttered_fmnist": dict(lr=1e-4, epochs=4)}
 """Adam settings per benchmark, chosen on its validation split by the 5% coreset
@@ -159,7 +152,7 @@ def demo_cells(args) -> List:
     cells = []
     for seed in args.seeds:
         for method in args.methods:
-            budgets = [0.0] if method in ("naive", "cumulative") else args.budgets
+            budgets = args.budgets if METHODS.facts(method).uses_memory else [0.0]
             for r in budgets:
                 cfg = RunConfig(
                     method=method, budget=r, model=model, pretrained=args.pretrained,
@@ -175,9 +168,10 @@ def demo_cells(args) -> List:
 
 
 def _label(result: Dict) -> str:
-    from .report import with_inference
+    from .report import run_label
 
-    return with_inference(_LABELS[result["config"]["method"]], result["config"])
+    method = result["config"]["method"]
+    return run_label(result["config"], METHODS.facts(method).title or method)
 
 
 def write_report(results: List[Dict], out: Path, title: str) -> str:

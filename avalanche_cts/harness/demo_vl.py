@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from ..memory.settings import check_retention
+from . import METHODS
 from .demo import add_recipe_arguments, recipe_settings
 
 __all__ = ["VL_DEMO_METHODS", "add_arguments", "main"]
@@ -84,7 +86,7 @@ def demo_cells(args) -> List:
                 if scorer:
                     kw["token_retention"] = args.token_retention
                 cfg = RunConfig(
-                    budget=args.budget if method not in ("naive", "cumulative") else 0.0,
+                    budget=args.budget if METHODS.facts(kw["method"]).uses_memory else 0.0,
                     selector=args.selector, **recipe_settings(args), model=model,
                     pretrained=True, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                     optimizer="adamw", weight_decay=0.05, seed=seed, device=args.device,
@@ -180,8 +182,7 @@ def main(args: argparse.Namespace) -> List[Dict]:
     """Run the job's runs (resumable, in parallel) and write the report into ``args.out``."""
     from .demo import run_cells
 
-    if not 0 < args.token_retention <= 1:
-        raise ValueError(f"--token-retention must be in (0, 1], got {args.token_retention}")
+    check_retention(args.token_retention, "--token-retention")
     start = time.perf_counter()
     out = Path(args.out)
     results = run_cells(demo_cells(args), args)

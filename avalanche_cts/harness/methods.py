@@ -29,8 +29,10 @@ For BLIP VQA and captioning models (``cfg.model`` a BLIP preset or checkpoint) `
 loss is then the answer/caption NLL. Avalanche's sample buffers and the rehearsal-free
 baselines are classification methods.
 
-Register more with ``@avalanche_cts.harness.register_method("name")`` on
-``fn(cfg, model, evaluator) -> strategy``.
+Register more with ``@avalanche_cts.harness.register_method("name", memory=..., ...)`` on
+``fn(cfg, model, evaluator) -> strategy``: the keywords are the method's
+:class:`~avalanche_cts.harness.facts.MethodFacts` (whether it keeps a memory, its retention
+rule, its report label), which ``RunConfig``, the reports and the demos read.
 """
 from __future__ import annotations
 
@@ -144,19 +146,15 @@ def cumulative(cfg, model, evaluator):
 
 # ------------------------------------------------------------- token memories
 def token_memory(cfg: RunConfig, model, evaluator):
-    """``coreset``, ``core_tokens``, ``core_tokenset``: our buffer and replay plugin at
-    ``cfg.retention()``."""
+    """``coreset``, ``core_tokens``, ``core_tokenset``: our buffer and replay plugin with
+    ``cfg.memory()`` (the retention from the method's rule)."""
     buffer_cls = DistributedCoreTokensetBuffer if world_size() > 1 else CoreTokensetBuffer
-    buffer = buffer_cls(budget_fraction=cfg.budget, token_retention=cfg.retention(),
-                        selector=cfg.selector, scorer=cfg.scorer, token_choice=cfg.token_choice,
-                        seed=cfg.seed,
-                        **{"num_workers": cfg.num_workers, **cfg.options.get("buffer", {})})
+    settings = cfg.memory()
+    buffer = buffer_cls(settings=settings,
+                        normalization=cfg.options.get("buffer", {}).get("normalization"))
     plugin = CoreTokensetReplayPlugin(
-        buffer, batch_size_mem=cfg.batch_size_mem, replay_mode=cfg.replay_mode,
-        dropout=cfg.dropout, dropout_schedule=cfg.dropout_schedule,
-        dropout_fraction=cfg.dropout_fraction, dropout_tokens=cfg.dropout_tokens,
-        dropout_refresh=cfg.dropout_refresh, seed=cfg.seed + RANK_SEED_STRIDE * rank(),
-        **cfg.options.get("plugin", {}))
+        buffer, recipe=settings.recipe, batch_size_mem=cfg.batch_size_mem,
+        seed=cfg.seed + RANK_SEED_STRIDE * rank(), **cfg.options.get("plugin", {}))
     if cfg.options.get("base") is None:
         plugin.prepare_model(model)  # before the optimiser collects the trainable parameters
         return _supervised(cfg, model, evaluator, plugins=[plugin])
@@ -180,7 +178,7 @@ def _sample_replay(cfg, model, evaluator, policy):
     replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,
                           batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
                           storage_policy=policy)
-    resize = ByteBudgetResize(policy, cfg.budget, resolve_normalization(model))
+    resize = ByteBudgetResize(policy, cfg.memory().budget_fraction, resolve_normalization(model))
     return _base_strategy(cfg, model, evaluator, [resize, replay])
 
 

@@ -2,8 +2,9 @@
 made (so a typo such as ``bufer`` or an option the method does not read fails before any run,
 naming the key, the method and the valid keys).
 
-* ``coreset``, ``core_tokens``, ``core_tokenset``: ``buffer`` (keywords of
-  :class:`~avalanche_cts.CoreTokensetBuffer`), ``plugin`` (of
+* ``coreset``, ``core_tokens``, ``core_tokenset``: ``buffer`` (the
+  :class:`~avalanche_cts.memory.settings.MemorySettings` fields ``RunConfig`` does not set,
+  and the stream's ``normalization``), ``plugin`` (of
   :class:`~avalanche_cts.CoreTokensetReplayPlugin`) and ``template`` (of the VL templates,
   BLIP models);
 * ``naive``, ``cumulative``: ``template``;
@@ -13,24 +14,37 @@ naming the key, the method and the valid keys).
   is added to and its keywords, :func:`~avalanche_cts.harness.methods._base_strategy`).
 
 Keywords that ``RunConfig`` fields already set (the budget, seed, learning rate, ...) are not
-options. Methods added with ``register_method`` read their options themselves (not checked).
+options. Methods added with ``register_method`` read their options themselves (not checked),
+but for a token memory (``memory="tokens"``) ``buffer``, which ``RunConfig.memory()`` reads.
 """
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from typing import Dict, List, Mapping, Optional
 
-__all__ = ["check_options", "option_keys"]
+__all__ = ["buffer_keys", "check_options", "option_keys"]
 
 _SET_BY_RUN = {
-    "buffer": {"budget_bytes", "budget_fraction", "token_retention", "selector", "scorer",
-               "token_choice", "seed"},
-    "plugin": {"storage_policy", "batch_size_mem", "replay_mode", "dropout", "dropout_schedule",
+    "buffer": {"budget_bytes", "budget_fraction", "token_retention", "retention_rule",
+               "selector", "scorer", "seed", "recipe", "token_choice"},
+    "plugin": {"storage_policy", "recipe", "batch_size_mem", "replay_mode", "dropout", "dropout_schedule",
                "dropout_fraction", "dropout_tokens", "dropout_refresh", "seed"},
     "template": {"tokenizer"},
     "peft": {"model", "lr", "weight_decay"},
 }
-"""Keywords each part gets from ``RunConfig`` fields (set them there, not in ``options``)."""
+"""Keywords each part gets from ``RunConfig`` fields (set them there, not in ``options``);
+``buffer``: the :class:`~avalanche_cts.memory.settings.MemorySettings` fields that
+``RunConfig.memory()`` sets (and ``token_choice``, a recipe field)."""
+
+
+def buffer_keys() -> List[str]:
+    """The ``options["buffer"]`` keys: the memory settings ``RunConfig`` does not set, and
+    ``normalization`` (the stream's, given to the buffer)."""
+    from ..memory.settings import MemorySettings
+
+    return sorted({f.name for f in fields(MemorySettings)} - _SET_BY_RUN["buffer"]
+                  | {"normalization"})
 
 
 def _keywords(cls, part: str) -> List[str]:
@@ -43,14 +57,13 @@ def _keywords(cls, part: str) -> List[str]:
 def option_keys(method: str) -> Optional[Dict[str, Optional[List[str]]]]:
     """``{option key: its valid sub-keys, or None for a plain keyword}`` of a built-in
     ``method``; ``None`` for a method this module does not know (registered by a user)."""
-    from ..memory.buffer import CoreTokensetBuffer
     from ..memory.plugin import CoreTokensetReplayPlugin
     from ..strategies.inflora import InfLoRA
     from ..strategies.prompt import CODAPrompt
     from ..strategies.vl import VLTemplate
 
     template = {"template": _keywords(VLTemplate, "template")}
-    token = dict(template, buffer=_keywords(CoreTokensetBuffer, "buffer"),
+    token = dict(template, buffer=buffer_keys(),
                  plugin=_keywords(CoreTokensetReplayPlugin, "plugin"))
     peft = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
     base = {"base": None, "base_options": None}  # the strategy a memory is added to
@@ -65,10 +78,13 @@ def option_keys(method: str) -> Optional[Dict[str, Optional[List[str]]]]:
     return None
 
 
-def check_options(method: str, options: Mapping) -> None:
+def check_options(method: str, options: Mapping, memory: str = "none") -> None:
     """``ValueError`` naming an ``options`` key (or sub-key) that ``method`` does not read,
-    with the valid ones."""
+    with the valid ones; of a registered method (not built in) whose ``memory`` kind is
+    ``tokens`` only ``buffer`` is checked."""
     valid = option_keys(method)
+    if valid is None and memory == "tokens":
+        valid = dict(dict.fromkeys(options), buffer=buffer_keys())
     if valid is None:
         return
     for key, value in options.items():

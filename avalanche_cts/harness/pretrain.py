@@ -23,7 +23,7 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
    per-epoch ``.partial.pt``. The package ships the two default backbones
    (``avalanche_cts/data/backbones/``, what this function wrote), so the demo needs no
    pretraining; another cache folder or other settings pretrain anew. The classifier is not saved, and a loaded backbone gets a fresh
-   head from its own random stream (:func:`~.checkpoint.fresh_head`): the pretraining head
+   head from its own random stream (:func:`~avalanche_cts.models.loading.fresh_head`): the pretraining head
    would leak the stream's labels, and a head drawn from the pretraining run's seed would be
    the very head the backbone co-adapted with.
 4. ``meta`` reports accuracy on the held-out pool images and the test set with 100/50/25/10%
@@ -58,7 +58,7 @@ from ..cache import cache_folder, cache_root, writable_folder
 from ..models import create_model, get_adapter, resolve_normalization
 from ..scorers import get_scorer
 from ..tokens.patches import random_keep_mask, rank_tokens
-from .checkpoint import fresh_head, read_checkpoint
+from ..models.loading import fresh_head, read_checkpoint
 
 __all__ = [
     "BACKBONES",

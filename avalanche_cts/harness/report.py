@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._files import atomic_write, write_text
+from . import METHODS
+from .facts import MethodFacts
 
 __all__ = [
     "aggregate",
     "format_matrix",
     "format_table",
     "mean_std",
+    "method_facts",
     "plot_accuracy_vs_memory",
     "plot_matrices",
     "plot_metric_over_tasks",
@@ -42,8 +45,6 @@ __all__ = [
     "write_csv",
     "write_summary",
 ]
-
-_TOKEN_METHODS = ("coreset", "core_tokens", "core_tokenset")
 
 
 def write_csv(path: Path, rows: Sequence[Dict], fieldnames: Optional[Sequence[str]] = None) -> None:
@@ -113,6 +114,11 @@ def plot_run(result: Dict, path: Path) -> None:
     save_figure(fig, path, 120)
 
 
+def method_facts(method: str) -> MethodFacts:
+    """The registered facts of ``method`` (a method no longer registered: no memory)."""
+    return METHODS.facts(method) if method in METHODS else MethodFacts()
+
+
 def with_inference(label: str, cfg: Dict) -> str:
     """``label`` of a run whose config mapping is ``cfg``, with its inference when not whole:
     ``"core_tokenset @top0.215 rollout mask"`` (results stored before the setting existed
@@ -123,22 +129,22 @@ def with_inference(label: str, cfg: Dict) -> str:
     return f"{label} @top{keep:g} {cfg['inference_scorer']} {cfg['inference_mode']}"
 
 
+def run_label(cfg: Dict, text: str) -> str:
+    """``text`` (a method's report label or title) of a run whose config mapping is ``cfg``,
+    after the PEFT strategy a memory method runs on (``options["base"]``, by its title:
+    ``"CODA-Prompt + core tokenset"``) and with its inference when not whole."""
+    base = cfg.get("options", {}).get("base")
+    if base is not None:
+        text = f"{method_facts(base).title or base} + {text}"
+    return with_inference(text, cfg)
+
+
 def _label(cfg: Dict) -> str:
-    return with_inference(_method_label(cfg), cfg)
-
-
-def _method_label(cfg: Dict) -> str:
-    if cfg["method"] == "coreset":
-        return f"coreset {cfg['selector']}"
-    if cfg["method"] in _TOKEN_METHODS:
-        return f"{cfg['method']} {cfg['selector']}+{cfg['scorer']}"
-    return cfg["method"]
+    return run_label(cfg, method_facts(cfg["method"]).report_label(cfg))
 
 
 def _uses_memory(cfg: Dict, result: Dict) -> bool:
-    return (
-        result["memory_bytes"] > 0 or cfg["method"] in _TOKEN_METHODS or "replay" in cfg["method"]
-    )
+    return result["memory_bytes"] > 0 or method_facts(cfg["method"]).uses_memory
 
 
 _RESULT_KEYS = {"config": dict, "settings": dict, "acc_matrix": list, "final_acc": float,

@@ -34,8 +34,8 @@ from avalanche.training.plugins import EvaluationPlugin
 from .._files import check_folder, folder_owner, portable_path, write_text
 from ..memory.buffer import CoreTokensetBuffer
 from ..memory.plugin import CoreTokensetReplayPlugin
+from ..models.loading import load_backbone
 from .checkpoint import (
-    load_backbone,
     load_run_state,
     restore_run_state,
     run_state_parts,
@@ -100,7 +100,7 @@ def make_model(cfg: RunConfig, num_classes: Optional[int]) -> nn.Module:
     """The run's network: a preset with ``pretrained=True`` gets its embedded pretraining
     (:func:`~.pretrain.load_pretrained`, :func:`~.pretrain_vl.load_pretrained_blip`), a BLIP
     name :func:`~avalanche_cts.models.create_blip` (``cfg.checkpoint``: a local folder), anything
-    else :func:`~.checkpoint.load_backbone`; a classifier is drawn from the head stream of
+    else :func:`~avalanche_cts.models.loading.load_backbone`; a classifier is drawn from the head stream of
     ``cfg.seed``."""
     if is_blip_name(cfg.model):
         if _embedded_blip(cfg):

@@ -10,6 +10,7 @@
   (token dropout of new data: random or matched to the memory) and the :mod:`.recipe`;
 * :mod:`.inference` ``PartialInferencePlugin``: evaluation images classified from their own
   top tokens (inference in the shape of training);
+* :mod:`.settings` ``MemorySettings``: every setting of a memory and its replay, checked once;
 * :mod:`.sample_buffers`: Avalanche's whole-sample buffers held to the same bytes.
 
 Names are imported on first use.
@@ -30,6 +31,8 @@ _EXPORTS = {
     "records": ("GROUP_HEADER_BYTES", "LENGTH_DTYPE", "POSITION_DTYPE", "TEXT_DTYPE",
                 "TextCollate", "TokenBatch", "TokenGroup", "TokenMemoryDataset",
                 "check_group_state", "collate_tokens"),
+    "settings": ("MemorySettings", "RETENTION_RULES", "check_budget_fraction",
+                 "check_retention"),
     "writer": ("MemoryWriter",),
     "dropout": ("NewDataDropout", "ScoreCache", "batch_images_targets", "fingerprints"),
     "codec": ("PixelCodec", "STORAGE_DTYPES"),

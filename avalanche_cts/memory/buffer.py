@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from dataclasses import replace
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -14,15 +15,14 @@ import torch
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.training.storage_policy import ExemplarsBuffer
 
-from .._checks import is_int, is_real
 from ..models import get_adapter, resolve_normalization
 from ..scorers import TokenScorer
 from ..selectors import SampleSelector
 from ..tokens.normalization import Normalization, NormalizationLike
-from .codec import STORAGE_DTYPES
 from .items import item_view
-from .recipe import DEFAULT_RECIPE, TOKEN_CHOICES
+from .recipe import DEFAULT_RECIPE
 from .records import TokenBatch, collate_tokens
+from .settings import MemorySettings
 from .store import TokenStore
 from .writer import MemoryWriter
 
@@ -40,7 +40,13 @@ def _component(obj) -> str:
     return re.sub(r"seed=\d+(, )?", "", repr(obj))
 
 
-class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
+def _from_store(name: str, doc: str = "") -> property:
+    """A read-only view of the buffer's :class:`TokenStore` attribute ``name``."""
+    return property(lambda self: getattr(self.store, name),
+                    doc=doc or f"The store's ``{name}`` (:class:`TokenStore`).")
+
+
+class CoreTokensetBuffer(ExemplarsBuffer):
     """Replay memory of core tokensets under a byte budget, class-balanced (task-balanced for
     image-text streams, which have no classes).
 
@@ -59,13 +65,15 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
     ``token_retention=1`` is a whole-sample coreset; a small ``t`` with many samples is
     "core tokens"; both small is a core tokenset (paper: 10% samples x 10% tokens = 1%).
 
-    Storing (records, bytes, codec, persistence) is the :class:`TokenStore` it derives from;
-    writing (quotas, selection, scoring, token choice) is its :attr:`writer`
-    (:class:`MemoryWriter`). Replay it with
-    :class:`~avalanche_cts.memory.plugin.CoreTokensetReplayPlugin`; Avalanche's
+    Its settings are one :class:`~avalanche_cts.memory.settings.MemorySettings`
+    (:attr:`settings`), given as ``settings=`` or built from the keyword arguments below.
+    It holds a :attr:`store` (:class:`TokenStore`: records, bytes, codec, persistence) and a
+    :attr:`writer` (:class:`MemoryWriter`: quotas, selection, scoring, token choice). Replay
+    it with :class:`~avalanche_cts.memory.plugin.CoreTokensetReplayPlugin`; Avalanche's
     ``ReplayPlugin`` and sample-count buffers cannot hold token records (reading
     ``max_size``, which it does first, raises a ``TypeError`` saying so).
 
+    :param settings: all of the settings below at once (then give no other keyword).
     :param budget_bytes: fixed budget in bytes (exclusive with ``budget_fraction``).
     :param budget_fraction: budget as a fraction in (0, 1] of the bytes of all data seen so
         far (whole samples at the storage dtype).
@@ -94,6 +102,7 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
     def __init__(
         self,
         *,
+        settings: Optional[MemorySettings] = None,
         budget_bytes: Optional[int] = None,
         budget_fraction: Optional[float] = None,
         token_retention: float = 1.0,
@@ -109,57 +118,67 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        if (budget_bytes is None) == (budget_fraction is None):
-            raise ValueError("give exactly one of budget_bytes or budget_fraction")
-        if budget_bytes is not None and (not is_int(budget_bytes) or budget_bytes <= 0):
-            raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
-        if budget_fraction is not None and not (is_real(budget_fraction)
-                                                and 0.0 < budget_fraction <= 1.0):
-            raise ValueError(
-                f"budget_fraction must be a number in (0, 1] (e.g. 0.01 for 1% of the data), "
-                f"got {budget_fraction!r}"
-            )
-        if not (is_real(token_retention) and 0.0 < token_retention <= 1.0):
-            raise ValueError(
-                f"token_retention must be a number in (0, 1] (fraction of patch tokens kept per "
-                f"sample), got {token_retention!r}"
-            )
-        if token_choice not in TOKEN_CHOICES:
-            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
-        if not (is_real(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if pixel_dtype is not None and pixel_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"pixel_dtype must be one of {sorted(STORAGE_DTYPES)} or None, got {pixel_dtype!r}")
-        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                                 ("seed", seed, 0)):
-            if not is_int(value) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        TokenStore.__init__(
-            self, budget_bytes, None if budget_fraction is None else float(budget_fraction),
-            float(token_retention), bool(weighted), bool(keep_sources))
-        self.writer = self.writer_class(selector, scorer, token_choice, temperature, batch_size,
-                                        num_workers, seed)
+        if settings is None:
+            settings = MemorySettings(
+                budget_fraction=budget_fraction, budget_bytes=budget_bytes,
+                token_retention=token_retention, selector=selector, scorer=scorer,
+                temperature=temperature, pixel_dtype=pixel_dtype, weighted=bool(weighted),
+                keep_sources=bool(keep_sources), batch_size=batch_size, num_workers=num_workers,
+                seed=seed, recipe=replace(DEFAULT_RECIPE, token_choice=token_choice))
+        elif not isinstance(settings, MemorySettings):
+            raise TypeError(f"settings must be a MemorySettings, got {type(settings).__name__}")
+        self.settings = settings
+        """Everything the memory was built with (:class:`MemorySettings`)."""
+        s = settings
+        self.store = TokenStore(
+            s.budget_bytes, None if s.budget_fraction is None else float(s.budget_fraction),
+            s.retention, s.weighted, s.keep_sources)
+        """Records, bytes, codec and persistence (:class:`TokenStore`)."""
+        self.writer = self.writer_class(s.selector, s.scorer, s.token_choice, s.temperature,
+                                        s.batch_size, s.num_workers, s.seed)
         """Selection, scoring and token choice (:class:`MemoryWriter`)."""
         self.normalization: Optional[Normalization] = (
             None if normalization is None else resolve_normalization(normalization))
-        self.pixel_dtype = pixel_dtype
 
     writer_class = MemoryWriter
     """The writer a buffer builds (the distributed buffer shares the work over ranks)."""
 
-    # the writer's settings, as the buffer was built with them
+    # what the store holds, read through the buffer
+    groups = _from_store("groups")
+    nbytes = _from_store("nbytes", "Exact bytes held by the memory.")
+    num_records = _from_store("num_records", "Records held.")
+    num_tokens = _from_store("num_tokens", "Tokens held.")
+    budget_bytes = _from_store("budget_bytes", "Current budget in bytes.")
+    codec = _from_store("codec")
+    layout = _from_store("layout")
+    items = _from_store("items")
+    seen_samples = _from_store("seen_samples")
+    seen_bytes = _from_store("seen_bytes")
+    experiences = _from_store("experiences")
+    experience_ids = _from_store("experience_ids", "Ids of the experiences stored, in order.")
+    tokens_per_sample = _from_store("tokens_per_sample")
+    dataset = _from_store("dataset", "The memory as a dataset (:meth:`TokenStore.dataset`).")
+    record_bytes = _from_store("record_bytes", "Bytes of a record (:meth:`TokenStore.record_bytes`).")
+    sample_bytes = _from_store("sample_bytes")
+    budget_fraction = _from_store("budget_fraction")
+    token_retention = _from_store("token_retention", "Fraction t of the tokens a record keeps.")
+    weighted = _from_store("weighted")
+    keep_sources = _from_store("keep_sources")
+    # the settings the buffer was built with
+    token_choice = property(lambda self: self.settings.token_choice)
+    temperature = property(lambda self: float(self.settings.temperature))
+    batch_size = property(lambda self: int(self.settings.batch_size))
+    pixel_dtype = property(lambda self: self.settings.pixel_dtype)
+    # the writer's built components (seeded objects)
     selector = property(lambda self: self.writer.selector)
     scorer = property(lambda self: self.writer.scorer)
-    token_choice = property(lambda self: self.writer.token_choice)
-    temperature = property(lambda self: self.writer.temperature)
-    batch_size = property(lambda self: self.writer.batch_size)
 
     @property
     def max_size(self) -> int:
-        """Not defined: the budget is bytes (see :attr:`budget`, :attr:`nbytes`,
+        """Not defined: the budget is bytes (see :attr:`budget_bytes`, :attr:`nbytes`,
         :attr:`num_records`). Avalanche's ``ReplayPlugin`` reads it first and is refused here."""
         raise TypeError(
-            "CoreTokensetBuffer has a byte budget (budget, nbytes, num_records), not a sample "
+            "CoreTokensetBuffer has a byte budget (budget_bytes, nbytes, num_records), not a sample "
             "count (max_size): Avalanche's ReplayPlugin cannot replay its token records (it "
             "concatenates whole samples with the new data); use "
             "avalanche_cts.CoreTokensetReplayPlugin(buffer) instead of ReplayPlugin"
@@ -217,18 +236,18 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
         targets, tasks = items.keys(data)
         if hasattr(adapter, "check_targets") and not items.text_fields:
             adapter.check_targets(targets)
-        experience = self.new_experience(exp)
-        self.admit(adapter, data, items, experience, self.normalization, self.pixel_dtype)
+        experience = self.store.new_experience(exp)
+        self.store.admit(adapter, data, items, experience, self.normalization, self.pixel_dtype)
         self.normalization = self.codec.normalization
-        self.writer.write(self, model, device, data, targets, tasks, experience)
+        self.writer.write(self.store, model, device, data, targets, tasks, experience)
 
     def resize(self, strategy, new_size: int):
         """Keep at most ``new_size`` records, class-balanced, dropping lowest-priority ones."""
-        self.keep_records(new_size)
+        self.store.keep_records(new_size)
 
     # ------------------------------------------------------------ persistence
     def _config(self) -> Dict:
-        return dict(budget_bytes=self.budget_bytes, budget_fraction=self.budget_fraction,
+        return dict(budget_bytes=self.store.fixed_bytes, budget_fraction=self.budget_fraction,
                     token_retention=self.token_retention, weighted=self.weighted,
                     token_choice=self.token_choice, temperature=self.temperature,
                     selector=_component(self.selector), scorer=_component(self.scorer))
@@ -242,7 +261,7 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
 
     def state_dict(self) -> Dict:
         """Everything needed to resume: memory, counters, layout, codec and RNG states."""
-        return dict(config=self._config(), **self.store_state(),
+        return dict(config=self._config(), **self.store.store_state(),
                     rng={n: g.get_state() for n, g in self._generators().items()})
 
     def load_state_dict(self, state: Dict, strict: bool = True) -> None:
@@ -271,7 +290,7 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
                              f"the buffer with the saved settings"
                              + ("" if not strict else " or load with strict=False to keep "
                                 "another selector or scorer"))
-        self.load_store_state(state)
+        self.store.load_store_state(state)
         self.normalization = None if self.codec is None else self.codec.normalization
         generators = self._generators()
         for name, st in state.get("rng", {}).items():
@@ -279,6 +298,7 @@ class CoreTokensetBuffer(TokenStore, ExemplarsBuffer):
                 generators[name].set_state(st)
 
     def __repr__(self) -> str:
-        b = f"{self.budget_bytes} B" if self.budget_bytes else f"{self.budget_fraction:.2%} of data"
+        b = (f"{self.store.fixed_bytes} B" if self.store.fixed_bytes
+             else f"{self.budget_fraction:.2%} of data")
         return (f"CoreTokensetBuffer(budget={b}, t={self.token_retention}, selector={self.selector!r}, "
                 f"scorer={self.scorer!r}, records={self.num_records}, nbytes={self.nbytes})")

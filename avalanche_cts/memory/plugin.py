@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import torch
@@ -11,12 +12,12 @@ from torch.utils.data import DataLoader
 
 from avalanche.core import SupervisedPlugin
 
-from .._checks import is_int as _int, is_real as _real
+from .._checks import check, is_int, is_real
 from .buffer import CoreTokensetBuffer
 from .dropout import NewDataDropout, batch_images_targets
 from .records import TokenBatch
 from ..models import get_adapter
-from .recipe import DEFAULT_RECIPE, REPLAY_MODES
+from .recipe import DEFAULT_RECIPE, REPLAY_MODES, Recipe
 from ..scorers import get_scorer
 
 if TYPE_CHECKING:
@@ -79,9 +80,14 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     * Evaluation always sees full images.
     * A non-finite loss stops training with the step and both loss terms.
 
-    Defaults follow :data:`avalanche_cts.memory.recipe.DEFAULT_RECIPE`.
+    Defaults follow :data:`avalanche_cts.memory.recipe.DEFAULT_RECIPE`; the token choice,
+    its temperature and the scoring batch size are the memory's
+    (:attr:`CoreTokensetBuffer.settings`).
 
     :param storage_policy: the :class:`CoreTokensetBuffer` to fill and replay.
+    :param recipe: the recipe's fields at once (a :class:`~avalanche_cts.memory.recipe.Recipe`,
+        e.g. ``buffer.settings.recipe``); otherwise built from the memory's recipe and the
+        keywords ``replay_mode`` to ``dropout_refresh``, which it then replaces.
     :param batch_size_mem: memory rows per step (default: the strategy's ``train_mb_size``).
     :param replay_mode: ``"zero"``, ``"sparse"`` or ``"mask"``.
     :param dropout: keep rate in (0, 1] for tokens of new data; ``1.0`` disables dropout;
@@ -108,6 +114,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self,
         storage_policy: CoreTokensetBuffer,
         *,
+        recipe: Optional[Recipe] = None,
         batch_size_mem: Optional[int] = None,
         replay_mode: str = DEFAULT_RECIPE.replay_mode,
         dropout: Optional[float] = DEFAULT_RECIPE.dropout,
@@ -128,32 +135,22 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
                 f"storage_policy must be a CoreTokensetBuffer, got {type(storage_policy).__name__}; "
                 f"for whole-sample replay with Avalanche buffers use avalanche's ReplayPlugin"
             )
-        if replay_mode not in REPLAY_MODES:
-            raise ValueError(f"replay_mode must be one of {REPLAY_MODES}, got {replay_mode!r}")
-        rate = storage_policy.token_retention if dropout is None else dropout
-        if not _real(rate) or not 0.0 < rate <= 1.0:
-            raise ValueError(f"dropout (token keep rate) must be in (0, 1], got {rate!r}")
-        if not _real(dropout_fraction) or not 0.0 <= dropout_fraction <= 1.0:
-            raise ValueError(f"dropout_fraction must be in [0, 1], got {dropout_fraction!r}")
-        if batch_size_mem is not None and (not _int(batch_size_mem) or batch_size_mem <= 0):
-            raise ValueError(f"batch_size_mem must be a positive integer, got {batch_size_mem!r}")
-        if not _real(mem_weight) or mem_weight < 0:
-            raise ValueError(f"mem_weight must be a finite number >= 0, got {mem_weight!r}")
-        if weighted_replay and not storage_policy.weighted:
-            raise ValueError("weighted_replay=True needs CoreTokensetBuffer(weighted=True)")
-        if not _int(num_workers) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        if seed is not None and (not _int(seed) or seed < 0):
-            raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
+        settings = storage_policy.settings
+        fields = dict(replay_mode=replay_mode, dropout=dropout, dropout_schedule=dropout_schedule,
+                      dropout_fraction=dropout_fraction, dropout_tokens=dropout_tokens,
+                      dropout_refresh=dropout_refresh)
+        if recipe is None:
+            recipe = replace(settings.recipe, **fields)
+        elif any(v != getattr(DEFAULT_RECIPE, k) for k, v in fields.items()):
+            raise ValueError(f"give the recipe or its fields ({', '.join(fields)}), not both")
+        _check_replay(storage_policy, batch_size_mem, mem_weight, weighted_replay, num_workers,
+                      seed)
         self.storage_policy = storage_policy
+        self.recipe = recipe
+        """How records are replayed and new data dropped (:class:`Recipe`)."""
         self.batch_size_mem = None if batch_size_mem is None else int(batch_size_mem)
-        self.replay_mode = replay_mode
-        self.dropout = NewDataDropout(
-            float(rate), schedule=dropout_schedule, fraction=float(dropout_fraction),
-            tokens=dropout_tokens, refresh=dropout_refresh,
-            scorer=storage_policy.scorer if dropout_scorer is None else get_scorer(dropout_scorer),
-            token_choice=storage_policy.token_choice, temperature=storage_policy.temperature,
-            batch_size=storage_policy.batch_size)
+        self.replay_mode = recipe.replay_mode
+        self.dropout = _new_data_dropout(storage_policy, recipe, dropout_scorer)
         """Keep masks of new-data batches (:class:`~avalanche_cts.memory.dropout.NewDataDropout`)."""
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
@@ -197,7 +194,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     def before_training_exp(self, strategy: "SupervisedTemplate", num_workers: int = 0, **kwargs):
         self._adapter = get_adapter(strategy.model)
-        self.storage_policy.new_experience(strategy.experience)  # fail before training
+        self.storage_policy.store.new_experience(strategy.experience)  # fail before training
         item = strategy.experience.dataset[0]
         first = item["pixel_values"] if isinstance(item, dict) else item[0]
         if torch.is_tensor(first):  # fail before training, not inside a forward
@@ -306,3 +303,32 @@ def _cycle(loader: DataLoader) -> Iterator[TokenBatch]:
     while True:
         yield from loader
 
+
+def _new_data_dropout(storage_policy: CoreTokensetBuffer, recipe: Recipe,
+                      dropout_scorer) -> NewDataDropout:
+    """Token dropout of new data by ``recipe`` at the memory's retention (when
+    ``recipe.dropout`` is None), matched by the memory's scorer (or ``dropout_scorer``),
+    token choice, temperature and scoring batch size."""
+    settings = storage_policy.settings
+    rate = settings.retention if recipe.dropout is None else recipe.dropout
+    scorer = storage_policy.writer.scorer if dropout_scorer is None else get_scorer(dropout_scorer)
+    return NewDataDropout(
+        float(rate), schedule=recipe.dropout_schedule, fraction=float(recipe.dropout_fraction),
+        tokens=recipe.dropout_tokens, refresh=recipe.dropout_refresh, scorer=scorer,
+        token_choice=settings.token_choice, temperature=float(settings.temperature),
+        batch_size=int(settings.batch_size))
+
+
+def _check_replay(storage_policy: CoreTokensetBuffer, batch_size_mem, mem_weight,
+                  weighted_replay: bool, num_workers, seed) -> None:
+    """The replay's own settings (the recipe checks itself)."""
+    check(batch_size_mem is None or (is_int(batch_size_mem) and batch_size_mem > 0),
+          "batch_size_mem", batch_size_mem, "a positive integer")
+    check(is_real(mem_weight) and mem_weight >= 0, "mem_weight", mem_weight,
+          "a finite number >= 0")
+    if weighted_replay and not storage_policy.settings.weighted:
+        raise ValueError("weighted_replay=True needs CoreTokensetBuffer(weighted=True)")
+    check(is_int(num_workers) and num_workers >= 0, "num_workers", num_workers,
+          "an integer >= 0")
+    check(seed is None or (is_int(seed) and seed >= 0), "seed", seed,
+          "None or an integer >= 0")

@@ -8,6 +8,8 @@ This module imports nothing heavy, so command-line help can read it.
 from dataclasses import dataclass
 from typing import Optional
 
+from .._checks import check, is_real
+
 __all__ = ["DEFAULT_RECIPE", "DROPOUT_REFRESH", "DROPOUT_SCHEDULES", "DROPOUT_TOKENS",
            "REPLAY_MODES", "TOKEN_CHOICES", "Recipe"]
 
@@ -54,6 +56,25 @@ class Recipe:
     dropout_refresh: str = "step"
     token_choice: str = "gumbel"
     retention_exponent: float = 1 / 3
+
+    def __post_init__(self):
+        """Check every field (:class:`~avalanche_cts._checks.SettingError` naming it)."""
+        for name, choices in (("replay_mode", REPLAY_MODES),
+                              ("dropout_schedule", DROPOUT_SCHEDULES),
+                              ("dropout_tokens", DROPOUT_TOKENS),
+                              ("dropout_refresh", DROPOUT_REFRESH),
+                              ("token_choice", TOKEN_CHOICES)):
+            value = getattr(self, name)
+            check(value in choices, name, value, f"one of {list(choices)}")
+        d = self.dropout
+        wanted = "None (the memory's retention t) or a keep rate in (0, 1] (1 = off)"
+        check(d is None or (is_real(d) and 0 < d <= 1), "dropout", d, wanted,
+              f"dropout (token keep rate) must be in (0, 1], or None for the memory's "
+              f"retention t; got {d!r}")
+        f = self.dropout_fraction
+        check(is_real(f) and 0 <= f <= 1, "dropout_fraction", f, "in [0, 1]")
+        e = self.retention_exponent
+        check(is_real(e) and 0 < e <= 1, "retention_exponent", e, "a number in (0, 1]")
 
     def retention(self, budget: float) -> float:
         """Token retention t of a core tokenset at budget ``budget`` (fraction of bytes)."""

@@ -17,30 +17,28 @@ from avalanche.core import SupervisedPlugin
 
 from .budget import shortfall_message
 from .codec import PixelCodec
+from .settings import check_budget_fraction
 
 __all__ = ["ByteBudgetResize"]
 
 
 class ByteBudgetResize(SupervisedPlugin):
-    """Resizes an Avalanche sample buffer to ``budget * seen bytes / sample_bytes`` samples
-    before it is updated, so it holds the same bytes as a core tokenset at that budget.
+    """Resizes an Avalanche sample buffer to ``budget_fraction * seen bytes / sample_bytes``
+    samples before it is updated, so it holds the same bytes as a core tokenset at that budget.
 
     Must come before the ``ReplayPlugin`` in the plugin list. ``state_dict`` holds the
     buffer's samples as 8-bit pixels (exact for 8-bit images, as our memory stores them), so
     a run with an Avalanche buffer resumes like the others.
 
+    :param budget_fraction: the budget as a fraction in (0, 1] of the bytes of the data seen.
     :param normalization: the stream's input normalisation, to store exact pixels.
     """
 
-    def __init__(self, storage_policy, budget: float, normalization=None):
+    def __init__(self, storage_policy, budget_fraction: float, normalization=None):
         super().__init__()
-        if not 0 < budget <= 1:
-            raise ValueError(
-                f"replay budget must be a fraction in (0, 1] of the bytes of the data seen, "
-                f"got {budget!r}"
-            )
+        check_budget_fraction(budget_fraction)
         self.storage_policy = storage_policy
-        self.budget = budget
+        self.budget_fraction = budget_fraction
         self.normalization = normalization
         self.sample_bytes: Optional[int] = None
         self.seen_bytes = 0
@@ -50,9 +48,9 @@ class ByteBudgetResize(SupervisedPlugin):
         if self.sample_bytes is None:
             self.sample_bytes = data[0][0].numel()  # uint8 pixels of one sample
         self.seen_bytes += len(data) * self.sample_bytes
-        self.storage_policy.max_size = int(self.budget * self.seen_bytes // self.sample_bytes)
-        _warn_short(self.storage_policy, strategy.experience, int(self.budget * self.seen_bytes),
-                    self.sample_bytes)
+        budget_bytes = int(self.budget_fraction * self.seen_bytes)
+        self.storage_policy.max_size = budget_bytes // self.sample_bytes
+        _warn_short(self.storage_policy, strategy.experience, budget_bytes, self.sample_bytes)
 
     @property
     def nbytes(self) -> int:
@@ -69,15 +67,15 @@ class ByteBudgetResize(SupervisedPlugin):
         _restore_policy(self.storage_policy, state["policy"], self.normalization)
 
 
-def _warn_short(policy, experience, budget: int, sample_bytes: int) -> None:
-    """Warn when the ``budget`` (bytes) leaves classes of a class-balanced ``policy`` (or
+def _warn_short(policy, experience, budget_bytes: int, sample_bytes: int) -> None:
+    """Warn when the ``budget_bytes`` leave classes of a class-balanced ``policy`` (or
     the whole memory of another) without a sample, naming the per-class share."""
     groups = 1
     if hasattr(policy, "seen_classes"):  # ClassBalancedBuffer: max_size split over classes
         groups = len(set(policy.seen_classes) | set(experience.classes_in_this_experience))
     empty = max(0, groups - policy.max_size)
     if empty:
-        warnings.warn(shortfall_message(experience.current_experience, empty, groups, budget,
+        warnings.warn(shortfall_message(experience.current_experience, empty, groups, budget_bytes,
                                         "sample", sample_bytes), stacklevel=3)
 
 

@@ -42,16 +42,19 @@ def check_finite(images: Tensor, indices: List[int], experience: int) -> None:
 class TokenStore:
     """Token records under a byte budget (see the module docstring).
 
-    :param budget_bytes: fixed budget in bytes, or ``None`` with ``budget_fraction``.
+    :param fixed_bytes: a fixed budget in bytes, or ``None`` with ``budget_fraction``.
     :param budget_fraction: budget as a fraction of the bytes of all data seen so far.
+
+    :attr:`budget_bytes` is the budget in bytes it holds to now (the fixed one, or the
+    fraction of the bytes seen).
     :param token_retention: fraction t of the T tokens a record keeps.
     :param weighted: records also store their selector weight (4 bytes each).
     :param keep_sources: records remember (experience, index), not counted in the bytes.
     """
 
-    def __init__(self, budget_bytes: Optional[int], budget_fraction: Optional[float],
+    def __init__(self, fixed_bytes: Optional[int], budget_fraction: Optional[float],
                  token_retention: float, weighted: bool = False, keep_sources: bool = False):
-        self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
+        self.fixed_bytes = None if fixed_bytes is None else int(fixed_bytes)
         self.budget_fraction = budget_fraction
         self.token_retention = token_retention
         self.weighted = weighted
@@ -69,11 +72,15 @@ class TokenStore:
 
     # ------------------------------------------------------------- accounting
     @property
-    def budget(self) -> int:
+    def budget_bytes(self) -> int:
         """Current budget in bytes."""
-        if self.budget_bytes is not None:
-            return self.budget_bytes
-        return int(self.budget_fraction * self.seen_bytes)
+        return self._budget_bytes(self.seen_bytes)
+
+    def _budget_bytes(self, seen_bytes: int) -> int:
+        """The budget in bytes after ``seen_bytes`` bytes of data were seen."""
+        if self.fixed_bytes is not None:
+            return self.fixed_bytes
+        return int(self.budget_fraction * seen_bytes)
 
     @property
     def nbytes(self) -> int:
@@ -249,8 +256,7 @@ class TokenStore:
         items = item_view(None, layout["text"]) if layout and layout.get("text") else ClassItems()
         groups = _groups(state["groups"], layout, codec, items)
         held = sum(g.nbytes for g in groups.values())
-        budget = (self.budget_bytes if self.budget_bytes is not None
-                  else int(self.budget_fraction * int(state["seen_bytes"])))
+        budget = self._budget_bytes(int(state["seen_bytes"]))
         if held > budget:
             raise ValueError(f"buffer state holds {held} B, over its budget of {budget} B")
         self.seen_samples = int(state["seen_samples"])

@@ -85,11 +85,11 @@ class MemoryWriter:
             per = store.record_bytes() + store.text_floor()
             caps = [store.groups[k].nbytes - GROUP_HEADER_BYTES + len(members.get(k, ())) * per
                     for k in keys]
-            shares = water_fill(max(0, store.budget - headers), caps)
+            shares = water_fill(max(0, store.budget_bytes - headers), caps)
             return {k: GROUP_HEADER_BYTES + n for k, n in zip(keys, shares)}
         rb = store.record_bytes()
         caps = [len(store.groups[k]) + len(members.get(k, ())) for k in keys]
-        counts = water_fill(max(0, store.budget - headers) // rb, caps)
+        counts = water_fill(max(0, store.budget_bytes - headers) // rb, caps)
         return {k: GROUP_HEADER_BYTES + n * rb for k, n in zip(keys, counts)}
 
     def features(self, store: TokenStore, model, device, data,
@@ -184,5 +184,5 @@ def _warn_empty(store: TokenStore, experience: int) -> None:
     empty = sum(1 for g in store.groups.values() if not len(g))
     if empty:
         warnings.warn(shortfall_message(
-            experience, empty, len(store.groups), store.budget, "record",
+            experience, empty, len(store.groups), store.budget_bytes, "record",
             store.record_bytes() + store.text_floor(), GROUP_HEADER_BYTES), stacklevel=4)

@@ -6,8 +6,8 @@ read (attention maps, key scaling). Families register with ``register_adapter``,
 specific first (:mod:`.adapters`): timm ``VisionTransformer`` (:mod:`.timm_vit`), Hugging
 Face ``ViTForImageClassification`` (:mod:`.hf_vit`), BLIP VQA and captioning models
 (:mod:`.hf_blip_vl`) and the BLIP vision tower (:mod:`.hf_blip`). Models by name:
-``create_model`` (small ViT presets and timm names, :mod:`.presets`) and ``create_blip``
-(:mod:`.blip_presets`); BLIP text inputs (tokenizers, the collated batch): :mod:`.blip_text`.
+``create_model`` (small ViT presets and timm names, :mod:`.presets`), ``load_backbone``
+(with pretrained or local weights, :mod:`.loading`) and ``create_blip`` (:mod:`.blip_presets`); BLIP text inputs (tokenizers, the collated batch): :mod:`.blip_text`.
 Names are imported on first use.
 """
 from .._lazy import lazy_exports
@@ -24,6 +24,8 @@ _EXPORTS = {
                   "primary_target"),
     "timm_vit": ("MASK_TOKEN", "TimmAttentionAccess", "TimmViTAdapter"),
     "presets": ("PRESETS", "create_model", "list_presets", "model_normalization"),
+    "loading": ("DEFAULT_BACKBONE", "HEAD_STREAM", "fresh_head", "load_backbone", "load_weights",
+                "read_checkpoint"),
     "adapters": ("attention_access", "get_adapter", "register_adapter", "resolve_normalization"),
 }
 

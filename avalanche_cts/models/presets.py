@@ -61,7 +61,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     if cfg and pretrained:
         raise ValueError(
             f"{name!r} is a preset of this library and has no published weights: load a local "
-            f"checkpoint (avalanche_cts.harness.load_backbone(name, checkpoint=FILE)) or use "
+            f"checkpoint (avalanche_cts.models.load_backbone(name, checkpoint=FILE)) or use "
             f"avalanche_cts.harness.load_pretrained"
         )
     base = cfg.pop("base", name)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from avalanche_cts.harness import checkpoint as ckpt
-from avalanche_cts.harness.checkpoint import load_backbone, load_weights
+from avalanche_cts.models import loading
+from avalanche_cts.models.loading import load_backbone, load_weights
 from avalanche_cts.models import create_model
 
 
@@ -130,7 +131,7 @@ def test_failed_download_says_how_to_pass_a_local_file(monkeypatch):
             raise OSError("We couldn't connect to 'https://huggingface.co'")
         return create_model(name, **kw)
 
-    monkeypatch.setattr(ckpt, "create_model", offline)
+    monkeypatch.setattr(loading, "create_model", offline)
     with pytest.raises(ConnectionError, match="--checkpoint FILE") as err:
         load_backbone("vit_base_patch16_224.augreg_in21k", num_classes=100)
     assert "huggingface.co/timm/vit_base_patch16_224.augreg_in21k" in str(err.value)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from avalanche_cts.benchmarks.fmnist import heldout_indices, load_fashion_mnist, split_fashion_mnist
-from avalanche_cts.harness.checkpoint import HEAD_STREAM, fresh_head
+from avalanche_cts.models.loading import HEAD_STREAM, fresh_head
 from avalanche_cts.harness import pretrain
 from avalanche_cts.harness.pretrain import (
     BACKBONES,

@@ -186,3 +186,24 @@ def test_matched_dropout_through_the_run_config_resumes_and_changes_training(tin
     a, b = (torch.load(tmp_path / d / "state.pt", weights_only=True)["model"]
             for d in ("full", "plain"))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # other tokens kept, other training
+
+
+def test_buffer_options_and_run_fields_share_out_the_memory_settings():
+    """Every MemorySettings field is either an ``options["buffer"]`` key that reaches
+    ``RunConfig.memory()`` or one RunConfig sets itself, which options refuse."""
+    from dataclasses import fields
+
+    from avalanche_cts.harness.options import _SET_BY_RUN, buffer_keys
+    from avalanche_cts.memory.settings import MemorySettings
+
+    given = {"temperature": 0.5, "pixel_dtype": "float16", "weighted": True,
+             "keep_sources": True, "batch_size": 7, "num_workers": 1}
+    assert set(buffer_keys()) == set(given) | {"normalization"}
+    for key, value in given.items():
+        memory = RunConfig(method="coreset", options={"buffer": {key: value}}).memory()
+        assert getattr(memory, key) == value != getattr(MemorySettings(budget_bytes=1), key)
+    by_run = {f.name for f in fields(MemorySettings)} - set(given)
+    assert by_run <= _SET_BY_RUN["buffer"]
+    for key in sorted(by_run):
+        with pytest.raises(ValueError, match=f"{key} is set from the RunConfig fields"):
+            RunConfig(method="coreset", options={"buffer": {key: None}})

@@ -90,7 +90,7 @@ def test_replay_keeps_more_of_the_old_task_than_naive(stream):
     replay = train(stream, [plugin])
     assert em(replay[1], 1) > 0.5, em(replay[1], 1)  # learned despite token dropout (chance: 1/6)
     assert em(replay[1], 0) > em(naive[1], 0) + 0.3, (em(naive[1], 0), em(replay[1], 0))
-    assert buffer.nbytes <= buffer.budget and buffer.num_records > 0
+    assert buffer.nbytes <= buffer.budget_bytes and buffer.num_records > 0
     assert any(k.startswith("VQA_ExactMatch_Stream") for k in replay[1]), sorted(replay[1])
     forgetting = naive[1]["VQA_ExactMatch_Forgetting_Exp/eval_phase/test_stream/Task000/Exp000"]
     assert forgetting == pytest.approx(em(naive[0], 0) - em(naive[1], 0))

@@ -277,9 +277,9 @@ CASES = [
 
 @pytest.mark.parametrize("case, call, exc, phrase", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_named(case, call, exc, phrase, tmp_path):
-    with pytest.raises(exc) as info:
-        call(tmp_path)
-    assert phrase in str(info.value), str(info.value)
+    from conftest import assert_named
+
+    assert_named(call, exc, phrase, tmp_path)
 
 
 RECORD = T // 2 * (4 + 2) + 2

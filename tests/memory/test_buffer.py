@@ -39,13 +39,13 @@ def test_budget_fraction_never_exceeded_and_class_balanced(digits_benchmark, mic
     for exp in _fill(buf, digits_benchmark, micro_vit):
         seen += len(exp.dataset)
         budget = int(0.1 * seen * 64)  # 8x8 grey uint8 images
-        assert buf.budget == budget
+        assert buf.budget_bytes == budget
         assert buf.nbytes <= budget
         assert buf.nbytes == _expected_nbytes(buf)
         new = [len(g) for (c, _), g in buf.groups.items() if c in exp.classes_in_this_experience]
         assert max(new) - min(new) <= 1  # classes that have data are balanced
         assert max(len(g) for g in buf.groups.values()) <= max(new) + 1  # old ones cannot grow
-        assert buf.budget - buf.nbytes < len(buf.groups) * (buf.record_bytes() + 16)
+        assert buf.budget_bytes - buf.nbytes < len(buf.groups) * (buf.record_bytes() + 16)
     assert all(g.values.dtype == torch.uint8 for g in buf.groups.values())
     k = round(t * 16)
     assert all((g.lengths == k).all() for g in buf.groups.values())

@@ -164,7 +164,7 @@ def test_rollout_and_mixed_drop_keep_the_top_scored_tokens():
 
 
 def test_rollout_pretraining_keeps_the_scorers_top_tokens_and_trains_the_mask_token(
-        bars, tmp_path, monkeypatch):
+        squares, tmp_path, monkeypatch):
     spec = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_class=6,
                         val_per_class=1, epochs=2, batch_size=5, drop_tokens="rollout",
                         drop_share=1.0)
@@ -178,7 +178,7 @@ def test_rollout_pretraining_keeps_the_scorers_top_tokens_and_trains_the_mask_to
         return keep
 
     monkeypatch.setattr(pretrain, "drop_keep_mask", checked)
-    path = pretrain_backbone(spec, data_root=bars, cache_dir=tmp_path, log=None)
+    path = pretrain_backbone(spec, data_root=squares, cache_dir=tmp_path, log=None)
     assert path.name.endswith("-rollout_s0.pt")
     assert len(seen) == 2 * 10 + 2 * 3 and all(seen)  # 20 steps; val and test x 3 keeps
     model = create_model("vit_fmnist_tiny", num_classes=10)

@@ -50,7 +50,7 @@ from ..memory.plugin import CoreTokensetReplayPlugin
 from ..strategies.training import CODAPrompt, Cumulative, InfLoRA, Naive, VLCumulative, VLNaive
 from .config import RunConfig
 from ..memory.distributed import DistributedCoreTokensetBuffer, rank, world_size
-from ..memory.sample_buffers import ByteBudgetResize
+from ..memory.sample_buffers import ByteBudgetResize, SampleReplayPlugin
 
 __all__ = [
     "RANK_SEED_STRIDE",
@@ -171,13 +171,12 @@ def _classification_only(name: str, model: nn.Module) -> None:
 
 
 def _sample_replay(cfg, model, evaluator, policy):
-    """Avalanche's ``ReplayPlugin`` over ``policy``, resized to the bytes of ``cfg.budget``."""
-    from avalanche.training.plugins import ReplayPlugin
-
+    """Avalanche's ``ReplayPlugin`` (:class:`SampleReplayPlugin`) over ``policy``, resized to
+    the bytes of ``cfg.budget``."""
     _classification_only(cfg.method, model)
-    replay = ReplayPlugin(mem_size=1, batch_size=cfg.batch_size,
-                          batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
-                          storage_policy=policy)
+    replay = SampleReplayPlugin(mem_size=1, batch_size=cfg.batch_size,
+                                batch_size_mem=cfg.batch_size_mem or cfg.batch_size,
+                                storage_policy=policy)
     resize = ByteBudgetResize(policy, cfg.memory().budget_fraction, resolve_normalization(model))
     return _base_strategy(cfg, model, evaluator, [resize, replay])
 

@@ -14,12 +14,23 @@ import warnings
 import torch
 
 from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import ReplayPlugin
 
 from .budget import shortfall_message
 from .codec import PixelCodec
 from .settings import check_budget_fraction
 
-__all__ = ["ByteBudgetResize"]
+__all__ = ["ByteBudgetResize", "SampleReplayPlugin"]
+
+
+class SampleReplayPlugin(ReplayPlugin):
+    """Avalanche's ``ReplayPlugin`` that fills its storage policy through ``post_adapt``, the
+    call Avalanche 0.6's own plugin makes through the deprecated ``update()`` (which warns on
+    every experience and resets the process's warning filters); the samples stored are the
+    same."""
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.storage_policy.post_adapt(strategy, strategy.experience)
 
 
 class ByteBudgetResize(SupervisedPlugin):

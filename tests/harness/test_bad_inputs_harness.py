@@ -372,10 +372,11 @@ def test_a_later_cell_is_checked_before_the_first_runs(tmp_path):
 
 
 def test_command_line_hides_third_party_warnings_only(tmp_path):
-    """A tiny run under ``-W always``: Avalanche's "No loggers specified" is hidden, the
-    project's own warning (a memory below one record) still shows."""
+    """A tiny run under ``-W always``: Avalanche's "No loggers specified" is hidden and the
+    replay baseline makes no call of a deprecated Avalanche function; the project's own
+    warning (a memory below one record) still shows."""
     config = _config(tmp_path, GOOD_CONFIG.replace("method: naive", "method: coreset")
-                     .replace("{seed: [0, 1]}", "{seed: [0]}"))
+                     .replace("{seed: [0, 1]}", "{method: [coreset, replay]}"))
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]),
                                            os.environ.get("PYTHONPATH", "")]))
@@ -387,6 +388,8 @@ def test_command_line_hides_third_party_warnings_only(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "the memory holds no record" in proc.stderr, proc.stderr
     assert "No loggers specified" not in proc.stderr, proc.stderr
+    assert "Call to deprecated function" not in proc.stderr, proc.stderr
+    assert len(list((tmp_path / "o").glob("*/result.json"))) == 2  # the replay cell ran too
 
 
 def test_command_line_out_with_tilde_lands_in_home(tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def check_options(method: str, options: Mapping, memory: str = "none") -> None:
         if key not in valid:
             raise ValueError(
                 f"RunConfig.options has {key!r}, which method {method!r} does not read; valid "
-                f"keys: {sorted(valid) or 'none (this method takes no options)'}")
+                f"keys: {sorted(valid)}")
         if valid[key] is None:
             continue
         if not isinstance(value, Mapping):

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Dict
 
+from avalanche_cts.harness.pretrain import BACKBONES
+
 MODELS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
 """Embedded benchmark -> its shipped pretrained backbone preset."""
 
@@ -34,6 +36,9 @@ def make_parser(doc: str, per_class: str, per_class_default: int) -> argparse.Ar
                    help="training images per class (default: 200 on cluttered_fmnist, whose "
                         "runs cost 4x more, 300 on fmnist_pretrained)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each")
+    p.add_argument("--backbone", default=None, choices=sorted(BACKBONES),
+                   help="another embedded pretraining of the benchmark's backbone preset "
+                        "(default: the preset's own)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: experiments/results/<script>/<benchmark>)")
     p.add_argument(f"--{per_class}-per-class", type=int, default=per_class_default,

@@ -36,7 +36,16 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    keeps (a plasticity lever: t on every sample, a rate per sample in [t, 1], t on half of
    each batch with the rest whole).
 
-Both plans run the references once (whole-sample coreset and Avalanche's replay, naive,
+``--plan inference`` (5 seeds; writes ``inference.json``, which ``accuracy_vs_bytes.py``
+reads, and ``inference.md``), from ``chosen.json``: how each method classifies test images,
+whole or from its top tokens by rollout of the current model (mask token elsewhere) at
+t = the memory's keep rate r^e or 50%, for the core tokenset and the whole-sample coreset at
+1% and 5%; the cheapest option within ``TOLERANCE`` of the best is chosen per method (a rule,
+so it applies at every budget). ``--backbone NAME`` runs any plan on another embedded
+pretraining (results in ``results/recipe_ablation/NAME``; the recipe is read from the
+benchmark's folder).
+
+The paper and matched plans run the references once (whole-sample coreset and Avalanche's replay, naive,
 cumulative; the matched plan: the coreset at 1, 2 and 5%, naive and cumulative). Every
 core-tokenset run records the share of its stored tokens that fall on the object (Cluttered
 Fashion-MNIST) and checks the provenance of every stored record; reports show final
@@ -90,7 +99,8 @@ START = dict(BASE_SETTINGS, method="core_tokenset", scorer="gradlrp")
 
 MATCHED_SEEDS = (0, 1, 2, 3, 4)
 TOLERANCE = 0.01
-"""A cheaper dropout setting within this much final accuracy of the best is chosen."""
+"""A cheaper dropout or inference setting within this much final accuracy of the best is
+chosen."""
 _REFRESH_COST = {"random": 0, "experience": 1, "epoch": 2, "step": 3}
 
 
@@ -118,6 +128,18 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
                   ("keep rate t on half of each batch", dict(dropout_schedule="fixed",
                                                              dropout_fraction=0.5))]),
 ]
+
+
+INFERENCE_METHODS = {"core tokenset": "recipe", "coreset (ours, t = 1)": dict(method="coreset")}
+"""Methods whose inference is chosen (``"recipe"``: the chosen core-tokenset recipe)."""
+INFERENCE_OPTIONS = {"whole": "whole", "top t = r^e": "t", "top 50%": 0.5}
+"""Label -> inference rule: ``"whole"``, ``"t"`` (the memory's keep rate r^e at budget r) or
+a keep rate; cheapest first. Tokens by rollout of the current model, mask-token inputs."""
+
+
+def inference_at(rule, budget: float, exponent: float):
+    """``RunConfig.inference`` of an inference rule (:data:`INFERENCE_OPTIONS`) at ``budget``."""
+    return budget ** exponent if rule == "t" else rule
 
 
 def _bench(args, seed: int) -> Dict:
@@ -181,7 +203,8 @@ def _settings(*layers: Dict) -> Dict:
 
 def _base(args, *layers: Dict) -> RunConfig:
     settings = _settings(BASE_SETTINGS, {"options": {"buffer": {"keep_sources": True}}}, *layers)
-    return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64, **settings)
+    return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64,
+                     backbone=args.backbone, **settings)
 
 
 def choose_training(args) -> Tuple[Dict, Dict[str, List[Dict]]]:
@@ -241,6 +264,43 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
         if stage == "dropout" and args.plan == "matched":
             log.append(("dropout controls", run_controls(args, train, current)))
     return current, log
+
+
+def run_inference(args, train: Dict, recipe: Dict) -> Tuple[Dict, Dict[str, List[Dict]]]:
+    """The inference plan: every method of :data:`INFERENCE_METHODS` with every option of
+    :data:`INFERENCE_OPTIONS`; returns ``({method: chosen label}, results by row label)``."""
+    e = recipe["retention_exponent"]
+    groups = []
+    for method, change in INFERENCE_METHODS.items():
+        layer = recipe if change == "recipe" else change
+        for option, rule in INFERENCE_OPTIONS.items():
+            groups.append((f"{method}, {option}", _base(args, train, layer), STAGE_BUDGETS,
+                           lambda r, rule=rule: dict(inference=inference_at(rule, r, e))))
+    res = _run(args, groups)
+    chosen = {}
+    for method in INFERENCE_METHODS:
+        scores = {o: _score(res[f"{method}, {o}"]) for o in INFERENCE_OPTIONS}
+        best = max(scores.values())
+        chosen[method] = next(o for o in INFERENCE_OPTIONS if scores[o] >= best - TOLERANCE)
+    return chosen, res
+
+
+def write_inference(args, chosen: Dict[str, str], res: Dict[str, List[Dict]]) -> str:
+    """``inference.md`` and ``inference.json`` of the inference plan."""
+    lines = [f"# Inference of test images on {args.benchmark} (validation split)", "",
+             f"Final average accuracy and plasticity, %, mean ± std over seeds {args.seeds}; "
+             f"backbone `{args.backbone or 'default'}`; top tokens by rollout of the current "
+             f"model (no label), mask token elsewhere. Cost per test image against a whole "
+             f"forward: `experiments/results/inference_cost/inference_cost.md`.", ""]
+    lines += _head(STAGE_BUDGETS) + [_row(k, v, STAGE_BUDGETS) for k, v in res.items()]
+    lines += ["", "Chosen (the cheapest option within "
+              f"{100 * TOLERANCE:g} points of the best): "
+              + "; ".join(f"{m}: {o}" for m, o in chosen.items()), ""]
+    text = "\n".join(lines)
+    (args.out / "inference.md").write_text(text)
+    (args.out / "inference.json").write_text(json.dumps(
+        {m: dict(option=o, rule=INFERENCE_OPTIONS[o]) for m, o in chosen.items()}, indent=1))
+    return text
 
 
 def run_controls(args, train: Dict, current: Dict) -> Dict[str, List[Dict]]:
@@ -366,7 +426,7 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = make_parser(__doc__, "val", 100)
-    p.add_argument("--plan", choices=("paper", "matched"), default="matched",
+    p.add_argument("--plan", choices=("paper", "matched", "inference"), default="matched",
                    help="which staged search (see above; default: %(default)s)")
     p.add_argument("--stages", nargs="*",
                    choices=sorted({s for s, _ in STAGES} | {s for s, _ in MATCHED_STAGES}),
@@ -376,24 +436,35 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="skip the reference runs (accuracy_vs_bytes.py runs them on the test "
                         "split)")
     p.set_defaults(seeds=None)
-    args = finish_args(p.parse_args(argv), RESULTS)
+    args = p.parse_args(argv)
+    args.recipe_dir = args.out or RESULTS / args.benchmark
+    if args.backbone and args.out is None:
+        args.out = RESULTS / args.backbone
+    args = finish_args(args, RESULTS)
     if args.seeds is None:
-        args.seeds = list(MATCHED_SEEDS) if args.plan == "matched" else [0, 1, 2]
+        args.seeds = [0, 1, 2] if args.plan == "paper" else list(MATCHED_SEEDS)
     return args
+
+
+def _read(path: Path, plan: str) -> Dict:
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run this script with {plan} first")
+    return json.loads(path.read_text())
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.plan == "inference":
+        chosen = _read(args.recipe_dir / "chosen.json", "--plan matched")
+        print(write_inference(args, *run_inference(args, chosen["training"], chosen["recipe"])))
+        return
     if args.plan == "paper":
         train, train_res = choose_training(args)
         print(f"training settings: {train}")
         recipe, stages = run_stages(args, train, START, STAGES)
     else:
-        paper = args.out / "chosen_paper.json"
-        if not paper.is_file():
-            raise SystemExit(f"{paper} not found: run this script with --plan paper first")
-        chosen = json.loads(paper.read_text())
+        chosen = _read(args.recipe_dir / "chosen_paper.json", "--plan paper")
         train, train_res, args.start = chosen["training"], {}, chosen["recipe"]
         recipe, stages = run_stages(args, train, args.start, MATCHED_STAGES)
     refs = run_references(args, train) if args.references else {}

@@ -22,6 +22,7 @@ from ..strategies import LR_SCHEDULES, PRECISIONS
 from . import METHODS
 from .facts import MethodFacts
 from .options import check_options
+from .pretrain import BACKBONES, PRESET_BACKBONES
 
 __all__ = [
     "LOGGERS",
@@ -116,6 +117,10 @@ class RunConfig:
     """Fetch timm's pretrained weights for ``model`` (see :func:`~avalanche_cts.models.loading.load_backbone`)."""
     checkpoint: Optional[str] = None
     """Local backbone weights (.safetensors, .pth/.pt/.bin, .npz), loaded instead of fetching."""
+    backbone: Optional[str] = None
+    """With ``pretrained=True`` on a preset: which embedded pretraining (a name in
+    :data:`~avalanche_cts.harness.pretrain.BACKBONES`, e.g. ``cluttered_fmnist_partial``);
+    ``None``: the preset's default."""
     optimizer: str = "adam"
     momentum: float = 0.9
     """SGD momentum."""
@@ -195,6 +200,7 @@ class RunConfig:
             _check(_is_num(c.budget) and c.budget >= 0, "budget", c.budget, "a number >= 0")
             self.recipe()
         check_inference(c)
+        check_backbone(c)
 
     @classmethod
     def from_dict(cls, d: Dict) -> "RunConfig":
@@ -243,7 +249,17 @@ class RunConfig:
         inference settings only when not whole, so whole-image results keep their
         fingerprints)."""
         skip = _NOT_SHAPING + (_INFERENCE_FIELDS if self.inference == "whole" else ())
+        skip += ("backbone",) if self.backbone is None else ()
         return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def embedded_backbone(self):
+        """The :class:`~avalanche_cts.harness.pretrain.PretrainSpec` of the embedded
+        pretraining this run loads (``pretrained=True`` on a preset, no ``checkpoint``):
+        ``backbone``'s, or the preset's default; ``None`` for any other model."""
+        if not self.pretrained or self.checkpoint is not None or \
+                self.model not in PRESET_BACKBONES:
+            return None
+        return PRESET_BACKBONES[self.model] if self.backbone is None else BACKBONES[self.backbone]
 
     def key(self) -> str:
         """A readable, file-name-safe name of the run (not unique: see :func:`fingerprint`)."""
@@ -261,6 +277,19 @@ class RunConfig:
             parts.append(f"inf{self.inference:g}-{self.inference_scorer}-{self.inference_mode}")
         parts.append(f"s{self.seed}")
         return "_".join(parts).replace("/", "-")
+
+
+def check_backbone(c: RunConfig) -> None:
+    """Validate ``c.backbone``: an embedded pretraining of ``c.model``, with
+    ``pretrained=True`` and no ``checkpoint``."""
+    if c.backbone is None:
+        return
+    names = sorted(n for n, s in BACKBONES.items() if s.model == c.model)
+    _check(c.backbone in names, "backbone", c.backbone,
+           f"an embedded pretraining of {c.model}: one of {names}" if names else
+           f"None ({c.model} has no embedded pretraining)")
+    _check(c.pretrained is True and c.checkpoint is None, "backbone", c.backbone,
+           "set only with pretrained=true and no checkpoint (it names the weights to load)")
 
 
 def check_inference(c: RunConfig) -> None:

@@ -27,7 +27,7 @@ from ..benchmarks import check_benchmark_arguments, make_benchmark
 from ..benchmarks.fmnist import DEFAULT_HELDOUT
 from ..models import model_normalization
 from .grid import Cell
-from .pretrain import PRESET_BACKBONES, pretrain_backbone
+from .pretrain import pretrain_backbone
 from .pretrain_vl import EMBEDDED_BLIP, pretrain_blip
 from .runner import load_result, run, run_settings
 
@@ -142,8 +142,7 @@ def execute_cells(cells: Sequence[Cell], out: Path, *, jobs: int = 1, force: boo
         if progress:
             progress(i, len(todo), cell, res, time.perf_counter() - start)
 
-    for spec in {PRESET_BACKBONES[c.cfg.model] for c in todo
-                 if c.cfg.pretrained and c.cfg.checkpoint is None and c.cfg.model in PRESET_BACKBONES}:
+    for spec in {c.cfg.embedded_backbone() for c in todo} - {None}:
         pretrain_backbone(spec, log=log)  # once, before workers start reading the cache
     if any(c.cfg.pretrained and c.cfg.checkpoint is None and c.cfg.model in EMBEDDED_BLIP
            for c in todo):

@@ -47,7 +47,7 @@ from .identity import is_unidentified, stream_fingerprint, weights_fingerprint
 from ..memory.distributed import is_main_process, rank, world_size
 from ..models import create_blip, is_blip_name
 from .methods import RANK_SEED_STRIDE, build_strategy
-from .pretrain import PRESET_BACKBONES, load_pretrained
+from .pretrain import load_pretrained
 from .pretrain_vl import BLIP_PRETRAINED, EMBEDDED_BLIP, load_pretrained_blip
 from .report import plasticity, read_result
 from ..memory.sample_buffers import ByteBudgetResize
@@ -89,8 +89,8 @@ def run_settings(cfg: RunConfig, data: Dict) -> Dict:
         from ..models import BLIP_PRESETS
 
         out["metrics"] = metric_settings(BLIP_PRESETS.load(cfg.model)["kind"])
-    if cfg.pretrained and cfg.model in PRESET_BACKBONES and cfg.checkpoint is None:
-        out["backbone"] = PRESET_BACKBONES[cfg.model].file_name()
+    if cfg.embedded_backbone() is not None:
+        out["backbone"] = cfg.embedded_backbone().file_name()
     if _embedded_blip(cfg):
         out["backbone"] = BLIP_PRETRAINED["blip_vqa_tiny"].file_name()
     return out
@@ -112,11 +112,11 @@ def make_model(cfg: RunConfig, num_classes: Optional[int]) -> nn.Module:
             raise ValueError(f"{cfg.model} is a checkpoint: set pretrained=true (hub download) "
                              f"or checkpoint=DIR (a local copy)")
         return create_blip(cfg.model, checkpoint=cfg.checkpoint, **cfg.model_kwargs)
-    if cfg.pretrained and cfg.checkpoint is None and cfg.model in PRESET_BACKBONES:
+    if cfg.embedded_backbone() is not None:
         if cfg.model_kwargs:
             raise ValueError(f"model_kwargs {cfg.model_kwargs} cannot change the pretrained "
                              f"preset {cfg.model!r}: drop them or set pretrained=False")
-        return load_pretrained(PRESET_BACKBONES[cfg.model], num_classes=num_classes, seed=cfg.seed)
+        return load_pretrained(cfg.embedded_backbone(), num_classes=num_classes, seed=cfg.seed)
     return load_backbone(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                          head_seed=cfg.seed, **{"num_classes": num_classes, **cfg.model_kwargs})
 
@@ -277,10 +277,9 @@ def _check_data(model: nn.Module, benchmark) -> None:
 
 def _check_pretraining_images(cfg: RunConfig, benchmark) -> None:
     """Warn when the stream holds images the embedded backbone was pretrained on."""
-    spec = PRESET_BACKBONES.get(cfg.model)
+    spec = cfg.embedded_backbone()
     info = getattr(benchmark, "info", None) or {}
-    if not (cfg.pretrained and cfg.checkpoint is None and spec is not None
-            and info.get("name") in ("fmnist", "cluttered_fmnist")):
+    if not (spec is not None and info.get("name") in ("fmnist", "cluttered_fmnist")):
         return
     held = info.get("heldout_per_class", 0)
     if held < spec.heldout_per_class:

@@ -41,10 +41,10 @@ from avalanche_cts.harness.execute import cell_data, execute_cells
 from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.runner import StaleResultError, load_result, run_settings
-from avalanche_cts.harness.report import (aggregate, format_table, plasticity,
+from avalanche_cts.harness.report import (aggregate, format_table, paired_difference, plasticity,
                                           plot_accuracy_vs_memory, plot_matrices, write_csv)
 
-from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
+from common import BASE_SETTINGS, MODELS, PEFT, finish_args, inference_at, make_parser
 
 HERE = Path(__file__).resolve().parent / "results"
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -94,9 +94,20 @@ def rows(recipe: Dict) -> List[Tuple[str, Dict, Sequence[float], bool]]:
     return rows_
 
 
-def make_cells(args, chosen: Dict) -> List[Cell]:
+def inference_rule(method: str, inference: Dict) -> object:
+    """The inference rule (``"whole"``, ``"t"`` or a keep rate) a row gets: the rule chosen on
+    validation for its method (core tokenset rows, controls included: the core tokenset's;
+    whole-sample coreset rows: the coreset's); references are tested whole."""
+    if method == "coreset":
+        return inference.get(CORESET, {}).get("rule", "whole")
+    if method == "core_tokenset":
+        return inference.get(TOKENSET, {}).get("rule", "whole")
+    return "whole"
+
+
+def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
     model = MODELS[args.benchmark]
-    base = RunConfig(model=model, pretrained=True, batch_size=64,
+    base = RunConfig(model=model, pretrained=True, batch_size=64, backbone=args.backbone,
                      **dict(BASE_SETTINGS, **chosen["training"]))
     exponent = chosen["recipe"]["retention_exponent"]
     sources = {"buffer": {"keep_sources": True}}  # provenance and object hits of token memories
@@ -108,9 +119,11 @@ def make_cells(args, chosen: Dict) -> List[Cell]:
         options = dict(sources) if METHODS.facts(change["method"]).memory == "tokens" else {}
         if plugin:
             options["plugin"] = plugin
+        rule = inference_rule(change["method"], inference)
         for seed in (args.seeds if headline else [s for s in REFERENCE_SEEDS if s in args.seeds]):
             for r in budgets:
                 extra = dict(dropout=r ** exponent) if at_t else {}
+                extra["inference"] = inference_at(rule, r, exponent)
                 cfg = replace(base, budget=r, seed=seed, options=options, **dict(change, **extra))
                 bench = dict(name=args.benchmark, n_experiences=5, seed=seed,
                              train_per_class=args.train_per_class,
@@ -118,8 +131,9 @@ def make_cells(args, chosen: Dict) -> List[Cell]:
                              heldout_per_class=PRESET_BACKBONES[model].heldout_per_class)
                 if args.style:
                     bench["style"] = STYLES[args.style]
+                inf = "" if cfg.inference == "whole" else f"-inf{cfg.inference:.3g}"
                 key = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in
-                              f"{label}-r{r:g}-s{seed}")
+                              f"{label}-r{r:g}-s{seed}{inf}")
                 cells.append(Cell(len(cells), key, cfg, bench, dict(label=label)))
     return cells
 
@@ -153,12 +167,8 @@ def _by_seed(results: List[Dict], label: str, budget: float) -> Dict[int, float]
 
 
 def _paired(mine: Dict[int, float], other: Dict[int, float], **info) -> Optional[Dict]:
-    seeds = sorted(set(mine) & set(other))
-    if len(seeds) < 2:
-        return None
-    d = [100 * (mine[s] - other[s]) for s in seeds]
-    return dict(info, seeds=seeds, differences=d, mean=statistics.fmean(d),
-                std=statistics.stdev(d), better=sum(x > 0 for x in d))
+    d = paired_difference(mine, other)
+    return None if d is None else dict(info, **d)
 
 
 def paired_differences(results: List[Dict]) -> List[Dict]:
@@ -204,7 +214,9 @@ def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> 
     lines = [f"# Final average accuracy vs memory: {title}", "",
              f"mean ± std (%); plasticity: mean accuracy on each task right after training on it "
              f"(the first excluded); training {chosen['training']}; recipe "
-             f"`{json.dumps(chosen['recipe'])}` (chosen on the validation split)", "", head,
+             f"`{json.dumps(chosen['recipe'])}`; backbone `{args.backbone or 'default'}`; "
+             f"inference of test images {chosen['inference'] or 'whole'} (other rows: whole; "
+             f"chosen on the validation split)", "", head,
              "|---|" + "---|" * (len(BUDGETS) + 4)]
     for label in dict.fromkeys(r["label"] for r in results):
         rs = [r for r in results if r["label"] == label]
@@ -222,10 +234,11 @@ def write_report(args, cells: List[Cell], results: List[Dict], chosen: Dict) -> 
         lines.append(f"| {label} | " + " | ".join(cells_ + plast) + f" | {hit} | {len(seeds)} |")
     diffs = paired_differences(results)
     lines += ["", f"## Paired per-seed differences: {TOKENSET} minus each row (points)", "",
-              "| budget | versus | mean ± std | better on | per seed |", "|---|---|---|---|---|"]
+              "| budget | versus | mean ± std | 95% interval | better on | per seed |",
+              "|---|---|---|---|---|---|"]
     for d in diffs:
         lines.append(f"| {100 * d['budget']:g}% | {d['versus']} | {d['mean']:+.1f} ± {d['std']:.1f} "
-                     f"| {d['better']}/{len(d['seeds'])} | "
+                     f"| [{d['low']:+.1f}, {d['high']:+.1f}] | {d['better']}/{len(d['seeds'])} | "
                      + " / ".join(f"{x:+.1f}" for x in d["differences"]) + " |")
     lines += ["", "```", format_table(table), "```"]
     text = "\n".join(lines) + "\n"
@@ -241,6 +254,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="a second scene style (cluttered_fmnist; results in <out>_<style>)")
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of the recipe ablation (default: its results folder)")
+    p.add_argument("--inference", type=Path, default=None,
+                   help="inference.json of the recipe ablation's inference plan (default: its "
+                        "results folder for this backbone; without one every row is tested "
+                        "on whole images)")
     p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")
     p.add_argument("--budgets", type=float, nargs="+", metavar="R",
                    help="run only these budgets (default: all); the report shows every "
@@ -253,8 +270,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error("--style applies to --benchmark cluttered_fmnist")
     if args.style and args.out is None:
         args.out = HERE / "accuracy_vs_bytes" / f"{args.benchmark}_{args.style}"
+    if args.backbone and args.out is None:
+        args.out = HERE / "accuracy_vs_bytes" / (args.backbone + (f"_{args.style}" if args.style
+                                                                   else ""))
     args = finish_args(args, HERE / "accuracy_vs_bytes")
     args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
+    args.inference = args.inference or (HERE / "recipe_ablation" /
+                                        (args.backbone or args.benchmark) / "inference.json")
     return args
 
 
@@ -264,8 +286,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(f"{args.chosen} not found: run experiments/recipe_ablation.py "
                          f"--benchmark {args.benchmark} first (it chooses the settings)")
     chosen = json.loads(args.chosen.read_text())
+    inference = json.loads(args.inference.read_text()) if args.inference.is_file() else {}
+    chosen["inference"] = {k: v["rule"] for k, v in inference.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    cells = make_cells(args, chosen)
+    cells = make_cells(args, chosen, inference)
 
     def progress(i, n, cell, res, seconds):
         print(f"[{i}/{n}] {cell.key}: {res['final_acc']:.3f} ({seconds / 60:.1f} min)", flush=True)

@@ -52,3 +52,9 @@ def finish_args(args: argparse.Namespace, results_dir: Path) -> argparse.Namespa
     if args.train_per_class is None:
         args.train_per_class = 200 if args.benchmark == "cluttered_fmnist" else 300
     return args
+
+
+def inference_at(rule, budget: float, exponent: float):
+    """``RunConfig.inference`` of an inference rule at ``budget``: ``"whole"``, ``"t"`` (the
+    memory's keep rate ``budget ** exponent``) or a keep rate in (0, 1]."""
+    return budget ** exponent if rule == "t" else rule

@@ -70,7 +70,7 @@ from avalanche_cts.harness.grid import Cell
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import aggregate, plasticity, plot_accuracy_vs_memory, write_csv
 
-from common import BASE_SETTINGS, MODELS, PEFT, finish_args, make_parser
+from common import BASE_SETTINGS, MODELS, PEFT, finish_args, inference_at, make_parser
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_ablation"
 LRS = (1e-4, 3e-4, 1e-3)
@@ -133,13 +133,8 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
 INFERENCE_METHODS = {"core tokenset": "recipe", "coreset (ours, t = 1)": dict(method="coreset")}
 """Methods whose inference is chosen (``"recipe"``: the chosen core-tokenset recipe)."""
 INFERENCE_OPTIONS = {"whole": "whole", "top t = r^e": "t", "top 50%": 0.5}
-"""Label -> inference rule: ``"whole"``, ``"t"`` (the memory's keep rate r^e at budget r) or
-a keep rate; cheapest first. Tokens by rollout of the current model, mask-token inputs."""
-
-
-def inference_at(rule, budget: float, exponent: float):
-    """``RunConfig.inference`` of an inference rule (:data:`INFERENCE_OPTIONS`) at ``budget``."""
-    return budget ** exponent if rule == "t" else rule
+"""Label -> inference rule (:func:`common.inference_at`); cheapest first. Tokens by rollout
+of the current model, mask-token inputs."""
 
 
 def _bench(args, seed: int) -> Dict:

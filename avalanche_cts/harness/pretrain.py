@@ -65,6 +65,7 @@ __all__ = [
     "PRESET_BACKBONES",
     "PretrainSpec",
     "ResumableTraining",
+    "backbone_accuracy",
     "backbone_spec",
     "read_pretraining",
     "cache_root",
@@ -73,6 +74,7 @@ __all__ = [
     "drop_keep_mask",
     "partial_input_accuracy",
     "pretrain_backbone",
+    "pretraining_scenes",
 ]
 
 PathLike = Union[str, Path]
@@ -430,11 +432,7 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
         if log:
             log(f"pretrain {spec.model} on {spec.benchmark}: epoch {epoch + 1}/{spec.epochs}, "
                 f"last loss {loss.item():.3f}")
-    evals = {}
-    for name, (items, labels) in (("val", (xv, yv)), ("test", (xte, yte))):
-        scenes = _scenes(spec, items, x, torch.Generator().manual_seed(spec.seed + 1))
-        evals[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels,
-                                             modes=_MODES, tokens=("random", "rollout"))
+    evals = backbone_accuracy(spec, model, data_root)
     meta = dict(asdict(spec), n_images=len(y), accuracy=evals)
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     run.finish(dict(state_dict=backbone, meta=meta))
@@ -442,6 +440,36 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
         log(f"pretrained {spec.model}: held-out accuracy {evals['val']['keep1']:.4f}, test "
             f"{evals['test']['keep1']:.4f} -> {path}")
     return path
+
+
+def backbone_accuracy(spec: Union[PretrainSpec, str], model: nn.Module,
+                      data_root: Optional[PathLike] = None) -> Dict[str, Dict[str, float]]:
+    """``{"val": ..., "test": ...}``: :func:`partial_input_accuracy` of ``model`` (a backbone of
+    ``spec`` with a classifier of its pretraining labels) on the pretraining's held-out images
+    and on the test set, in the scenes of the checkpoint's meta (fixed seed), every mode, random
+    and rollout tokens."""
+    norm = resolve_normalization(model)
+    out = {}
+    for name in ("val", "test"):
+        scenes, labels = pretraining_scenes(spec, name, data_root)
+        out[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels,
+                                           modes=_MODES, tokens=("random", "rollout"))
+    return out
+
+
+def pretraining_scenes(spec: Union[PretrainSpec, str], split: str,
+                       data_root: Optional[PathLike] = None) -> Tuple[Tensor, Tensor]:
+    """``(uint8 (N, C, H, W) model images, (N,) labels)`` of a pretraining's images:
+    ``"train"`` (its pool), ``"val"`` (the held-out pool images) or ``"test"`` (the test set),
+    in the fixed scenes its checkpoint's meta is measured on (generator ``seed + 1``; the
+    training run itself draws new scenes every epoch)."""
+    spec = backbone_spec(spec)
+    x, y, xv, yv, xte, yte = _pool(spec, data_root)
+    splits = {"train": (x, y), "val": (xv, yv), "test": (xte, yte)}
+    if split not in splits:
+        raise ValueError(f"split must be one of {list(splits)}, got {split!r}")
+    items, labels = splits[split]
+    return _scenes(spec, items, x, torch.Generator().manual_seed(spec.seed + 1)), labels
 
 
 def _start_from(model: nn.Module, name: str, data_root: Optional[PathLike], log) -> None:

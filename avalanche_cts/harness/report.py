@@ -32,6 +32,7 @@ __all__ = [
     "format_matrix",
     "format_table",
     "mean_std",
+    "paired_difference",
     "method_facts",
     "plot_accuracy_vs_memory",
     "plot_matrices",
@@ -288,6 +289,26 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     values = list(values)
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def paired_difference(mine: Dict[int, float], other: Dict[int, float], level: float = 0.95
+                      ) -> Optional[Dict]:
+    """Per-seed differences ``mine[s] - other[s]`` (points, ×100) on the seeds both hold, with
+    their mean, sample std, Student-t confidence interval of the mean at ``level`` and the
+    number of seeds ``mine`` is ahead; ``None`` with fewer than 2 shared seeds.
+
+    :return: ``{"seeds", "differences", "mean", "std", "low", "high", "better"}``.
+    """
+    from scipy.stats import t as student_t
+
+    seeds = sorted(set(mine) & set(other))
+    if len(seeds) < 2:
+        return None
+    d = [100 * (mine[s] - other[s]) for s in seeds]
+    mean, sd = mean_std(d)
+    half = float(student_t.ppf(0.5 + level / 2, len(d) - 1)) * sd / len(d) ** 0.5
+    return dict(seeds=seeds, differences=d, mean=mean, std=sd, low=mean - half,
+                high=mean + half, better=sum(x > 0 for x in d))
 
 
 _METRICS = ("final_acc", "avg_inc_acc", "forgetting", "plasticity")

@@ -39,7 +39,36 @@ def test_paired_differences_pair_seeds_within_and_across_budgets(avb):
     assert same["differences"] == pytest.approx([15.0, 10.0, 20.0])
     assert same["mean"] == pytest.approx(15.0) and same["std"] == pytest.approx(5.0)
     assert same["better"] == 3
+    # 95% t-interval: mean ± t(0.975, 2 df) * sd / sqrt(3), t = 4.302653 (statistical tables)
+    half = 4.302653 * 5.0 / 3 ** 0.5
+    assert (same["low"], same["high"]) == pytest.approx((15.0 - half, 15.0 + half), abs=1e-4)
     across = rows[(0.01, f"{cor} at 5%")]
     assert across["differences"] == pytest.approx([2.0, -6.0, 9.0])
     assert across["better"] == 2
     assert not any(v.endswith("at 2%") for _, v in rows)  # no coreset at 2%: no row
+
+
+def test_paired_interval_uses_students_t_for_ten_seeds():
+    from avalanche_cts.harness.report import paired_difference
+
+    mine = {s: 0.5 + 0.01 * s for s in range(10)}
+    other = {s: 0.5 + 0.01 * s - (0.02 if s % 2 else 0.04) for s in range(10)}  # 2 or 4 points
+    d = paired_difference(mine, other)
+    sd = (10 / 9) ** 0.5  # values 4, 2 alternating: population sd 1, sample sd sqrt(10/9)
+    half = 2.262157 * sd / 10 ** 0.5  # t(0.975, 9 df)
+    assert d["mean"] == pytest.approx(3.0) and d["std"] == pytest.approx(sd)
+    assert (d["low"], d["high"]) == pytest.approx((3.0 - half, 3.0 + half), abs=1e-4)
+    assert d["better"] == 10
+    assert paired_difference({0: 0.5}, {0: 0.4}) is None  # one shared seed: no interval
+
+
+def test_rows_get_the_inference_chosen_for_their_memory(avb):
+    chosen = {avb.TOKENSET: {"rule": "t"}, avb.CORESET: {"rule": 0.5}}
+    assert avb.inference_rule("core_tokenset", chosen) == "t"
+    assert avb.inference_rule("coreset", chosen) == 0.5
+    assert avb.inference_rule("naive", chosen) == "whole"
+    assert avb.inference_rule("core_tokens", chosen) == "whole"
+    assert avb.inference_rule("coreset", {}) == "whole"
+    from common import inference_at
+    assert inference_at("t", 0.01, 1 / 3) == pytest.approx(0.215443, abs=1e-6)
+    assert inference_at(0.5, 0.01, 1 / 3) == 0.5 and inference_at("whole", 0.2, 0.5) == "whole"

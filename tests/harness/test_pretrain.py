@@ -1,4 +1,6 @@
 """Pretrained-backbone protocol: disjoint images, resumable cache, fresh heads without a leak."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -141,6 +143,34 @@ def test_default_backbone_names_are_unchanged_and_token_choice_names_new_ones():
         PretrainSpec(drop_tokens="gradcam")
 
 
+def test_continued_pretraining_starts_from_its_init_backbone(fake_fmnist, tmp_path, monkeypatch):
+    base = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_class=4,
+                        val_per_class=1, epochs=1, batch_size=8)
+    monkeypatch.setitem(BACKBONES, "tiny_base", base)
+    first = torch.load(pretrain_backbone(base, data_root=fake_fmnist, cache_dir=tmp_path,
+                                         log=None), weights_only=True)["state_dict"]
+    again = PretrainSpec(benchmark="fmnist", model="vit_fmnist_tiny", heldout_per_class=4,
+                         val_per_class=1, epochs=1, batch_size=8, lr=1e-9, init="tiny_base")
+    assert again.file_name().endswith("-from-tiny_base_s0.pt")
+    # the init backbone is looked up by name: in tmp_path, not the suite's cache
+    monkeypatch.setattr(pretrain, "pretrain_backbone",
+                        lambda spec, **kw: _REAL_PRETRAIN(spec, **dict(kw, cache_dir=tmp_path)))
+    lazy = dict(data_root=fake_fmnist, cache_dir=tmp_path, log=None)
+    cont = torch.load(_REAL_PRETRAIN(again, **lazy), weights_only=True)["state_dict"]
+    fresh = torch.load(_REAL_PRETRAIN(replace(again, init=None), **lazy),
+                       weights_only=True)["state_dict"]
+    for k, v in first.items():  # lr 1e-9: continued weights stay at the init's, fresh ones do not
+        assert torch.allclose(cont[k], v, atol=1e-6), k
+    assert any(not torch.allclose(fresh[k], v, atol=1e-3) for k, v in first.items())
+    with pytest.raises(ValueError, match="init must name a pretraining"):
+        PretrainSpec(init="nope")
+    with pytest.raises(ValueError, match="pretrains vit_fmnist_tiny, not vit_clutter_tiny"):
+        PretrainSpec(init="tiny_base")
+
+
+_REAL_PRETRAIN = pretrain_backbone
+
+
 def _top(scores, counts):
     """Reference: sample i keeps the indices of its counts[i] highest scores."""
     return [set(row.topk(int(c)).indices.tolist()) for row, c in zip(scores, counts)]
@@ -197,3 +227,24 @@ def test_rollout_pretraining_keeps_the_scorers_top_tokens_and_trains_the_mask_to
     assert trained.shape == init.shape and (trained - init).abs().max() > 1e-4
     meta = torch.load(path, weights_only=False)["meta"]
     assert meta["drop_tokens"] == "rollout" and "rollout_mask0.25" in meta["accuracy"]["val"]
+
+
+def test_run_config_names_an_embedded_backbone_and_records_its_checkpoint():
+    from avalanche_cts.harness.config import RunConfig
+    from avalanche_cts.harness.runner import run_settings
+
+    kw = dict(model="vit_clutter_tiny", pretrained=True, method="naive")
+    default, partial = RunConfig(**kw), RunConfig(**kw, backbone="cluttered_fmnist_partial")
+    assert "backbone" not in default.shaping()  # results of the default keep their fingerprints
+    assert default.embedded_backbone() is BACKBONES["cluttered_fmnist"]
+    assert partial.embedded_backbone() is BACKBONES["cluttered_fmnist_partial"]
+    names = [run_settings(c, {})["backbone"] for c in (default, partial)]
+    assert names == [BACKBONES["cluttered_fmnist"].file_name(),
+                     BACKBONES["cluttered_fmnist_partial"].file_name()]
+    assert RunConfig(model="vit_clutter_tiny", method="naive").embedded_backbone() is None
+    for bad, wanted in [(dict(kw, model="vit_fmnist_tiny"), "one of \\['fmnist'\\]"),
+                        (dict(kw, pretrained=False), "only with pretrained=true"),
+                        (dict(kw, checkpoint="w.pt"), "only with pretrained=true"),
+                        (dict(kw, backbone="imagenet"), "one of")]:
+        with pytest.raises(ValueError, match=f"RunConfig.backbone must be .*{wanted}"):
+            RunConfig(**dict(dict(backbone="cluttered_fmnist_partial"), **bad))

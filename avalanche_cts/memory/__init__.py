@@ -7,7 +7,8 @@
 * :mod:`.records` (token groups, batches), :mod:`.codec` (exact pixels), :mod:`.budget`
   (equal shares), :mod:`.items` (classification or image-text experiences);
 * :mod:`.plugin` ``CoreTokensetReplayPlugin`` (replay, memory loss) with :mod:`.dropout`
-  (token dropout of new data: random or matched to the memory) and the :mod:`.recipe`;
+  (token dropout of new data: random or matched to the memory), :mod:`.composite` (records
+  written into new-data scenes: replayed samples that look whole) and the :mod:`.recipe`;
 * :mod:`.inference` ``PartialInferencePlugin``: evaluation images classified from their own
   top tokens (inference in the shape of training);
 * :mod:`.settings` ``MemorySettings``: every setting of a memory and its replay, checked once;
@@ -22,8 +23,10 @@ _EXPORTS = {
     "items": ("ClassItems", "TextItems", "item_view"),
     "buffer": ("CoreTokensetBuffer",),
     "plugin": ("CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
-               "classification_loss", "default_memory_loss"),
-    "inference": ("PartialInferencePlugin", "check_inference_model", "top_tokens_mask"),
+               "classification_loss", "composite_refusal", "default_memory_loss"),
+    "composite": ("SceneCompositor", "pair_scenes", "step_generator", "top_count_mask"),
+    "inference": ("PartialInferencePlugin", "check_inference_model", "label_free_scores",
+                  "top_tokens_mask"),
     "recipe": ("DEFAULT_RECIPE", "DROPOUT_REFRESH", "DROPOUT_SCHEDULES", "DROPOUT_TOKENS",
                "Recipe", "TOKEN_CHOICES"),
     "distributed": ("DistributedCoreTokensetBuffer", "DistributedMemoryWriter", "buffer_digest",

@@ -23,13 +23,15 @@ from ..models import get_adapter
 from ..models.timm_vit import MASK_TOKEN
 from ..registry import Seeded
 from ..scorers import get_scorer
+from ..scorers.base import checked_scores
 from ..tokens.patches import rank_tokens
 from .recipe import REPLAY_MODES
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["PartialInferencePlugin", "check_inference_model", "top_tokens_mask"]
+__all__ = ["PartialInferencePlugin", "check_inference_model", "label_free_scores",
+           "top_tokens_mask"]
 
 
 def top_tokens_mask(scores: Tensor, keep: float) -> Tensor:
@@ -99,11 +101,9 @@ class PartialInferencePlugin(SupervisedPlugin):
     def keep_mask(self, model: nn.Module, images: Tensor) -> Tensor:
         """``(B, T)`` bool mask of the tokens each image keeps: the scorer's top ``keep``
         share under ``model`` (train/eval flags and gradients left as found)."""
-        with _as_found(model), torch.enable_grad() if self.scorer.needs_grad else \
-                contextlib.nullcontext():
-            scores = self.scorer.score(model, images, None)
+        scores = label_free_scores(self.scorer, model, images, get_adapter(model).num_tokens)
         self.scored_images += len(images)
-        return top_tokens_mask(scores.detach(), self.keep).to(images.device)
+        return top_tokens_mask(scores, self.keep).to(images.device)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(keep={self.keep:g}, scorer={self.scorer.name!r}, "
@@ -120,6 +120,15 @@ def check_inference_model(model: nn.Module, mode: str) -> None:
                 "mask inference needs the learned mask token the replay plugin trains "
                 "(CoreTokensetReplayPlugin with replay_mode='mask'); this model has none: use "
                 "inference mode 'zero' or 'sparse'")
+
+
+def label_free_scores(scorer, model: nn.Module, images: Tensor, num_tokens: int) -> Tensor:
+    """``(B, T)`` float32 CPU scores of ``images`` under ``model`` with no label
+    (``targets=None``: gradient scorers explain the predicted class), checked by
+    :func:`~avalanche_cts.scorers.base.checked_scores`; train flags and parameter ``.grad``
+    left as found, autograd on only for scorers that need it."""
+    with _as_found(model), torch.enable_grad() if scorer.needs_grad else torch.no_grad():
+        return checked_scores(scorer, model, images, None, num_tokens).detach()
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from avalanche.core import SupervisedPlugin
 
 from .._checks import check, is_int, is_real
 from .buffer import CoreTokensetBuffer
+from .composite import SceneCompositor, step_generator
 from .dropout import NewDataDropout, batch_images_targets
 from .records import TokenBatch
 from ..models import get_adapter
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
-           "classification_loss", "default_memory_loss", "refused"]
+           "classification_loss", "composite_refusal", "default_memory_loss", "refused"]
 
 MemoryLoss = Callable[[object, TokenBatch, Tensor, str], Tensor]
 """``loss(adapter, batch, values, mode) -> (B,)`` per-record loss of a memory batch, where
@@ -77,6 +78,12 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
       every ``dropout_refresh``). Memory records and dropped samples are fed alike (``replay_mode``): ``zero``
       (0 in normalised space, the paper), ``sparse`` (kept tokens only) or ``mask`` (a
       learned mask token, added to the model by :meth:`prepare_model`).
+    * With ``composite=True`` memory records are replayed as samples that look whole
+      (:mod:`~avalanche_cts.memory.composite`): each record is written at its positions into
+      an image of the current new-data batch whose own top tokens (as many as the record
+      holds; ``composite_scorer``, default the memory's, on the current model, no label) are
+      removed, and fed in the replay mode; its loss is the cross-entropy against the
+      record's label. New data keeps the dropout configured (``dropout=1.0`` trains it whole).
     * Evaluation always sees full images.
     * A non-finite loss stops training with the step and both loss terms.
 
@@ -105,6 +112,13 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     :param memory_loss: per-record loss of a memory batch (:data:`MemoryLoss`; default
         :func:`default_memory_loss` of the model's adapter: :func:`classification_loss`, or
         the answer/caption NLL for BLIP), the seam for models that are not classifiers.
+    :param composite: replay each record composited into an image of the current new-data
+        batch (paired by a permutation drawn from ``seed`` and the training iteration; cycled
+        when the memory batch is larger) instead of alone; classification models whose
+        adapter has ``forward_partial`` (timm ViTs, CODA-Prompt, InfLoRA), not BLIP.
+    :param composite_scorer: scorer (name or object) of the scene tokens a composite
+        removes, in place of the memory's (e.g. ``"rollout"``); ``random`` draws them from
+        the iteration's generator. Only with ``composite=True``.
     :param num_workers: workers of the memory loader.
     :param seed: seed of the memory loader's shuffling and of the mask token's initial value
         (``None``: from torch's global RNG).
@@ -126,6 +140,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         mem_weight: float = 1.0,
         weighted_replay: bool = False,
         memory_loss: Optional[MemoryLoss] = None,
+        composite: bool = False,
+        composite_scorer=None,
         num_workers: int = 0,
         seed: Optional[int] = None,
     ):
@@ -145,6 +161,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
             raise ValueError(f"give the recipe or its fields ({', '.join(fields)}), not both")
         _check_replay(storage_policy, batch_size_mem, mem_weight, weighted_replay, num_workers,
                       seed)
+        _check_composite(composite, composite_scorer, memory_loss)
         self.storage_policy = storage_policy
         self.recipe = recipe
         """How records are replayed and new data dropped (:class:`Recipe`)."""
@@ -155,6 +172,9 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self.mem_weight = float(mem_weight)
         self.weighted_replay = weighted_replay
         self.memory_loss = memory_loss
+        self.compositor = _compositor(storage_policy, composite, composite_scorer)
+        """Builds composite memory inputs (:class:`SceneCompositor`); ``None`` without
+        ``composite``."""
         self.num_workers = int(num_workers)
         self.seed = None if seed is None else int(seed)
         self._adapter = None
@@ -187,6 +207,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     # -------------------------------------------------------------- callbacks
     def before_training(self, strategy: "SupervisedTemplate", **kwargs):
         refusal = refused(strategy, self.drops_tokens)
+        if refusal is None and self.compositor is not None:
+            refusal = composite_refusal(get_adapter(strategy.model))
         if refusal:
             raise TypeError(refusal)
         self.storage_policy.claim(strategy)
@@ -245,7 +267,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         mem = None
         if self._memory is not None:
             batch = next(self._memory).to(strategy.device, non_blocking=True)
-            mem = self.replay_loss(batch)
+            mem = self.replay_loss(batch, strategy)
             self.last_mem_loss = mem.detach()
             strategy.loss = strategy.loss + self.mem_weight * mem
         if not bool(torch.isfinite(strategy.loss.detach()).all()):
@@ -263,15 +285,34 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
     # ---------------------------------------------------------------- replay
-    def replay_loss(self, batch: TokenBatch) -> Tensor:
-        """Mean (optionally weighted) loss of a memory batch in the plugin's replay mode."""
+    def replay_loss(self, batch: TokenBatch, strategy=None) -> Tensor:
+        """Mean (optionally weighted) loss of a memory batch in the plugin's replay mode;
+        with ``composite``, of its composites into ``strategy``'s current mini-batch
+        (``strategy.mbatch``, at iteration ``strategy.clock.train_iterations``)."""
         values = self.storage_policy.codec.decode(batch.values)
-        loss = self.memory_loss or default_memory_loss(self._adapter)
-        losses = loss(self._adapter, batch, values, self.replay_mode)
+        if self.compositor is not None:
+            losses = self._composite_losses(batch, values, strategy)
+        else:
+            loss = self.memory_loss or default_memory_loss(self._adapter)
+            losses = loss(self._adapter, batch, values, self.replay_mode)
         if self.weighted_replay:
             w = batch.weights / batch.weights.mean().clamp_min(1e-12)
             return (losses * w).mean()
         return losses.mean()
+
+    def _composite_losses(self, batch: TokenBatch, values: Tensor, strategy) -> Tensor:
+        """``(B,)`` cross-entropy of the records' composites against their labels."""
+        if strategy is None:
+            raise ValueError("composite replay needs the strategy whose mini-batch gives the "
+                             "scenes: call replay_loss(batch, strategy)")
+        adapter = self._adapter
+        scenes = batch_images_targets(strategy.mbatch)[0]
+        gen = step_generator(self.seed, strategy.clock.train_iterations)
+        images, keep = self.compositor.compose(
+            strategy.model, scenes, values, batch.positions, batch.valid, adapter.patch_size,
+            adapter.num_tokens, gen)
+        logits = adapter.forward_partial(images, keep, self.replay_mode)
+        return F.cross_entropy(logits, batch.labels, reduction="none")
 
     def state_dict(self):
         """The memory's state (for run checkpoints)."""
@@ -297,6 +338,31 @@ def refused(strategy, drops_tokens: bool) -> Optional[str]:
                 f"(new data trained whole) or use ER_ACE, which replays its buffer in a "
                 f"forward of its own")
     return None
+
+
+def composite_refusal(adapter) -> Optional[str]:
+    """Why composite replay cannot serve a model with ``adapter`` (``None`` if it can)."""
+    name = type(adapter).__name__
+    if hasattr(adapter, "record_loss"):
+        return (f"composite=True needs a classification model (a scene to write the records "
+                f"into, a label to keep); {name} trains image-text records: pass "
+                f"composite=False")
+    if not hasattr(adapter, "forward_partial"):
+        return (f"composite=True feeds composites through the adapter's forward_partial, "
+                f"which {name} lacks: use a timm VisionTransformer (create_model) or pass "
+                f"composite=False")
+    return None
+
+
+def _compositor(storage_policy: CoreTokensetBuffer, composite: bool,
+                composite_scorer) -> Optional[SceneCompositor]:
+    """The compositor of ``composite`` replay, removing scene tokens by ``composite_scorer``
+    or else the memory's scorer."""
+    if not composite:
+        return None
+    scorer = storage_policy.writer.scorer if composite_scorer is None \
+        else get_scorer(composite_scorer)
+    return SceneCompositor(scorer)
 
 
 def _cycle(loader: DataLoader) -> Iterator[TokenBatch]:
@@ -332,3 +398,14 @@ def _check_replay(storage_policy: CoreTokensetBuffer, batch_size_mem, mem_weight
           "an integer >= 0")
     check(seed is None or (is_int(seed) and seed >= 0), "seed", seed,
           "None or an integer >= 0")
+
+
+def _check_composite(composite, composite_scorer, memory_loss) -> None:
+    """``composite`` and the settings it forbids or needs."""
+    check(isinstance(composite, bool), "composite", composite, "True or False")
+    if composite_scorer is not None and not composite:
+        raise ValueError("composite_scorer chooses the scene tokens composite replay removes: "
+                         "pass composite=True with it, or leave it None")
+    if composite and memory_loss is not None:
+        raise ValueError("composite=True replays composites with the classification loss on "
+                         "their logits, not memory_loss: pass one of them")

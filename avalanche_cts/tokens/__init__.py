@@ -10,9 +10,10 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "normalization": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "Normalization",
                       "NormalizationLike"),
-    "patches": ("check_patch_size", "gather_tokens", "keep_count", "kept_positions",
-                "mask_to_pixels", "patchify", "place_tokens", "random_keep_mask", "rank_tokens",
-                "scatter_tokens", "take_kept", "take_tokens", "unpatchify", "zero_dropped"),
+    "patches": ("check_patch_size", "composite_records", "gather_tokens", "keep_count",
+                "kept_positions", "mask_to_pixels", "patchify", "place_tokens", "random_keep_mask",
+                "rank_tokens", "scatter_tokens", "take_kept", "take_tokens", "unpatchify",
+                "zero_dropped"),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "check_patch_size",
+    "composite_records",
     "gather_tokens",
     "keep_count",
     "kept_positions",
@@ -154,16 +155,51 @@ def place_tokens(values: Tensor, positions: Tensor, patch_size: int, channels: i
     """``(B, C, H, W)`` images holding ``(B, K, P*P*C)`` token ``values`` at their ``(B, K)``
     grid ``positions`` and 0 elsewhere (padded entries, ``valid`` False, are ignored):
     ``unpatchify(scatter_tokens(...))`` writing the kept tokens only."""
+    images = values.new_zeros(values.shape[0], channels, grid[0] * patch_size,
+                              grid[1] * patch_size)
+    _write_tokens(images, values, positions, valid, patch_size)
+    return images
+
+
+def _write_tokens(images: Tensor, values: Tensor, positions: Tensor, valid: Optional[Tensor],
+                  patch_size: int) -> Tuple[Tensor, Tensor]:
+    """Write ``(B, K, P*P*C)`` token ``values`` into ``(B, C, H, W)`` ``images`` in place at
+    their ``(B, K)`` grid ``positions`` (entries with ``valid`` False are skipped); returns
+    the ``(B, K)`` rows and positions written, as two flat tensors."""
     b, k, _ = values.shape
-    p = patch_size
-    images = values.new_zeros(b, channels, grid[0] * p, grid[1] * p)
+    view = _token_view(images, patch_size)
+    gw = view.shape[2]
     rows = torch.arange(b, device=values.device)[:, None].expand(b, k)
     pos = positions.long()
-    tokens = values.reshape(b, k, p, p, channels)
+    tokens = values.reshape(b, k, patch_size, patch_size, images.shape[1])
     if valid is not None:
         rows, pos, tokens = rows[valid], pos[valid], tokens[valid]
-    _token_view(images, p)[rows, pos // grid[1], pos % grid[1]] = tokens
-    return images
+    view[rows, pos // gw, pos % gw] = tokens.to(images.dtype)
+    return rows, pos
+
+
+def composite_records(scene_images: Tensor, values: Tensor, positions: Tensor,
+                      valid: Optional[Tensor], remove: Tensor,
+                      patch_size: int) -> Tuple[Tensor, Tensor]:
+    """Memory records written into scenes: the input of a replayed sample that looks whole.
+
+    :param scene_images: ``(B, C, H, W)`` scenes (normalised model inputs, one per record;
+        not modified).
+    :param values: ``(B, K, P*P*C)`` the records' token values (normalised model inputs).
+    :param positions: ``(B, K)`` their grid positions in ``[0, T)``.
+    :param valid: optional ``(B, K)`` bool mask; padded entries (False) are not written.
+    :param remove: ``(B, T)`` bool, the scene tokens to remove (fed as absent).
+    :param patch_size: ``P`` in pixels.
+    :return: ``images`` ``(B, C, H, W)``: the scene with each record's tokens written at
+        their positions (over whatever the scene held there); ``keep`` ``(B, T)`` bool:
+        False exactly at the removed tokens no record token overwrote, the tokens a replay
+        mode feeds as absent (``forward_partial(images, keep, mode)``).
+    """
+    images = scene_images.clone()
+    rows, pos = _write_tokens(images, values, positions, valid, patch_size)
+    keep = ~remove.to(torch.bool)
+    keep[rows, pos] = True
+    return images, keep
 
 
 def zero_dropped(images: Tensor, keep: Tensor, patch_size: int) -> Tensor:

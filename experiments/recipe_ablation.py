@@ -41,7 +41,11 @@ reads, and ``inference.md``), from ``chosen.json``: how each method classifies t
 whole or from its top tokens by rollout of the current model (mask token elsewhere) at
 t = the memory's keep rate r^e or 50%, for the core tokenset and the whole-sample coreset at
 1% and 5%; the cheapest option within ``TOLERANCE`` of the best is chosen per method (a rule,
-so it applies at every budget). ``--backbone NAME`` runs any plan on another embedded
+so it applies at every budget). ``--plan composite`` (5 seeds; ``composite.md``): replayed samples that look whole, each memory
+record written into a new-data scene whose own top tokens are removed
+(``CoreTokensetReplayPlugin(composite=True)``), new data trained whole or dropped as the
+recipe says, against the chosen recipe; control: random memory tokens composited alike.
+``--backbone NAME`` runs any plan on another embedded
 pretraining (results in ``results/recipe_ablation/NAME``; the recipe is read from the
 benchmark's folder).
 
@@ -135,6 +139,18 @@ INFERENCE_METHODS = {"core tokenset": "recipe", "coreset (ours, t = 1)": dict(me
 INFERENCE_OPTIONS = {"whole": "whole", "top t = r^e": "t", "top 50%": 0.5}
 """Label -> inference rule (:func:`common.inference_at`); cheapest first. Tokens by rollout
 of the current model, mask-token inputs."""
+
+
+_COMPOSITE = {"plugin": {"composite": True}}
+COMPOSITE_ROWS: List[Tuple[str, Dict]] = [
+    ("core tokenset (chosen recipe)", {}),
+    ("composite replay, new data whole", dict(dropout=1.0, options=_COMPOSITE)),
+    ("composite replay, new data dropped as the recipe", dict(options=_COMPOSITE)),
+    ("control: random memory tokens, composite replay (scene tokens removed by rollout), new "
+     "data whole", dict(scorer="random", dropout=1.0, options={
+         "plugin": {"composite": True, "composite_scorer": "rollout"}})),
+]
+"""Rows of the composite plan: changes to the chosen recipe."""
 
 
 def _bench(args, seed: int) -> Dict:
@@ -280,22 +296,36 @@ def run_inference(args, train: Dict, recipe: Dict) -> Tuple[Dict, Dict[str, List
     return chosen, res
 
 
+def run_composite(args, train: Dict, recipe: Dict) -> Dict[str, List[Dict]]:
+    """The composite plan: the chosen recipe against its memory replayed inside new-data
+    scenes (:data:`COMPOSITE_ROWS`), whole-image inference."""
+    return _run(args, [(label, _base(args, train, recipe, change), STAGE_BUDGETS)
+                       for label, change in COMPOSITE_ROWS])
+
+
+def write_plan(args, name: str, title: str, note: str, res: Dict[str, List[Dict]],
+               footer: str = "") -> str:
+    """``<name>.md``: a plan's table (mean ± std and plasticity per budget)."""
+    lines = [f"# {title} on {args.benchmark} (validation split)", "",
+             f"Final average accuracy and plasticity, %, mean ± std over seeds {args.seeds}; "
+             f"backbone `{args.backbone or 'default'}`; {note}", ""]
+    lines += _head(STAGE_BUDGETS) + [_row(k, v, STAGE_BUDGETS) for k, v in res.items()]
+    text = "\n".join(lines + ["", footer, ""])
+    (args.out / f"{name}.md").write_text(text)
+    return text
+
+
 def write_inference(args, chosen: Dict[str, str], res: Dict[str, List[Dict]]) -> str:
     """``inference.md`` and ``inference.json`` of the inference plan."""
-    lines = [f"# Inference of test images on {args.benchmark} (validation split)", "",
-             f"Final average accuracy and plasticity, %, mean ± std over seeds {args.seeds}; "
-             f"backbone `{args.backbone or 'default'}`; top tokens by rollout of the current "
-             f"model (no label), mask token elsewhere. Cost per test image against a whole "
-             f"forward: `experiments/results/inference_cost/inference_cost.md`.", ""]
-    lines += _head(STAGE_BUDGETS) + [_row(k, v, STAGE_BUDGETS) for k, v in res.items()]
-    lines += ["", "Chosen (the cheapest option within "
-              f"{100 * TOLERANCE:g} points of the best): "
-              + "; ".join(f"{m}: {o}" for m, o in chosen.items()), ""]
-    text = "\n".join(lines)
-    (args.out / "inference.md").write_text(text)
     (args.out / "inference.json").write_text(json.dumps(
         {m: dict(option=o, rule=INFERENCE_OPTIONS[o]) for m, o in chosen.items()}, indent=1))
-    return text
+    return write_plan(
+        args, "inference", "Inference of test images",
+        "top tokens by rollout of the current model (no label), mask token elsewhere. Cost per "
+        "test image against a whole forward: "
+        "`experiments/results/inference_cost/inference_cost.md`.", res,
+        f"Chosen (the cheapest option within {100 * TOLERANCE:g} points of the best): "
+        + "; ".join(f"{m}: {o}" for m, o in chosen.items()))
 
 
 def run_controls(args, train: Dict, current: Dict) -> Dict[str, List[Dict]]:
@@ -421,7 +451,8 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = make_parser(__doc__, "val", 100)
-    p.add_argument("--plan", choices=("paper", "matched", "inference"), default="matched",
+    p.add_argument("--plan", choices=("paper", "matched", "inference", "composite"),
+                   default="matched",
                    help="which staged search (see above; default: %(default)s)")
     p.add_argument("--stages", nargs="*",
                    choices=sorted({s for s, _ in STAGES} | {s for s, _ in MATCHED_STAGES}),
@@ -450,9 +481,13 @@ def _read(path: Path, plan: str) -> Dict:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.plan == "inference":
+    if args.plan in ("inference", "composite"):
         chosen = _read(args.recipe_dir / "chosen.json", "--plan matched")
-        print(write_inference(args, *run_inference(args, chosen["training"], chosen["recipe"])))
+        train, recipe = chosen["training"], chosen["recipe"]
+        print(write_inference(args, *run_inference(args, train, recipe))
+              if args.plan == "inference" else
+              write_plan(args, "composite", "Replayed samples that look whole",
+                         "whole-image inference.", run_composite(args, train, recipe)))
         return
     if args.plan == "paper":
         train, train_res = choose_training(args)

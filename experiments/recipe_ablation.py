@@ -198,14 +198,16 @@ def _score(results: List[Dict]) -> float:
 
 
 def _settings(*layers: Dict) -> Dict:
-    """Later layers override earlier ones; ``options`` mappings merge one level deep."""
+    """Later layers override earlier ones; ``options`` mappings merge one level deep (an
+    option that is not a mapping, e.g. ``base``, is replaced)."""
     out: Dict = {}
     for layer in layers:
         for k, v in layer.items():
             if k == "options":
-                merged = {n: dict(o) for n, o in out.get("options", {}).items()}
+                merged = {n: dict(o) if isinstance(o, dict) else o
+                          for n, o in out.get("options", {}).items()}
                 for n, o in v.items():
-                    merged[n] = dict(merged.get(n, {}), **o)
+                    merged[n] = dict(merged.get(n, {}), **o) if isinstance(o, dict) else o
                 out["options"] = merged
             else:
                 out[k] = v

@@ -1,10 +1,15 @@
 """The step-split and GPU-throughput benchmarks in their small CPU modes: they run and write
 every field their README tables read."""
+import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from avalanche_cts import get_adapter
 from avalanche_cts.models import create_model
@@ -66,3 +71,191 @@ def test_hot_paths_times_old_and_new_paths_side_by_side(tmp_path):
     for k, v in res.items():
         assert v["before_ms"] > 0 and v["after_ms"] > 0, k
         assert abs(v["after_over_before"] - v["after_ms"] / v["before_ms"]) < 1e-12
+
+
+# ------------------------------------------------- experiments/peft_memory.py (issue 27)
+@pytest.fixture(scope="module")
+def pm():
+    """The script as a module (its sibling modules importable while it loads)."""
+    bench = str(ROOT / "experiments")
+    sys.path.insert(0, bench)
+    try:
+        spec = importlib.util.spec_from_file_location("peft_memory", ROOT / "experiments" /
+                                                      "peft_memory.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(bench)
+
+
+RECIPE = {"training": {"lr": 1e-4, "epochs": 4, "optimizer": "adam"},
+          "recipe": {"method": "core_tokenset", "selector": "herding", "scorer": "rollout",
+                     "replay_mode": "mask", "retention_exponent": 1 / 3,
+                     "dropout_tokens": "matched", "dropout_refresh": "experience",
+                     "options": {"plugin": {"mem_weight": 2.0}}}}
+
+
+def _planted_choices(pm):
+    """Choices as the validation plan writes them; CODA + core tokenset picked the whole
+    query and weight 0.5, the coresets weight 2."""
+    picked = {("core tokenset", "coda_prompt"): {"options": {"base_options": {"query": "whole"},
+                                                             "plugin": {"mem_weight": 0.5}}},
+              ("coreset", "coda_prompt"): {"options": {"plugin": {"mem_weight": 2.0}}},
+              ("coreset", "inflora"): {"options": {"plugin": {"mem_weight": 2.0}}}}
+    return {(b, m): dict(training=RECIPE["training"], choices={"weight": "planted"},
+                         settings=pm._settings(pm.start(b, m, RECIPE["recipe"]),
+                                               picked.get((m, pm.base_method(b)), {})))
+            for b in pm.BASES for m in pm.MEMORIES}
+
+
+def test_peft_memory_test_cells_carry_rows_budgets_seeds_and_base_options(pm, tmp_path):
+    args = pm.parse_args(["--plan", "test", "--out", str(tmp_path)])
+    cells = pm.make_cells(args, "test", pm.test_groups(args, _planted_choices(pm)))
+    grid = {}
+    for c in cells:
+        grid.setdefault((c.axes["label"], c.cfg.budget), []).append(c.cfg.seed)
+        assert c.cfg.inference == "whole" and c.benchmark["test_per_class"] == 200
+        assert "validation" not in c.benchmark and c.cfg.lr == 0.005
+        assert c.cfg.lr_schedule == "cosine" and c.cfg.epochs == 4
+    ten, five = list(range(10)), list(range(5))
+    assert grid == {(row, r): (ten if r in (0.0, 0.01) else five)
+                    for b in ("CODA-Prompt", "InfLoRA")
+                    for row, r in [(b, 0.0)] + [(f"{b} + {m}", r) for m in ("core tokenset", "coreset")
+                                                for r in (0.01, 0.05)]}
+    assert len({c.key for c in cells}) == len(cells) == 80
+    cfg = {(c.axes["label"], c.cfg.budget): c.cfg for c in cells if c.cfg.seed == 0}
+    coda = cfg["CODA-Prompt + core tokenset", 0.01]
+    assert coda.method == "core_tokenset" and coda.replay_mode == "mask" and coda.scorer == "rollout"
+    assert coda.options["base"] == "coda_prompt"
+    assert coda.options["base_options"] == {"pool_size": 100, "prompt_length": 8, "query": "whole"}
+    assert coda.options["plugin"] == {"mem_weight": 0.5}
+    inflora = cfg["InfLoRA + core tokenset", 0.05]
+    assert inflora.options["base_options"] == {"rank": 8}
+    assert inflora.options["plugin"] == {"mem_weight": 2.0}  # the recipe's, unchanged
+    coreset = cfg["InfLoRA + coreset", 0.01]
+    assert (coreset.method, coreset.selector, coreset.options["base"]) == ("coreset", "random", "inflora")
+    assert coreset.options["plugin"] == {"mem_weight": 2.0}
+    assert (cfg["CODA-Prompt", 0.0].method, cfg["CODA-Prompt", 0.0].options) == \
+        ("coda_prompt", {"pool_size": 100, "prompt_length": 8})
+    fmnist = pm.parse_args(["--plan", "test", "--benchmark", "fmnist_pretrained"])
+    cells = pm.make_cells(fmnist, "test", pm.test_groups(fmnist, _planted_choices(pm)))
+    assert {c.cfg.budget for c in cells} == {0.0, 0.01} and {c.cfg.seed for c in cells} == set(five)
+    assert len(cells) == 2 * 3 * 5
+
+
+def test_peft_memory_validation_levers_one_at_a_time(pm, tmp_path):
+    stages = {(b, m): [(s, [label for label, _ in opts]) for s, opts in pm.stages(b, m)]
+              for b in pm.BASES for m in pm.MEMORIES}
+    weights = ("weight", ["memory weight 0.5", "memory weight 1", "memory weight 2"])
+    modes = ("mode", ["replay mask", "replay zero"])
+    assert stages["CODA-Prompt", "core tokenset"] == [
+        weights, modes, ("query", ["query of the partial input", "query of the whole image"])]
+    assert stages["InfLoRA", "core tokenset"] == [weights, modes]
+    assert stages["CODA-Prompt", "coreset"] == stages["InfLoRA", "coreset"] == [weights]
+    args = pm.parse_args(["--plan", "validation", "--out", str(tmp_path)])
+    start = pm.config(args, RECIPE["training"], pm.start("CODA-Prompt", "core tokenset",
+                                                         RECIPE["recipe"]))
+    cells = pm.make_cells(args, "validation", [("start", start, args.validation_budgets,
+                                                args.seeds)])
+    assert len(cells) == 10 and all(c.benchmark["validation"] for c in cells)
+    assert {c.benchmark["test_per_class"] for c in cells} == {100}
+    # the start is an option of every stage: its runs are shared, not repeated
+    for stage, options in pm.stages("CODA-Prompt", "core tokenset"):
+        same = [label for label, change in options
+                if pm.config(args, RECIPE["training"], pm._settings(pm.start(
+                    "CODA-Prompt", "core tokenset", RECIPE["recipe"]), change)) == start]
+        assert len(same) == 1, stage
+
+
+def _planted_results():
+    """Per seed: CODA-Prompt alone, + core tokenset and + coreset at 1% (seeds 0-9) and 5%
+    (seeds 0-4); accuracies in [0, 1], plasticity 0.3 / 0.6 / 0.5 (2 x 2 matrices)."""
+    alone = {s: 0.40 + 0.01 * s for s in range(10)}
+    cts = {0.01: {s: alone[s] + 0.02 + 0.005 * s for s in range(10)},
+           0.05: {s: alone[s] + 0.05 - 0.01 * s for s in range(5)}}
+    coreset = {r: {s: v - (0.03 if s % 2 else -0.01) for s, v in cts[r].items()} for r in cts}
+    rows = [("CODA-Prompt", 0.0, alone, 0.3)]
+    rows += [(f"CODA-Prompt + {m}", r, accs[r], p) for m, accs, p in
+             (("core tokenset", cts, 0.6), ("coreset", coreset, 0.5)) for r in (0.01, 0.05)]
+    results = {}
+    for label, r, accs, p in rows:
+        results.setdefault(label, []).extend(
+            dict(label=label, final_acc=a, acc_matrix=[[0.9, 0.0], [0.2, p]],
+                 config=dict(budget=r, seed=s)) for s, a in accs.items())
+    return results, alone, cts, coreset
+
+
+def _interval(d, t975):
+    """Mean, sample std and Student-t 95% half-width of differences ``d`` (points)."""
+    d = np.asarray(d)
+    return d.mean(), d.std(ddof=1), t975 * d.std(ddof=1) / np.sqrt(len(d))
+
+
+def test_peft_memory_table_and_paired_differences_on_planted_results(pm, tmp_path):
+    results, alone, cts, coreset = _planted_results()
+    args = argparse.Namespace(out=tmp_path, benchmark="cluttered_fmnist", seeds=[0, 1, 2, 3, 4],
+                              seeds_1pct=list(range(10)), n_experiences=5, train_per_class=200,
+                              test_per_class=200, backbone=None, budgets=[0.01, 0.05])
+    choices = {("CODA-Prompt", "core tokenset"): {"choices": {"query": "whole"}}}
+    text = pm.write_test(args, results, choices)
+    paired = {(d["row"], d["budget"], d["versus"]): d
+              for d in json.loads((tmp_path / "paired.json").read_text())}
+    t9, t4 = 2.2621571628, 2.7764451052  # Student-t 97.5% quantiles, 9 and 4 degrees of freedom
+    expected = {
+        ("CODA-Prompt + core tokenset", 0.01, "CODA-Prompt alone"):
+            ([100 * (cts[0.01][s] - alone[s]) for s in range(10)], t9),
+        ("CODA-Prompt + core tokenset", 0.05, "CODA-Prompt alone"):
+            ([100 * (cts[0.05][s] - alone[s]) for s in range(5)], t4),
+        ("CODA-Prompt + core tokenset", 0.01, "CODA-Prompt + coreset at 1%"):
+            ([-1.0, 3.0] * 5, t9),
+        ("CODA-Prompt + core tokenset", 0.05, "CODA-Prompt + coreset at 5%"):
+            ([-1.0, 3.0, -1.0, 3.0, -1.0], t4),
+        ("CODA-Prompt + coreset", 0.01, "CODA-Prompt alone"):
+            ([100 * (coreset[0.01][s] - alone[s]) for s in range(10)], t9),
+        ("CODA-Prompt + coreset", 0.05, "CODA-Prompt alone"):
+            ([100 * (coreset[0.05][s] - alone[s]) for s in range(5)], t4),
+    }
+    assert set(paired) == set(expected)  # no InfLoRA results: nothing paired there
+    for key, (diffs, t975) in expected.items():
+        mean, sd, half = _interval(diffs, t975)
+        d = paired[key]
+        assert d["differences"] == pytest.approx(diffs), key
+        assert (d["mean"], d["std"]) == pytest.approx((mean, sd)), key
+        assert (d["low"], d["high"]) == pytest.approx((mean - half, mean + half), abs=1e-6), key
+        assert d["better"] == sum(x > 0 for x in diffs), key
+    vs_coreset = paired["CODA-Prompt + core tokenset", 0.01, "CODA-Prompt + coreset at 1%"]
+    assert vs_coreset["better"] == 5 and vs_coreset["mean"] == pytest.approx(1.0)
+    mean, sd, half = _interval([-1.0, 3.0] * 5, t9)
+    assert (f"| CODA-Prompt + core tokenset | 1% | CODA-Prompt + coreset at 1% | +1.0 ± {sd:.1f} "
+            f"| [{mean - half:+.1f}, {mean + half:+.1f}] | 5/10 |") in text
+    a = np.array(list(alone.values())) * 100
+    assert f"| CODA-Prompt (no memory) | {a.mean():.1f} ± {a.std(ddof=1):.1f} |  | 30.0 ± 0.0 |" in text
+    c5 = np.array(list(cts[0.05].values())) * 100
+    assert (f"| CODA-Prompt + core tokenset | {np.mean(list(cts[0.01].values())) * 100:.1f} ± "
+            f"{np.std(list(cts[0.01].values()), ddof=1) * 100:.1f} | {c5.mean():.1f} ± "
+            f"{c5.std(ddof=1):.1f} | 60.0 ± 0.0 | 60.0 ± 0.0 |") in text
+    assert (tmp_path / "table.md").read_text() == text
+
+
+def test_peft_memory_smoke_runs_both_plans_and_writes_the_tables(pm, tmp_path):
+    out = str(tmp_path)
+    pm.main(["--plan", "validation", "--smoke", "--jobs", "1", "--out", out])
+    for b in ("coda_prompt", "inflora"):
+        for m in ("core_tokenset", "coreset"):
+            chosen = json.loads((tmp_path / f"chosen_{b}_{m}.json").read_text())
+            assert chosen["settings"]["options"]["base"] == b and chosen["training"]["epochs"] == 1
+            assert set(chosen["choices"]) == ({"weight"} if m == "coreset" else
+                                              {"weight", "mode", "query"} if b == "coda_prompt"
+                                              else {"weight", "mode"})
+    validation = (tmp_path / "validation.md").read_text()
+    assert "## CODA-Prompt + core tokenset" in validation and "query of the whole image" in validation
+    assert "| InfLoRA (no memory) |" in validation
+    pm.main(["--plan", "test", "--smoke", "--jobs", "1", "--budgets", "0.05", "--seeds", "0", "1",
+             "--out", out])  # 5%: the smoke-sized core tokenset holds records
+    table = (tmp_path / "table.md").read_text()
+    for row in ("CODA-Prompt (no memory)", "CODA-Prompt + core tokenset", "InfLoRA + coreset"):
+        assert f"| {row} |" in table
+    paired = json.loads((tmp_path / "paired.json").read_text())
+    assert len(paired) == 6 and all(d["seeds"] == [0, 1] for d in paired)
+    assert len(list((tmp_path / "runs" / "test").glob("*/result.json"))) == 12

@@ -11,7 +11,9 @@ naming the key, the method and the valid keys).
 * ``inflora``, ``coda_prompt``: their own keywords (``rank``, ``pool_size``, ...);
 * Avalanche's sample buffers (``replay*``): none;
 * every memory method also takes ``base`` and ``base_options`` (the PEFT strategy the memory
-  is added to and its keywords, :func:`~avalanche_cts.harness.methods._base_strategy`).
+  is added to and its keywords, :func:`~avalanche_cts.harness.methods._base_strategy`);
+  ``base_options`` are checked against the keywords of that strategy (CODA-Prompt's
+  ``query`` is refused on InfLoRA) and need ``base``.
 
 Keywords that ``RunConfig`` fields already set (the budget, seed, learning rate, ...) are not
 options. Methods added with ``register_method`` read their options themselves (not checked),
@@ -58,24 +60,41 @@ def option_keys(method: str) -> Optional[Dict[str, Optional[List[str]]]]:
     """``{option key: its valid sub-keys, or None for a plain keyword}`` of a built-in
     ``method``; ``None`` for a method this module does not know (registered by a user)."""
     from ..memory.plugin import CoreTokensetReplayPlugin
-    from ..strategies.inflora import InfLoRA
-    from ..strategies.prompt import CODAPrompt
     from ..strategies.vl import VLTemplate
 
     template = {"template": _keywords(VLTemplate, "template")}
     token = dict(template, buffer=buffer_keys(),
                  plugin=_keywords(CoreTokensetReplayPlugin, "plugin"))
-    peft = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
     base = {"base": None, "base_options": None}  # the strategy a memory is added to
     if method in ("coreset", "core_tokens", "core_tokenset"):
         return dict(token, **base)
     if method in ("naive", "cumulative"):
         return template
-    if method in peft:
-        return dict.fromkeys(_keywords(peft[method], "peft"))
+    if method in _peft():
+        return dict.fromkeys(_keywords(_peft()[method], "peft"))
     if method in ("replay", "replay_class_balanced", "replay_reservoir", "replay_herding"):
         return base
     return None
+
+
+def _peft() -> Dict[str, type]:
+    """The rehearsal-free strategies by method name (also the bases a memory runs on)."""
+    from ..strategies.inflora import InfLoRA
+    from ..strategies.prompt import CODAPrompt
+
+    return {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+
+
+def _base_option_keys(options: Mapping) -> Optional[List[str]]:
+    """The keywords ``options["base_options"]`` may set: those of the strategy
+    ``options["base"]`` names; ``None`` for a base that is not built in (refused when the
+    strategy is built). ``ValueError`` when ``base`` is missing."""
+    base = options.get("base")
+    if base is None:
+        raise ValueError("RunConfig.options.base_options are keywords of the strategy a memory "
+                         "is added to: set options.base too ('coda_prompt' or 'inflora'), or "
+                         "leave base_options out")
+    return _keywords(_peft()[base], "peft") if base in _peft() else None
 
 
 def check_options(method: str, options: Mapping, memory: str = "none") -> None:
@@ -92,16 +111,20 @@ def check_options(method: str, options: Mapping, memory: str = "none") -> None:
             raise ValueError(
                 f"RunConfig.options has {key!r}, which method {method!r} does not read; valid "
                 f"keys: {sorted(valid)}")
-        if valid[key] is None:
+        sub, reader = valid[key], f"method {method!r}"
+        if key == "base_options" and sub is None:
+            sub, reader = _base_option_keys(options), f"base {options['base']!r}"
+        if sub is None:
             continue
         if not isinstance(value, Mapping):
-            raise ValueError(f"RunConfig.options.{key} of method {method!r} must be a mapping "
-                             f"of keywords, e.g. {{{valid[key][0]}: ...}}; got {value!r}")
-        unknown = sorted(set(value) - set(valid[key]), key=str)
+            raise ValueError(f"RunConfig.options.{key} of {reader} must be a mapping "
+                             f"of keywords, e.g. {{{sub[0]}: ...}}; got {value!r}")
+        unknown = sorted(set(value) - set(sub), key=str)
         if unknown:
             raise ValueError(
-                f"RunConfig.options.{key} has {unknown}, which method {method!r} does not read; "
-                f"valid keys: {valid[key]}" + _set_by_run_hint(key, unknown))
+                f"RunConfig.options.{key} has {unknown}, which {reader} does not read; "
+                f"valid keys: {sub}" + _set_by_run_hint("peft" if key == "base_options" else key,
+                                                       unknown))
 
 
 def _set_by_run_hint(part: str, unknown: List) -> str:

@@ -59,7 +59,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     On the parameter-efficient strategies (:class:`~avalanche_cts.strategies.CODAPrompt`,
     :class:`~avalanche_cts.strategies.InfLoRA`) memory records and dropped new data run
     through the prompted / low-rank-adapted model (CODA-Prompt selects prompts by the
-    query of the partial input itself); the memory loss is the cross-entropy over all seen
+    query of the partial input itself, or for dropped new data by that of its whole image
+    with ``CODAPrompt(query="whole")``); the memory loss is the cross-entropy over all seen
     classes' logits (old heads frozen: it trains the current prompts or branch and the new
     head), new data keeps the strategy's local cross-entropy.
 

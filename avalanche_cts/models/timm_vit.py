@@ -216,6 +216,11 @@ class TimmViTAdapter:
         values, positions, valid = take_kept(images, keep, self.patch_size)
         return self.forward_record(values, positions, valid, mode)
 
+    def forward_dropped(self, images: Tensor, keep: Tensor, mode: str) -> Tensor:
+        """The forward :meth:`partial_inputs` runs on its batch: :meth:`forward_partial` (a
+        wrapper's adapter may also read the whole ``images``, e.g. CODA-Prompt's query)."""
+        return self.forward_partial(images, keep, mode)
+
     def forward_sparse(self, images: Tensor, keep_idx: Tensor) -> Tensor:
         """Sparse forward of images keeping the ``(B, K)`` token indices ``keep_idx``."""
         return self.forward_tokens(take_tokens(images, keep_idx, self.patch_size), keep_idx)
@@ -229,7 +234,7 @@ class TimmViTAdapter:
     @contextlib.contextmanager
     def partial_inputs(self, keep: Tensor, mode: str, images: Tensor) -> Iterator[PartialInputs]:
         """Within the context, calling the model on ``images`` (that tensor, the batch ``keep``
-        was drawn for) runs :meth:`forward_partial` with ``keep``; calls on other tensors are
+        was drawn for) runs :meth:`forward_dropped` with ``keep``; calls on other tensors are
         full forwards (how a strategy's own forward sees token dropout); restored on exit.
         Yields the :class:`~.partial.PartialInputs` (its ``uses``)."""
         partial = PartialInputs(images, keep, mode)
@@ -237,7 +242,7 @@ class TimmViTAdapter:
 
         def forward(x, *args, **kwargs):
             if partial.applies(x):
-                return self.forward_partial(x, keep, mode)
+                return self.forward_dropped(x, keep, mode)
             return type(model).forward(model, x, *args, **kwargs)
 
         model.forward = forward

@@ -17,7 +17,11 @@ Works with any embedding size; blocks must use timm's standard ``Attention``.
 Token memories: :class:`CodaPromptAdapter` (registered with ``register_adapter``) gives
 ``CoreTokensetReplayPlugin`` and the token scorers the prompted model: a partial input
 (memory record or new data with tokens dropped, zero / sparse / mask modes) selects its
-prompts by its own query (a record has no whole scene to take one from).
+prompts by its own query (``query="partial"``, the default; a record has no whole scene to
+take one from). With ``query="whole"`` a partial input whose whole image is at hand (new
+data under token dropout, a test image under top-token inference: the adapter's
+``partial_inputs`` path) selects its prompts by the query of the whole image, while the
+prompted forward still sees the partial input; memory records keep their own query.
 """
 from __future__ import annotations
 
@@ -27,12 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check
 from ..models import register_adapter
 from ..models.timm_vit import TimmAttentionAccess, TimmViTAdapter
 from .base import PEFTTemplate, TaskHeads, freeze
 
 __all__ = ["PrefixAttention", "CodaPromptPool", "CodaPromptViT", "CODAPrompt", "CodaPromptAdapter",
-           "CodaAttentionAccess"]
+           "CodaAttentionAccess", "QUERIES"]
+
+QUERIES = ("partial", "whole")
+"""Which input selects the prompts of a partial input whose whole image is at hand
+(:attr:`CodaPromptViT.query`): the partial input itself, or the whole image."""
 
 
 class PrefixAttention(nn.Module):
@@ -155,11 +164,18 @@ class CodaPromptViT(nn.Module):
     :param num_classes: size of the global label space.
     :param length: prompt length L (L/2 key and L/2 value tokens).
     :param layers: prompted blocks (default the first 5, or all if fewer).
+    :param query: one of :data:`QUERIES`: ``"partial"`` (a partial input selects its prompts
+        by its own query) or ``"whole"`` (new data under token dropout and test images under
+        top-token inference select theirs by the query of the whole image; memory records,
+        which have none, by their own).
     """
 
     def __init__(self, vit: nn.Module, num_classes: int, length: int = 8,
-                 layers: Optional[Iterable[int]] = None):
+                 layers: Optional[Iterable[int]] = None, query: str = "partial"):
         super().__init__()
+        check(query in QUERIES, "query", query, f"one of {QUERIES} (which input selects the "
+              f"prompts of a partial input whose whole image is at hand)")
+        self.query = query
         vit.reset_classifier(0)
         freeze(vit)
         self.vit = vit
@@ -197,22 +213,25 @@ class CodaPromptViT(nn.Module):
             for pa in self.prefixed:
                 pa.prefix = None
 
-    def prompted_pre_logits(self, run: Callable[[], Tensor]) -> Tensor:
+    def prompted_pre_logits(self, run: Callable[[], Tensor],
+                            query: Optional[Callable[[], Tensor]] = None) -> Tensor:
         """CODA-Prompt's features ``(B, D)`` around a ViT forward ``run() -> (B, D)``: the
-        query is ``run()`` unprompted (no gradient; :attr:`selecting` is true meanwhile),
-        then ``run()`` again with its prompts. A partial input (kept tokens) thus selects
-        its prompts by its own query."""
+        query is ``query()`` (default ``run()``) unprompted (no gradient; :attr:`selecting`
+        is true meanwhile), then ``run()`` again with its prompts. A partial input (kept
+        tokens) thus selects its prompts by its own query, unless ``query`` runs another
+        input (its whole image)."""
         self.selecting = True
         try:
             with torch.no_grad():
-                query = self.prompted_features(run)
+                q = self.prompted_features(run if query is None else query)
         finally:
             self.selecting = False
-        return self.prompted_features(run, self.pool(query))
+        return self.prompted_features(run, self.pool(q))
 
-    def prompted_logits(self, run: Callable[[], Tensor]) -> Tensor:
+    def prompted_logits(self, run: Callable[[], Tensor],
+                        query: Optional[Callable[[], Tensor]] = None) -> Tensor:
         """Logits ``(B, C)`` of :meth:`prompted_pre_logits`."""
-        return self.heads(self.prompted_pre_logits(run))
+        return self.heads(self.prompted_pre_logits(run, query))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.prompted_logits(lambda: self.vit_features(x))
@@ -230,13 +249,18 @@ class CODAPrompt(PEFTTemplate):
     :param n_experiences: number of tasks T (default: length of the first experience's stream).
     :param lr: Adam learning rate (CODA: 1e-3, cosine).
     :param num_classes: global label space (default ``model.num_classes``).
+    :param query: which input selects the prompts of new data trained with token dropout
+        (``CoreTokensetReplayPlugin``): ``"partial"`` (its own partial input, default) or
+        ``"whole"`` (its whole image); see :attr:`CodaPromptViT.query`.
     :param kwargs: :class:`~.base.PEFTTemplate` keywords.
     """
 
     def __init__(self, *, model: nn.Module, pool_size: int = 100, prompt_length: int = 8,
                  layers: Optional[Iterable[int]] = None, n_experiences: Optional[int] = None,
-                 lr: float = 1e-3, num_classes: Optional[int] = None, **kwargs):
-        net = CodaPromptViT(model, num_classes or model.num_classes, prompt_length, layers)
+                 lr: float = 1e-3, num_classes: Optional[int] = None, query: str = "partial",
+                 **kwargs):
+        net = CodaPromptViT(model, num_classes or model.num_classes, prompt_length, layers,
+                            query)
         super().__init__(model=net, heads=net.heads, lr=lr, **kwargs)
         self.pool_size = pool_size
         self.n_experiences = n_experiences
@@ -263,8 +287,10 @@ class CodaPromptAdapter(TimmViTAdapter):
     """Token-level forwards of a :class:`CodaPromptViT` (core tokenset replay, token dropout,
     scorers): the timm adapter of its ViT, each logits forward wrapped in CODA's prompt
     selection, whose query comes from the same partial input (zero, sparse or mask mode;
-    a memory record has no whole scene to take it from). A learned mask token lives on
-    the ViT (``net.vit.cts_mask_token``) and is trained with the prompts.
+    a memory record has no whole scene to take it from), or, with ``net.query == "whole"``,
+    from the whole image for the batch of :meth:`partial_inputs`
+    (:meth:`forward_dropped`). A learned mask token lives on the ViT
+    (``net.vit.cts_mask_token``) and is trained with the prompts.
 
     :param net: the prompted model (``CODAPrompt.model``).
     """
@@ -286,6 +312,17 @@ class CodaPromptAdapter(TimmViTAdapter):
                        mode: str) -> Tensor:
         base = super().forward_record
         return self.net.prompted_logits(lambda: base(values, positions, valid, mode))
+
+    def forward_dropped(self, images: Tensor, keep: Tensor, mode: str) -> Tensor:
+        """Logits ``(B, C)`` of the batch :meth:`partial_inputs` applies to: the partial
+        input of ``(B, C, H, W)`` ``images`` kept by the ``(B, T)`` mask ``keep`` in ``mode``,
+        prompted by the query of the whole ``images`` when ``net.query == "whole"`` (else
+        :meth:`forward_partial`, the partial input's own query)."""
+        if self.net.query == "partial":
+            return self.forward_partial(images, keep, mode)
+        vit = TimmViTAdapter(self.net.vit)  # the unprompted token paths, prompted below
+        return self.net.prompted_logits(lambda: vit.forward_partial(images, keep, mode),
+                                        lambda: self.net.vit_features(images))
 
     def features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         pre = self.net.prompted_pre_logits(lambda: self.net.vit_features(images))

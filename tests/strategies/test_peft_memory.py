@@ -315,3 +315,126 @@ def test_harness_mask_token_is_trained_with_the_peft_parameters(base):
     tokens = [p for n, p in s.model.named_parameters() if n.endswith("cts_mask_token")]
     assert len(tokens) == 1 and tokens[0].requires_grad
     assert isinstance(s, BASES[base][0])
+
+
+# ------------------------------------------- CODA-Prompt: query of the whole image
+class PromptsSeen:
+    """The prompts ``(B, L/2, D)`` (key half, first prompted block) of every prompted pass."""
+
+    def __init__(self, net):
+        self.seen: List[Tensor] = []
+        net.prefixed[0].register_forward_pre_hook(self._record)
+
+    def _record(self, module, args):
+        if module.prefix is not None:
+            self.seen.append(module.prefix[0].detach().clone())
+
+
+def _key_prompts(net, query: Tensor) -> Tensor:
+    """The first prompted block's key prompts that ``query`` ``(B, D)`` selects."""
+    return net.pool(query)[:, 0, :net.pool.length // 2]
+
+
+def _unprompted_query(net, run) -> Tensor:
+    """``run()``'s features with no prefix set in any block (the ViT as frozen)."""
+    assert all(pa.prefix is None for pa in net.prefixed)
+    with torch.no_grad():
+        return run()
+
+
+def _dropped_batch(mode: str, query: str):
+    """A CODA model after one experience with ``query``, six images, a keep mask of about
+    half of their tokens (the class token's neighbour kept), and a prompt recorder."""
+    net = _coda_after_one_experience().model.eval()
+    net.query = query
+    adapter = get_adapter(net)
+    if mode == "mask":
+        adapter.add_mask_token(torch.Generator().manual_seed(0))
+    x = _images(6)
+    keep = torch.rand(6, adapter.num_tokens, generator=torch.Generator().manual_seed(1)) < 0.5
+    keep[:, 0] = True
+    return net, adapter, x, keep, PromptsSeen(net)
+
+
+@pytest.mark.parametrize("mode", ["zero", "sparse", "mask"])
+def test_coda_whole_query_selects_the_whole_images_prompts_for_dropped_new_data(mode):
+    from avalanche_cts.models.timm_vit import TimmViTAdapter
+    from avalanche_cts.tokens.patches import zero_dropped
+
+    net, adapter, x, keep, prompts = _dropped_batch(mode, "whole")
+    with torch.no_grad(), adapter.partial_inputs(keep, mode, x) as applied:
+        logits = net(x)  # as the strategy's forward calls the model on the dropped batch
+    assert applied.uses == 1 and len(prompts.seen) == 1
+    whole = _unprompted_query(net, lambda: net.vit.forward_head(
+        net.vit.forward_features(x), pre_logits=True))
+    partial = _unprompted_query(net, lambda: TimmViTAdapter(net.vit).forward_partial(
+        x, keep, mode))
+    torch.testing.assert_close(prompts.seen[0], _key_prompts(net, whole))
+    assert not torch.allclose(prompts.seen[0], _key_prompts(net, partial), atol=1e-4)
+    if mode == "zero":  # the prompted pass still sees the partial input
+        with torch.no_grad():
+            reference = net.heads(net.features(zero_dropped(x, keep, adapter.patch_size),
+                                               net.pool(whole)))
+        torch.testing.assert_close(logits, reference)
+
+
+@pytest.mark.parametrize("mode", ["zero", "mask"])
+def test_coda_records_keep_their_own_query_and_partial_is_todays_forward(mode):
+    from avalanche_cts.models.timm_vit import TimmViTAdapter
+    from avalanche_cts.tokens.patches import take_kept
+
+    net, adapter, x, keep, prompts = _dropped_batch(mode, "partial")
+    with torch.no_grad():
+        with adapter.partial_inputs(keep, mode, x):
+            dropped = net(x)
+        torch.testing.assert_close(dropped, adapter.forward_partial(x, keep, mode),
+                                   rtol=0, atol=0)  # bit for bit the partial input's forward
+        record = take_kept(x, keep, adapter.patch_size)
+        partial_record = adapter.forward_record(*record, mode)
+        net.query = "whole"
+        whole_record = adapter.forward_record(*record, mode)
+    torch.testing.assert_close(whole_record, partial_record, rtol=0, atol=0)
+    query = _unprompted_query(net, lambda: TimmViTAdapter(net.vit).forward_partial(x, keep, mode))
+    for seen in prompts.seen:  # dropped batch, forward_partial, both records
+        torch.testing.assert_close(seen, _key_prompts(net, query))
+
+
+def test_harness_coda_core_tokenset_with_the_whole_query_trains_two_experiences():
+    from avalanche_cts.benchmarks import synthetic_benchmark
+    from avalanche_cts.harness import RunConfig, run
+
+    bm = synthetic_benchmark(2, n_classes=4, train_per_class=24, test_per_class=6,
+                             image_size=8, channels=1)
+    base = dict(BASES["coda_prompt"][1], query="whole")
+    cfg = RunConfig(method="core_tokenset", budget=0.2, model="vit_digits_micro", epochs=1,
+                    batch_size=16, lr=0.01, seed=1, replay_mode="mask",
+                    options={"base": "coda_prompt", "base_options": base})
+    res = run(cfg, bm, log=None)
+    assert len(res["acc_matrix"]) == 2 and res["memory_bytes"] > 0
+    assert res["config"]["options"]["base_options"]["query"] == "whole"
+
+
+@pytest.mark.parametrize("options, phrase", [
+    ({"base": "inflora", "base_options": {"query": "whole"}},
+     "options.base_options has ['query'], which base 'inflora' does not read"),
+    ({"base_options": {"query": "whole"}}, "set options.base too"),
+    ({"base": "coda_prompt", "base_options": "whole"},
+     "options.base_options of base 'coda_prompt' must be a mapping"),
+])
+def test_config_refuses_base_options_the_base_does_not_read(options, phrase):
+    from avalanche_cts.harness import RunConfig
+
+    with pytest.raises(ValueError) as info:
+        RunConfig(method="core_tokenset", budget=0.2, model="vit_digits_micro", options=options)
+    assert phrase in str(info.value), str(info.value)
+
+
+def test_coda_refuses_an_unknown_query():
+    from avalanche_cts import create_model
+    from avalanche_cts.harness import RunConfig
+    from avalanche_cts.harness.methods import build_strategy
+
+    cfg = RunConfig(method="core_tokenset", budget=0.2, model="vit_digits_micro",
+                    options={"base": "coda_prompt", "base_options": {"query": "scene"}})
+    with pytest.raises(ValueError, match=r"query must be one of \('partial', 'whole'\)"):
+        build_strategy(cfg, create_model("vit_digits_micro"), EvaluationPlugin(loggers=[]))

@@ -207,6 +207,7 @@ def _plain(doc: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import demo, demo_vl
+    from .pretrain import BACKBONES
 
     parser = _Parser(
         prog="avalanche-cts", description=_plain(__doc__),
@@ -237,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="pretrain (or find) an embedded benchmark's backbone",
                            description="Pretrain the backbone of an embedded benchmark.")
     p_pre.add_argument("benchmark", nargs="?", default="cluttered_fmnist",
-                       choices=("cluttered_fmnist", "fmnist", "scenes"),
-                       help="whose backbone (scenes: the tiny BLIP of demo-vl)")
+                       choices=sorted(BACKBONES) + ["scenes"],
+                       help="which embedded pretraining (a benchmark's default backbone, "
+                            "cluttered_fmnist_partial: the one trained on partial inputs, "
+                            "scenes: the tiny BLIP of demo-vl)")
     p_pre.add_argument("--data-root", default=None, metavar="DIR",
                        help="Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist)")
     p_pre.set_defaults(func=_pretrain_command, parser=p_pre)

@@ -219,7 +219,7 @@ def test_rollout_pretraining_keeps_the_scorers_top_tokens_and_trains_the_mask_to
     monkeypatch.setattr(pretrain, "drop_keep_mask", checked)
     path = pretrain_backbone(spec, data_root=squares, cache_dir=tmp_path, log=None)
     assert path.name.endswith("-rollout_s0.pt")
-    assert len(seen) == 2 * 10 + 2 * 3 and all(seen)  # 20 steps; val and test x 3 keeps
+    assert len(seen) == 2 * 10 + 3 and all(seen)  # 20 steps; val x 3 keeps (test: whole)
     model = create_model("vit_fmnist_tiny", num_classes=10)
     init = get_adapter(model).add_mask_token(
         torch.Generator().manual_seed(pretrain._INIT_STREAM + spec.seed)).detach()

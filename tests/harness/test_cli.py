@@ -64,3 +64,12 @@ def test_demo_option_errors_are_one_line(capsys):
     assert main(["demo", "--budgets", "1.5", "--jobs", "1"]) == 2
     err = capsys.readouterr().err
     assert "RunConfig.budget must be a fraction in (0, 1]" in err and err.count("\n") == 2
+
+
+def test_pretrain_names_are_the_embedded_pretrainings_and_a_bad_one_is_named():
+    from avalanche_cts.harness.cli import PRETRAININGS, main
+    from avalanche_cts.harness.pretrain import BACKBONES
+
+    assert sorted(PRETRAININGS) == sorted([*BACKBONES, "scenes"])
+    with pytest.raises(ValueError, match="no embedded pretraining named 'imagenet': use one of"):
+        main(["--debug", "pretrain", "imagenet"])

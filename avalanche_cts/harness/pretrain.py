@@ -31,8 +31,8 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
    (:func:`partial_input_accuracy`), and on the test set whole (the shipped default backbones'
    meta predates the rollout and mask columns and has the test set partial too).
 
-``python -m avalanche_cts.harness.pretrain [fmnist|cluttered_fmnist]`` pretrains (or finds)
-the default backbone and prints its path and accuracies.
+``python -m avalanche_cts.harness.pretrain [NAME]`` pretrains (or finds) a pretraining of
+:data:`BACKBONES` (default ``cluttered_fmnist``) and prints its path and accuracies.
 """
 from __future__ import annotations
 
@@ -396,7 +396,8 @@ def pretrain_backbone(spec: Union[PretrainSpec, str] = "cluttered_fmnist", *,
 
 def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log) -> Path:
     """The pretraining of :func:`pretrain_backbone` into ``path`` (resuming its partial state)."""
-    x, y, xv, yv, xte, yte = _pool(spec, data_root)
+    pool = _pool(spec, data_root)
+    x, y = pool[:2]
     gen = torch.Generator().manual_seed(_INIT_STREAM + spec.seed)
     with torch.random.fork_rng():
         torch.manual_seed(_INIT_STREAM + spec.seed)
@@ -404,7 +405,7 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
     adapter = get_adapter(model)
     adapter.add_mask_token(gen)
     if spec.init is not None:
-        _start_from(model, spec.init, data_root, log)
+        _load_backbone(model, pretrain_backbone(spec.init, data_root=data_root, log=log))
     norm = resolve_normalization(model)
     per_epoch = math.ceil(len(y) / spec.batch_size)
     run = ResumableTraining(model, gen, path, spec.lr, spec.weight_decay, spec.epochs * per_epoch)
@@ -432,7 +433,7 @@ def _pretrain(spec: PretrainSpec, path: Path, data_root: Optional[PathLike], log
         if log:
             log(f"pretrain {spec.model} on {spec.benchmark}: epoch {epoch + 1}/{spec.epochs}, "
                 f"last loss {loss.item():.3f}")
-    evals = backbone_accuracy(spec, model, data_root)
+    evals = _meta_accuracy(spec, model, pool)
     meta = dict(asdict(spec), n_images=len(y), accuracy=evals)
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     run.finish(dict(state_dict=backbone, meta=meta))
@@ -449,10 +450,16 @@ def backbone_accuracy(spec: Union[PretrainSpec, str], model: nn.Module,
     meta (fixed seed): on the pretraining's held-out images with every mode, random and
     rollout tokens; on the test set whole (19 passes over 10,000 test images would take half
     an hour of a CPU core)."""
+    spec = backbone_spec(spec)
+    return _meta_accuracy(spec, model, _pool(spec, data_root))
+
+
+def _meta_accuracy(spec: PretrainSpec, model: nn.Module, pool) -> Dict[str, Dict[str, float]]:
+    """:func:`backbone_accuracy` on a loaded :func:`_pool`."""
     norm = resolve_normalization(model)
     out = {}
     for name, keeps in (("val", (1.0, 0.5, 0.25, 0.1)), ("test", (1.0,))):
-        scenes, labels = pretraining_scenes(spec, name, data_root)
+        scenes, labels = _fixed_scenes(spec, pool, name)
         out[name] = partial_input_accuracy(model, norm.normalize(scenes.float() / 255), labels,
                                            keeps=keeps, modes=_MODES, tokens=("random", "rollout"))
     return out
@@ -465,17 +472,20 @@ def pretraining_scenes(spec: Union[PretrainSpec, str], split: str,
     in the fixed scenes its checkpoint's meta is measured on (generator ``seed + 1``; the
     training run itself draws new scenes every epoch)."""
     spec = backbone_spec(spec)
-    x, y, xv, yv, xte, yte = _pool(spec, data_root)
-    splits = {"train": (x, y), "val": (xv, yv), "test": (xte, yte)}
-    if split not in splits:
-        raise ValueError(f"split must be one of {list(splits)}, got {split!r}")
-    items, labels = splits[split]
-    return _scenes(spec, items, x, torch.Generator().manual_seed(spec.seed + 1)), labels
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}")
+    return _fixed_scenes(spec, _pool(spec, data_root), split)
 
 
-def _start_from(model: nn.Module, name: str, data_root: Optional[PathLike], log) -> None:
-    """Load the backbone and mask token of the pretraining ``name`` into ``model``."""
-    _load_backbone(model, pretrain_backbone(name, data_root=data_root, log=log))
+_SPLITS = ("train", "val", "test")
+"""Splits of :func:`_pool`, in its order (images, labels each)."""
+
+
+def _fixed_scenes(spec: PretrainSpec, pool, split: str) -> Tuple[Tensor, Tensor]:
+    """:func:`pretraining_scenes` of a loaded :func:`_pool`."""
+    i = 2 * _SPLITS.index(split)
+    items, labels = pool[i:i + 2]
+    return _scenes(spec, items, pool[0], torch.Generator().manual_seed(spec.seed + 1)), labels
 
 
 def _load_backbone(model: nn.Module, path: Path) -> None:

@@ -89,8 +89,9 @@ def run_settings(cfg: RunConfig, data: Dict) -> Dict:
         from ..models import BLIP_PRESETS
 
         out["metrics"] = metric_settings(BLIP_PRESETS.load(cfg.model)["kind"])
-    if cfg.embedded_backbone() is not None:
-        out["backbone"] = cfg.embedded_backbone().file_name()
+    spec = cfg.embedded_backbone()
+    if spec is not None:
+        out["backbone"] = spec.file_name()
     if _embedded_blip(cfg):
         out["backbone"] = BLIP_PRETRAINED["blip_vqa_tiny"].file_name()
     return out
@@ -112,11 +113,12 @@ def make_model(cfg: RunConfig, num_classes: Optional[int]) -> nn.Module:
             raise ValueError(f"{cfg.model} is a checkpoint: set pretrained=true (hub download) "
                              f"or checkpoint=DIR (a local copy)")
         return create_blip(cfg.model, checkpoint=cfg.checkpoint, **cfg.model_kwargs)
-    if cfg.embedded_backbone() is not None:
+    spec = cfg.embedded_backbone()
+    if spec is not None:
         if cfg.model_kwargs:
             raise ValueError(f"model_kwargs {cfg.model_kwargs} cannot change the pretrained "
                              f"preset {cfg.model!r}: drop them or set pretrained=False")
-        return load_pretrained(cfg.embedded_backbone(), num_classes=num_classes, seed=cfg.seed)
+        return load_pretrained(spec, num_classes=num_classes, seed=cfg.seed)
     return load_backbone(cfg.model, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                          head_seed=cfg.seed, **{"num_classes": num_classes, **cfg.model_kwargs})
 

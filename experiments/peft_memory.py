@@ -9,7 +9,8 @@ t = 1 (random samples, new data trained whole). Every row is tested on whole ima
 plans, resumable (``<out>/runs/<plan>/<run>/result.json``, keyed by the settings'
 fingerprint, never reused for other settings):
 
-``--plan validation`` (validation split, 5 seeds, budgets 1% and 5%): for each base and
+``--plan validation`` (validation split, 5 seeds, budgets 1% and 5%, or
+``--validation-budgets``): for each base (``--bases``) and
 memory, one lever at a time from the start (the best setting so far, mean final accuracy over
 budgets and seeds): the memory-loss weight (0.5, 1, 2); for the core tokenset the replay mode
 (mask, zero) and, on CODA-Prompt, the query that selects the prompts of dropped new data
@@ -205,9 +206,9 @@ def run_validation(args, recipe_file: Dict) -> str:
     choices and ``validation.md``."""
     training = _training(args, recipe_file["training"])
     refs = execute(args, "validation", [(base, alone(args, training, base), (0.0,), args.seeds)
-                                        for base in BASES])
+                                        for base in args.bases])
     sections = []
-    for base in BASES:
+    for base in args.bases:
         for memory in MEMORIES:
             settings, log = choose(args, training, base, memory, recipe_file["recipe"])
             chosen_path(args.out, base, memory).write_text(json.dumps(dict(
@@ -252,7 +253,7 @@ def test_groups(args, choices: Dict[Tuple[str, str], Dict]) -> List[Group]:
     many = sorted(set(args.seeds) | set(args.seeds_1pct))
     training = next(iter(choices.values()))["training"]
     groups: List[Group] = []
-    for base in BASES:
+    for base in args.bases:
         groups.append((base, alone(args, training, base), (0.0,), many))
         for memory in MEMORIES:
             cfg = config(args, training, choices[base, memory]["settings"])
@@ -261,12 +262,13 @@ def test_groups(args, choices: Dict[Tuple[str, str], Dict]) -> List[Group]:
     return groups
 
 
-def paired_differences(results: List[Dict], budgets: Sequence[float]) -> List[Dict]:
-    """Per base, memory and budget: the memory row minus its base alone, and the core
-    tokenset minus the coreset of the same bytes on the same base (points, on the seeds
+def paired_differences(results: List[Dict], budgets: Sequence[float],
+                       bases: Sequence[str] = BASES) -> List[Dict]:
+    """Per base of ``bases``, memory and budget: the memory row minus its base alone, and the
+    core tokenset minus the coreset of the same bytes on the same base (points, on the seeds
     both hold)."""
     out = []
-    for base in BASES:
+    for base in bases:
         base_alone = _by_seed(results, base, 0.0)
         coreset = memory_label(base, "coreset")
         for memory in MEMORIES:
@@ -284,7 +286,7 @@ def paired_differences(results: List[Dict], budgets: Sequence[float]) -> List[Di
 def write_test(args, results: Dict[str, List[Dict]], choices) -> str:
     flat = [r for rs in results.values() for r in rs]
     budgets = tuple(args.budgets)
-    diffs = paired_differences(flat, budgets)
+    diffs = paired_differences(flat, budgets, args.bases)
     picked = "; ".join(f"{memory_label(b, m)}: {json.dumps(c['choices'])}"
                        for (b, m), c in choices.items())
     lines = [f"# A memory on CODA-Prompt and InfLoRA: {args.benchmark}, test split", "",
@@ -312,11 +314,11 @@ def write_test(args, results: Dict[str, List[Dict]], choices) -> str:
     return text
 
 
-def read_choices(folder: Path) -> Dict[Tuple[str, str], Dict]:
-    """The validation plan's choice of every base + memory; ``SystemExit`` naming the
-    command when one is missing."""
+def read_choices(folder: Path, bases: Sequence[str] = BASES) -> Dict[Tuple[str, str], Dict]:
+    """The validation plan's choice of every base of ``bases`` + memory; ``SystemExit``
+    naming the command when one is missing."""
     choices = {}
-    for base in BASES:
+    for base in bases:
         for memory in MEMORIES:
             path = chosen_path(folder, base, memory)
             if not path.is_file():
@@ -327,7 +329,7 @@ def read_choices(folder: Path) -> Dict[Tuple[str, str], Dict]:
 
 
 def run_test(args) -> str:
-    choices = read_choices(args.choices)
+    choices = read_choices(args.choices, args.bases)
     return write_test(args, execute(args, "test", test_groups(args, choices)), choices)
 
 
@@ -351,10 +353,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="the recipe ablation's chosen.json (default: its results folder)")
     p.add_argument("--choices", type=Path, default=None,
                    help="folder of the validation plan's chosen_*.json (default: --out)")
+    p.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES),
+                   help="the rehearsal-free methods to run, in table order (default: all; a "
+                        "later run with all of them rewrites the tables from the stored runs)")
+    p.add_argument("--validation-budgets", type=float, nargs="+",
+                   default=list(VALIDATION_BUDGETS),
+                   help="budgets the validation plan chooses on (mean over them; default: "
+                        "%(default)s)")
     p.add_argument("--smoke", action="store_true", help="a tiny run of the plan (see above)")
     p.set_defaults(seeds=None)
     args = p.parse_args(argv)
-    args.n_experiences, args.validation_budgets = 5, VALIDATION_BUDGETS
+    args.n_experiences = 5
+    args.bases = [b for b in BASES if b in args.bases]
+    bad = [r for r in args.validation_budgets if not 0 < r <= 1]
+    if bad:
+        p.error(f"--validation-budgets {bad}: a budget is a share of the training data in "
+                f"(0, 1], e.g. 0.01 for 1%")
     if args.smoke:
         args.out = args.out or RESULTS / f"{args.benchmark}_smoke"
         for k in ("n_experiences", "train_per_class", "val_per_class", "test_per_class",

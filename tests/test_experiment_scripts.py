@@ -196,7 +196,8 @@ def test_peft_memory_table_and_paired_differences_on_planted_results(pm, tmp_pat
     results, alone, cts, coreset = _planted_results()
     args = argparse.Namespace(out=tmp_path, benchmark="cluttered_fmnist", seeds=[0, 1, 2, 3, 4],
                               seeds_1pct=list(range(10)), n_experiences=5, train_per_class=200,
-                              test_per_class=200, backbone=None, budgets=[0.01, 0.05])
+                              test_per_class=200, backbone=None, budgets=[0.01, 0.05],
+                              bases=list(pm.BASES))
     choices = {("CODA-Prompt", "core tokenset"): {"choices": {"query": "whole"}}}
     text = pm.write_test(args, results, choices)
     paired = {(d["row"], d["budget"], d["versus"]): d

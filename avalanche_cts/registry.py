@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict, Generic, List, Mapping, Optional, TypeVar, Union
 
-__all__ = ["Registry", "Seeded"]
+__all__ = ["Registry", "Seeded", "resolve"]
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r}; choose one of {self.names()}")
         obj = self._entries[name]
         if isinstance(obj, str):
-            obj = _resolve(obj)
+            obj = resolve(obj)
             self._entries[name] = obj
         return obj
 
@@ -87,7 +87,7 @@ class Registry(Generic[T]):
         """An object of the class registered as ``obj`` built with ``options``, or ``obj``
         itself when it already is one (of ``base``)."""
         if not isinstance(obj, str):
-            base = _resolve(self._base) if self._base else None
+            base = resolve(self._base) if self._base else None
             if base is not None and not isinstance(obj, base):
                 raise ValueError(f"unknown {self.kind} {obj!r}; choose one of {self.names()} "
                                  f"or pass a {base.__name__}")
@@ -97,7 +97,8 @@ class Registry(Generic[T]):
         return self.load(obj.lower() if obj.lower() in self._entries else obj)(**options)
 
 
-def _resolve(spec: str) -> Any:
+def resolve(spec: str) -> Any:
+    """The object a ``"module:attribute"`` string names (its module imported)."""
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -19,6 +19,7 @@ from .facts import MethodFacts
 
 _M = "avalanche_cts.harness.methods:"
 _TOKEN_KEY = ("selector", "scorer", "replay_mode", "token_retention")
+_TOKEN_OPTIONS = ("template", "buffer", "plugin", "base")
 METHODS: Registry = Registry("method", {
     "naive": _M + "naive",
     "cumulative": _M + "cumulative",
@@ -32,18 +33,21 @@ METHODS: Registry = Registry("method", {
     "inflora": _M + "inflora",
     "coda_prompt": _M + "coda_prompt",
 }, facts={
-    "replay": MethodFacts("samples", title="Avalanche replay"),
-    "replay_class_balanced": MethodFacts("samples"),
-    "replay_reservoir": MethodFacts("samples"),
-    "replay_herding": MethodFacts("samples", key_fields=("selector",)),
+    "naive": MethodFacts(options=("template",)),
+    "cumulative": MethodFacts(options=("template",)),
+    "replay": MethodFacts("samples", title="Avalanche replay", options=("base",)),
+    "replay_class_balanced": MethodFacts("samples", options=("base",)),
+    "replay_reservoir": MethodFacts("samples", options=("base",)),
+    "replay_herding": MethodFacts("samples", key_fields=("selector",), options=("base",)),
     "coreset": MethodFacts("tokens", "whole", "{method} {selector}", "coreset (ours, t = 1)",
-                           ("selector",)),
+                           ("selector",), _TOKEN_OPTIONS),
     "core_tokens": MethodFacts("tokens", "budget", "{method} {selector}+{scorer}",
-                               "core tokens (t = r)", _TOKEN_KEY),
+                               "core tokens (t = r)", _TOKEN_KEY, _TOKEN_OPTIONS),
     "core_tokenset": MethodFacts("tokens", "split", "{method} {selector}+{scorer}",
-                                 "core tokenset", _TOKEN_KEY),
-    "inflora": MethodFacts(title="InfLoRA"),
-    "coda_prompt": MethodFacts(title="CODA-Prompt"),
+                                 "core tokenset", _TOKEN_KEY, _TOKEN_OPTIONS),
+    "inflora": MethodFacts(title="InfLoRA", options=("avalanche_cts.strategies.inflora:InfLoRA",)),
+    "coda_prompt": MethodFacts(title="CODA-Prompt",
+                               options=("avalanche_cts.strategies.prompt:CODAPrompt",)),
 }, default_facts=MethodFacts())
 """Continual-learning methods by name: ``fn(cfg, model, evaluator) -> strategy`` builders
 (:mod:`.methods`), each with its :class:`~.facts.MethodFacts` (``METHODS.facts(name)``)."""
@@ -51,9 +55,12 @@ list_methods = METHODS.names
 
 
 def register_method(name: str, fn=None, **facts):
-    """``@register_method("name", memory=..., retention=..., label=...)`` on
+    """``@register_method("name", memory=..., retention=..., label=..., options=...)`` on
     ``fn(cfg, model, evaluator) -> strategy`` adds a method; the keywords are its
-    :class:`~.facts.MethodFacts` (default: no memory)."""
+    :class:`~.facts.MethodFacts` (default: no memory, options not checked), checked here.
+    ``options`` declares what ``fn`` reads from ``cfg.options`` (e.g. ``("buffer", "plugin")``
+    or ``("mypackage.strategies:MyStrategy",)`` for that strategy's keywords), so that
+    ``RunConfig`` refuses any other key, naming the valid ones."""
     return METHODS.register(name, fn, MethodFacts(**facts))
 
 

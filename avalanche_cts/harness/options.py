@@ -1,6 +1,8 @@
-"""The keys ``RunConfig.options`` accepts for each built-in method, checked when a config is
-made (so a typo such as ``bufer`` or an option the method does not read fails before any run,
-naming the key, the method and the valid keys).
+"""The keys ``RunConfig.options`` accepts for a method, from what its registration declares
+(``MethodFacts.options``: :data:`~avalanche_cts.harness.facts.OPTION_PARTS` and strategies
+whose keywords it takes), checked when a config is made (so a typo such as ``bufer`` or an
+option the method does not read fails before any run, naming the key, the method and the
+valid keys). The built-in methods declare:
 
 * ``coreset``, ``core_tokens``, ``core_tokenset``: ``buffer`` (the
   :class:`~avalanche_cts.memory.settings.MemorySettings` fields ``RunConfig`` does not set,
@@ -8,22 +10,28 @@ naming the key, the method and the valid keys).
   :class:`~avalanche_cts.CoreTokensetReplayPlugin`) and ``template`` (of the VL templates,
   BLIP models);
 * ``naive``, ``cumulative``: ``template``;
-* ``inflora``, ``coda_prompt``: their own keywords (``rank``, ``pool_size``, ...);
+* ``inflora``, ``coda_prompt``: the keywords of their strategy (``rank``, ``pool_size``, ...);
 * Avalanche's sample buffers (``replay*``): none;
-* every memory method also takes ``base`` and ``base_options`` (the PEFT strategy the memory
-  is added to and its keywords, :func:`~avalanche_cts.harness.methods._base_strategy`);
-  ``base_options`` are checked against the keywords of that strategy (CODA-Prompt's
-  ``query`` is refused on InfLoRA) and need ``base``.
+* every memory method also takes ``base`` and ``base_options`` (part ``base``: the PEFT
+  strategy the memory is added to and its keywords,
+  :func:`~avalanche_cts.harness.methods._base_strategy`); ``base_options`` are checked against
+  the keywords of the strategy that the base method declares (CODA-Prompt's ``query`` is
+  refused on InfLoRA) and need ``base``.
 
 Keywords that ``RunConfig`` fields already set (the budget, seed, learning rate, ...) are not
-options. Methods added with ``register_method`` read their options themselves (not checked),
-but for a token memory (``memory="tokens"``) ``buffer``, which ``RunConfig.memory()`` reads.
+options. A method registered with ``register_method`` without ``options`` reads its options
+itself (not checked), but for a token memory (``memory="tokens"``) ``buffer``, which
+``RunConfig.memory()`` reads.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import fields
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from ..registry import resolve
+from . import METHODS
+from .facts import OPTION_PARTS
 
 __all__ = ["buffer_keys", "check_options", "option_keys"]
 
@@ -56,45 +64,61 @@ def _keywords(cls, part: str) -> List[str]:
                   if k != "self" and p.kind in kinds and k not in _SET_BY_RUN[part])
 
 
+_PART_CLASSES = {"template": "avalanche_cts.strategies.vl:VLTemplate",
+                 "plugin": "avalanche_cts.memory.plugin:CoreTokensetReplayPlugin"}
+"""The classes whose keywords the ``template`` and ``plugin`` parts are."""
+
+
 def option_keys(method: str) -> Optional[Dict[str, Optional[List[str]]]]:
-    """``{option key: its valid sub-keys, or None for a plain keyword}`` of a built-in
-    ``method``; ``None`` for a method this module does not know (registered by a user)."""
-    from ..memory.plugin import CoreTokensetReplayPlugin
-    from ..strategies.vl import VLTemplate
-
-    template = {"template": _keywords(VLTemplate, "template")}
-    token = dict(template, buffer=buffer_keys(),
-                 plugin=_keywords(CoreTokensetReplayPlugin, "plugin"))
-    base = {"base": None, "base_options": None}  # the strategy a memory is added to
-    if method in ("coreset", "core_tokens", "core_tokenset"):
-        return dict(token, **base)
-    if method in ("naive", "cumulative"):
-        return template
-    if method in _peft():
-        return dict.fromkeys(_keywords(_peft()[method], "peft"))
-    if method in ("replay", "replay_class_balanced", "replay_reservoir", "replay_herding"):
-        return base
-    return None
+    """``{option key: its valid sub-keys, or None for a plain keyword}`` of ``method``, from
+    its declared ``MethodFacts.options``; ``None`` for a method that declares none (or is not
+    registered)."""
+    declared = _declared(method)
+    if declared is None:
+        return None
+    keys: Dict[str, Optional[List[str]]] = {}
+    for entry in declared:
+        keys.update(_entry_keys(entry))
+    return keys
 
 
-def _peft() -> Dict[str, type]:
-    """The rehearsal-free strategies by method name (also the bases a memory runs on)."""
-    from ..strategies.inflora import InfLoRA
-    from ..strategies.prompt import CODAPrompt
+def _entry_keys(entry: str) -> Dict[str, Optional[List[str]]]:
+    """The option keys of one ``MethodFacts.options`` entry: a part of :data:`OPTION_PARTS`,
+    or a ``"module:Class"`` strategy whose keywords are plain options."""
+    if entry == "base":
+        return {"base": None, "base_options": None}  # the strategy a memory is added to
+    if entry == "buffer":
+        return {"buffer": buffer_keys()}
+    if entry in _PART_CLASSES:
+        return {entry: _keywords(resolve(_PART_CLASSES[entry]), entry)}
+    return dict.fromkeys(_keywords(resolve(entry), "peft"))
 
-    return {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+
+def _declared(method) -> Optional[Tuple[str, ...]]:
+    """``MethodFacts.options`` of ``method``; ``None`` when it declares none or is not
+    registered."""
+    return METHODS.facts(method).options if method in METHODS else None
+
+
+def _strategy_keywords(method) -> Optional[List[str]]:
+    """The keywords of the one strategy ``method`` declares as its options (a PEFT base's,
+    e.g. ``inflora``); ``None`` for any other method or name."""
+    declared = _declared(method)
+    if declared is None or len(declared) != 1 or declared[0] in OPTION_PARTS:
+        return None
+    return list(_entry_keys(declared[0]))
 
 
 def _base_option_keys(options: Mapping) -> Optional[List[str]]:
-    """The keywords ``options["base_options"]`` may set: those of the strategy
-    ``options["base"]`` names; ``None`` for a base that is not built in (refused when the
-    strategy is built). ``ValueError`` when ``base`` is missing."""
+    """The keywords ``options["base_options"]`` may set: those of the strategy that the
+    method ``options["base"]`` declares as its options; ``None`` for any other base (refused
+    when the strategy is built). ``ValueError`` when ``base`` is missing."""
     base = options.get("base")
     if base is None:
         raise ValueError("RunConfig.options.base_options are keywords of the strategy a memory "
                          "is added to: set options.base too ('coda_prompt' or 'inflora'), or "
                          "leave base_options out")
-    return _keywords(_peft()[base], "peft") if base in _peft() else None
+    return _strategy_keywords(base)
 
 
 def check_options(method: str, options: Mapping, memory: str = "none") -> None:

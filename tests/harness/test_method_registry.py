@@ -1,5 +1,6 @@
 """A method registered from outside the package runs through RunConfig, the runner and the
 report, which read only what its registration declared (MethodFacts)."""
+import inspect
 from dataclasses import replace
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from avalanche_cts import CoreTokensetBuffer, CoreTokensetReplayPlugin
 from avalanche_cts.harness import METHODS, MethodFacts, RunConfig, register_method
 from avalanche_cts.harness.methods import strategy_kwargs
+from avalanche_cts.harness.options import _SET_BY_RUN, buffer_keys, option_keys
 from avalanche_cts.harness.report import aggregate, summary_rows
 from avalanche_cts.harness.runner import run
 from avalanche_cts.strategies.training import Naive
@@ -109,3 +111,99 @@ def test_a_memory_on_a_peft_base_is_named_by_the_base_title():
                                    avg_inc_acc=1.0, forgetting=0.0, memory_bytes=10,
                                    wall_time_s=1.0)})
     assert rows[0]["label"] == "CODA-Prompt + core_tokenset random+rollout"
+
+
+# ------------------------------------------------------------- declared options
+CODA = "avalanche_cts.strategies.prompt:CODAPrompt"
+BAD_DECLARATION = "options must be None (not checked) or a tuple of ['template', 'buffer', " \
+                  "'plugin', 'base']"
+
+
+def _init_keywords(cls, set_by_run):
+    """The keyword arguments of ``cls.__init__`` that ``RunConfig`` fields do not set."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sorted(k for k, p in inspect.signature(cls.__init__).parameters.items()
+                  if k != "self" and p.kind in kinds and k not in set_by_run)
+
+
+def _keys_by_method_name(method):
+    """The option keys of a built-in method as the name lists before ``MethodFacts.options``
+    gave them: from the plugin, template and strategy signatures."""
+    from avalanche_cts.strategies.inflora import InfLoRA
+    from avalanche_cts.strategies.prompt import CODAPrompt
+    from avalanche_cts.strategies.vl import VLTemplate
+
+    template = {"template": _init_keywords(VLTemplate, _SET_BY_RUN["template"])}
+    base = {"base": None, "base_options": None}
+    token = dict(template, buffer=buffer_keys(), **base,
+                 plugin=_init_keywords(CoreTokensetReplayPlugin, _SET_BY_RUN["plugin"]))
+    peft = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}
+    if method in peft:
+        return dict.fromkeys(_init_keywords(peft[method], _SET_BY_RUN["peft"]))
+    return {"coreset": token, "core_tokens": token, "core_tokenset": token, "naive": template,
+            "cumulative": template, "replay": base, "replay_class_balanced": base,
+            "replay_reservoir": base, "replay_herding": base}[method]
+
+
+BUILT_IN = ["coda_prompt", "core_tokens", "core_tokenset", "coreset", "cumulative", "inflora",
+            "naive", "replay", "replay_class_balanced", "replay_herding", "replay_reservoir"]
+
+
+def test_every_built_in_method_is_compared():
+    assert METHODS.names() == BUILT_IN  # a new built-in joins the table above
+
+
+@pytest.mark.parametrize("method", BUILT_IN)
+def test_built_in_declarations_give_the_keys_the_method_names_gave(method):
+    expected = _keys_by_method_name(method)
+    assert option_keys(method) == expected
+    # the comparison has teeth: the signatures give the keys the methods are known to read
+    known = {"inflora": "rank", "coda_prompt": "pool_size", "naive": "template",
+             "cumulative": "template"}
+    assert known.get(method, "plugin" if "core" in method else "base_options") in expected
+    if "plugin" in expected:
+        assert "mem_weight" in expected["plugin"] and "batch_size" in expected["buffer"]
+
+
+@pytest.fixture
+def declared():
+    register_method("declared", topk_tokens, memory="tokens", retention="budget",
+                    options=("buffer", CODA))
+    try:
+        yield
+    finally:
+        METHODS.unregister("declared")
+
+
+def test_a_registered_method_that_declares_options_gets_them_checked(declared):
+    from avalanche_cts.strategies.prompt import CODAPrompt
+
+    valid = sorted(["buffer"] + _init_keywords(CODAPrompt, _SET_BY_RUN["peft"]))
+    assert "pool_size" in valid
+    with pytest.raises(ValueError) as info:
+        RunConfig(method="declared", options={"pool_sise": 4})
+    assert str(info.value) == (f"RunConfig.options has 'pool_sise', which method 'declared' "
+                               f"does not read; valid keys: {valid}")
+    with pytest.raises(ValueError, match=r"options has 'plugin', which method 'declared'"):
+        RunConfig(method="declared", options={"plugin": {}})  # a part it did not declare
+    with pytest.raises(ValueError, match=r"options.buffer has \['temprature'\], which method "
+                                         r"'declared' does not read; valid keys: \["):
+        RunConfig(method="declared", options={"buffer": {"temprature": 0.5}})
+    cfg = RunConfig(method="declared", options={"pool_size": 4, "buffer": {"temperature": 0.5}})
+    assert cfg.memory().temperature == 0.5 and cfg.options["pool_size"] == 4
+
+
+def test_a_registered_method_that_declares_none_is_not_checked(registered):
+    assert METHODS.facts("plain").options is None and option_keys("plain") is None
+    options = {"anything": {"x": 1}, "buffer": 3, "template": {"nope": 1}}
+    assert RunConfig(method="plain", options=options).options == options
+
+
+@pytest.mark.parametrize("options", ["buffer", ("bufer",), ("plugin", None), ("CODAPrompt",),
+                                     ["template"], ("avalanche_cts.strategies.prompt:",)])
+def test_a_bad_options_declaration_is_refused_at_registration(options):
+    with pytest.raises(ValueError) as info:
+        register_method("badly_declared", topk_tokens, options=options)
+    assert str(info.value).startswith(BAD_DECLARATION), str(info.value)
+    assert f"got {options!r}" in str(info.value)
+    assert "badly_declared" not in METHODS

@@ -32,7 +32,8 @@ baselines are classification methods.
 Register more with ``@avalanche_cts.harness.register_method("name", memory=..., ...)`` on
 ``fn(cfg, model, evaluator) -> strategy``: the keywords are the method's
 :class:`~avalanche_cts.harness.facts.MethodFacts` (whether it keeps a memory, its retention
-rule, its report label), which ``RunConfig``, the reports and the demos read.
+rule, its report label, the ``cfg.options`` it reads), which ``RunConfig``, the reports and the
+demos read.
 """
 from __future__ import annotations
 

@@ -91,7 +91,18 @@ def _entry_keys(entry: str) -> Dict[str, Optional[List[str]]]:
         return {"buffer": buffer_keys()}
     if entry in _PART_CLASSES:
         return {entry: _keywords(resolve(_PART_CLASSES[entry]), entry)}
-    return dict.fromkeys(_keywords(resolve(entry), "peft"))
+    return dict.fromkeys(_keywords(_strategy(entry), "peft"))
+
+
+def _strategy(path: str) -> type:
+    """The strategy class a ``"module:Class"`` entry names; ``ValueError`` when it cannot be
+    imported."""
+    try:
+        return resolve(path)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"MethodFacts.options names the strategy {path!r}, which cannot be "
+                         f"imported ({e}); register the method with an importable "
+                         f"'module:Class'") from None
 
 
 def _declared(method) -> Optional[Tuple[str, ...]]:

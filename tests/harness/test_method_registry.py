@@ -207,3 +207,15 @@ def test_a_bad_options_declaration_is_refused_at_registration(options):
     assert str(info.value).startswith(BAD_DECLARATION), str(info.value)
     assert f"got {options!r}" in str(info.value)
     assert "badly_declared" not in METHODS
+
+
+@pytest.mark.parametrize("path", ["avalanche_cts.strategies.nope:X",
+                                  "avalanche_cts.strategies.prompt:CODAPromt"])
+def test_a_declared_strategy_that_cannot_be_imported_is_named(path):
+    register_method("unimportable", topk_tokens, options=(path,))
+    try:
+        with pytest.raises(ValueError, match=f"names the strategy '{path}', which cannot be "
+                                             f"imported"):
+            RunConfig(method="unimportable", options={"rank": 2})
+    finally:
+        METHODS.unregister("unimportable")

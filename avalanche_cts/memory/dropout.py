@@ -197,8 +197,9 @@ class NewDataDropout:
         return rows < counts[:, None]
 
     def _rows(self, scores: Tensor) -> Tensor:
-        """What a sample's ``(B, T)`` scores are kept as: their token ranks (int16 when they
-        fit) under top-k choice, drawn once; the scores under Gumbel choice, drawn per step."""
+        """What ``(B, T)`` scores are kept as: their token ranks under top-k choice (int16 when
+        they fit; ranked once), the scores themselves under Gumbel choice (whose noise is
+        drawn anew every step)."""
         if self.token_choice != "topk":
             return scores
         rank = rank_tokens(scores, "topk").argsort(1)

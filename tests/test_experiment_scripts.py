@@ -73,6 +73,16 @@ def test_hot_paths_times_old_and_new_paths_side_by_side(tmp_path):
         assert abs(v["after_over_before"] - v["after_ms"] / v["before_ms"]) < 1e-12
 
 
+
+def test_hot_paths_times_the_step_path_of_an_earlier_checkout_beside_the_current(tmp_path):
+    _run("hot_paths.py", "--old-root", str(ROOT), "--rounds", "1", "--tag", "t",
+         "--out", str(tmp_path))
+    res = json.loads((tmp_path / "hot_paths_cpu_t.json").read_text())
+    assert {"random keep mask", "matched keep mask (cached scores)", "collation", "decode",
+            "memory items (64 reads)"} <= set(res)
+    for k, v in res.items():
+        assert v["before_ms"] > 0 and v["after_ms"] > 0, k
+
 # ------------------------------------------------- experiments/peft_memory.py (issue 27)
 @pytest.fixture(scope="module")
 def pm():

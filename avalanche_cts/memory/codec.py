@@ -1,6 +1,7 @@
 """Exact storage of pixels: encode normalised model inputs as 8-bit (or float) pixels and back."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -56,9 +57,8 @@ class PixelCodec:
         if x.shape[-1] % c:
             raise ValueError(f"token width {x.shape[-1]} is not a multiple of {c} channels")
         reps = x.shape[-1] // c
-        mean = torch.tensor(self.normalization.mean, device=x.device).repeat(reps)
-        std = torch.tensor(self.normalization.std, device=x.device).repeat(reps)
-        return mean, std
+        return (_per_value(self.normalization.mean, reps, x.device),
+                _per_value(self.normalization.std, reps, x.device))
 
     def encode(self, x: Tensor) -> Tensor:
         """Model-input token values ``(..., V)`` to the storage dtype."""
@@ -91,3 +91,12 @@ class PixelCodec:
             mean, std = self._affine(out)
             out = (out - mean) / std
         return out.to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _per_value(channels: Tuple[float, ...], reps: int, device: torch.device) -> Tensor:
+    """``(reps * C,)`` float32 per-channel constants repeated over a token's values, made
+    once per device (a decode on an accelerator then copies nothing from the host; shared,
+    read only; ordinary tensors even when first made under ``torch.inference_mode``)."""
+    with torch.inference_mode(False):
+        return torch.tensor(channels, device=device).repeat(reps)

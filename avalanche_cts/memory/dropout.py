@@ -50,9 +50,24 @@ def fingerprints(images: Tensor) -> Tensor:
     """``(B,)`` float64 fingerprint of each image: a fixed random projection of its values,
     of at most :data:`FINGERPRINT_VALUES` of them at fixed random places (equal images give
     equal fingerprints; different images collide with probability ~0 unless they agree on
-    every value read, as near-duplicates differing in a few pixels of a large image may)."""
+    every value read, as near-duplicates differing in a few pixels of a large image may),
+    computed on the images' device. Each image's fingerprint depends on its values only (on
+    the CPU the rows go in chunks of :data:`_CHUNK_VALUES` values read, the same sums)."""
     flat = images.detach().flatten(1)
     places, projection = _projection(flat.shape[1], flat.device)
+    step = len(flat) if flat.device.type != "cpu" else _CHUNK_VALUES // len(projection)
+    step = max(1, step)
+    return torch.cat([_project(flat[i:i + step], places, projection)
+                      for i in range(0, max(len(flat), 1), step)])
+
+
+_CHUNK_VALUES = 1 << 17
+"""Values read per chunk of a CPU fingerprint: small temporaries come from the heap, not
+fresh pages (a 64-image batch of 224 px at once spends ~10 ms faulting them in)."""
+
+
+def _project(flat: Tensor, places: Optional[Tensor], projection: Tensor) -> Tensor:
+    """``(b,)`` fingerprints of ``(b, values)`` rows (see :func:`fingerprints`)."""
     if places is not None:
         flat = flat.index_select(1, places)
     return (flat.double() * projection).sum(1)
@@ -74,26 +89,28 @@ def _projection(values: int, device) -> Tuple[Optional[Tensor], Tensor]:
 
 
 class ScoreCache:
-    """Token scores of a training set, looked up by image fingerprint.
+    """Per-sample token rows of a training set (keep ranks or scores), looked up by image
+    fingerprint on the device of the images looked up (moved there at the first look-up).
 
-    :param keys: ``(N,)`` fingerprints; :param scores: ``(N, T)`` float32 scores (CPU).
+    :param keys: ``(N,)`` float64 fingerprints.
+    :param rows: ``(N, T)`` rows, one per fingerprint (e.g. token ranks or float32 scores).
     """
 
-    def __init__(self, keys: Tensor, scores: Tensor):
+    def __init__(self, keys: Tensor, rows: Tensor):
         order = keys.argsort()
-        self.keys = keys[order].cpu()
-        self.scores = scores[order].cpu()
+        self.keys = keys[order]
+        self.rows = rows[order.to(rows.device)]
 
     def lookup(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(scores (B, T), found (B,) bool)`` of a batch; rows not found are 0."""
-        f = fingerprints(images).cpu()
+        """``(rows (B, T), found (B,) bool)`` of a batch on its device; rows not found are 0."""
+        f = fingerprints(images)
+        if self.keys.device != f.device:
+            self.keys, self.rows = self.keys.to(f.device), self.rows.to(f.device)
         right = torch.searchsorted(self.keys, f).clamp_(max=len(self.keys) - 1)
         left = (right - 1).clamp_(min=0)
         best = torch.where((self.keys[left] - f).abs() < (self.keys[right] - f).abs(), left, right)
         found = (self.keys[best] - f).abs() <= 1e-9 * (f.abs() + 1.0)
-        scores = torch.zeros(len(f), self.scores.shape[1])
-        scores[found] = self.scores[best[found]]
-        return scores, found
+        return self.rows[best].masked_fill_(~found[:, None], 0), found
 
 
 class NewDataDropout:
@@ -162,31 +179,50 @@ class NewDataDropout:
         return counts
 
     def keep_mask(self, model, batch, num_tokens: int) -> Optional[Tensor]:
-        """``(B, T)`` bool keep mask of a training mini-batch on its device (``None``: keep all)."""
+        """``(B, T)`` bool keep mask of a training mini-batch on its device (``None``: keep all).
+
+        The counts (and, for Gumbel token choice, the noise) are drawn on the CPU, the same
+        draws on every device; masks are ranked on the batch's device, matched ones from the
+        ranks cached by :meth:`refresh_scores` (no ranking per step under top-k choice)."""
         images, targets = batch_images_targets(batch)
         counts = self.counts(len(images), num_tokens)
         if bool((counts == num_tokens).all()):
             return None
+        counts = counts.to(images.device, non_blocking=True)
         if not self.scored:
-            return random_keep_mask(counts, num_tokens).to(images.device)
-        scores = self._batch_scores(model, images, targets, num_tokens)
-        rank = rank_tokens(scores, self.token_choice, self.temperature).argsort(1)
-        return (rank < counts[:, None]).to(images.device)
+            return random_keep_mask(counts, num_tokens)
+        rows = self._batch_rows(model, images, targets, num_tokens)
+        if self.token_choice != "topk":
+            rows = rank_tokens(rows, self.token_choice, self.temperature).argsort(1)
+        return rows < counts[:, None]
 
-    def _batch_scores(self, model, images: Tensor, targets, num_tokens: int) -> Tensor:
+    def _rows(self, scores: Tensor) -> Tensor:
+        """What ``(B, T)`` scores are kept as: their token ranks under top-k choice (int16 when
+        they fit; ranked once), the scores themselves under Gumbel choice (whose noise is
+        drawn anew every step)."""
+        if self.token_choice != "topk":
+            return scores
+        rank = rank_tokens(scores, "topk").argsort(1)
+        return rank.to(torch.int16) if scores.shape[1] <= torch.iinfo(torch.int16).max else rank
+
+    def _batch_rows(self, model, images: Tensor, targets, num_tokens: int) -> Tensor:
+        """``(B, T)`` rows (:meth:`_rows`) of a batch on its device: looked up, or scored on
+        the spot for images the cache lacks (all of them without a cache)."""
         if self.cache is None:
             self.scored_images += len(images)
-            return checked_scores(self.scorer, model, images, targets, num_tokens)
-        scores, found = self.cache.lookup(images)
-        self.cache_hits += int(found.sum())
-        self.cache_misses += int((~found).sum())
-        if not bool(found.all()):
+            scores = checked_scores(self.scorer, model, images, targets, num_tokens)
+            return self._rows(scores).to(images.device, non_blocking=True)
+        rows, found = self.cache.lookup(images)
+        hits = int(found.sum())  # the one read of the device per step
+        self.cache_hits += hits
+        self.cache_misses += len(images) - hits
+        if hits < len(images):
             miss = (~found).nonzero().flatten()
             self.scored_images += len(miss)
-            rows = miss.to(images.device)
-            sub = attention_access(model).take_targets(targets, rows)
-            scores[miss] = checked_scores(self.scorer, model, images[rows], sub, num_tokens)
-        return scores
+            sub = attention_access(model).take_targets(targets, miss)
+            scores = checked_scores(self.scorer, model, images[miss], sub, num_tokens)
+            rows[miss] = self._rows(scores).to(rows.device)
+        return rows
 
     def refresh_scores(self, model, dataset, collate=None, device="cpu") -> None:
         """Score every image of ``dataset`` (the training set) under ``model`` for lookups."""
@@ -198,10 +234,11 @@ class NewDataDropout:
             images, targets = batch_images_targets(batch)
             images = images.to(device)
             targets = _to(targets, device)
-            keys.append(fingerprints(images).cpu())
-            scores.append(checked_scores(self.scorer, model, images, targets, num_tokens))
+            keys.append(fingerprints(images))
+            scores.append(self._rows(checked_scores(self.scorer, model, images, targets,
+                                                    num_tokens)))
             self.scored_images += len(images)
-        self.cache = ScoreCache(torch.cat(keys), torch.cat(scores)) if keys else None
+        self.cache = ScoreCache(torch.cat(keys), torch.cat(scores).to(device)) if keys else None
         """``None`` for an empty training set: every batch is scored on the spot."""
 
     def state(self) -> Dict[str, int]:

@@ -15,11 +15,14 @@ Label and task id are stored once per group. ``nbytes`` is the exact size of all
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from ..tokens.patches import place_tokens
@@ -273,7 +276,17 @@ class TokenBatch:
     text: Optional[Dict[str, Tensor]] = None
 
     def to(self, device, non_blocking: bool = False) -> "TokenBatch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        """The batch on ``device`` (stored values stay in their dtype: decode after the copy)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "TokenBatch":
+        """The batch in page-locked host memory (what a ``DataLoader(pin_memory=True)`` calls),
+        so that ``to(cuda, non_blocking=True)`` copies without blocking the host."""
+        return self._map(Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> "TokenBatch":
+        """``fn`` applied to every tensor of the batch (``None`` fields stay ``None``)."""
+        move = lambda t: None if t is None else fn(t)  # noqa: E731
         text = None if self.text is None else {k: move(v) for k, v in self.text.items()}
         return TokenBatch(*(move(getattr(self, f)) for f in
                             ("values", "positions", "valid", "labels", "tasks", "weights")), text)
@@ -292,17 +305,11 @@ TextCollate = Callable[[List[Dict[str, Tensor]]], Dict[str, Tensor]]
 
 def collate_tokens(items: List[Tuple], text: Optional[TextCollate] = None) -> TokenBatch:
     """Collate ``(values (k,V), positions (k,), label, task, weight[, token ids])`` items,
-    padding to max k; the token-id dicts of image-text records go through ``text``."""
-    ks = [len(it[1]) for it in items]
-    kmax = max(ks)
-    b, v = len(items), items[0][0].shape[1]
-    values = items[0][0].new_zeros(b, kmax, v)
-    positions = torch.zeros(b, kmax, dtype=torch.long)
-    valid = torch.zeros(b, kmax, dtype=torch.bool)
-    for i, (val, pos, *_rest) in enumerate(items):
-        values[i, : ks[i]] = val
-        positions[i, : ks[i]] = pos.long()
-        valid[i, : ks[i]] = True
+    padding to max k with zeros; the token-id dicts of image-text records go through ``text``."""
+    ks = torch.tensor([len(it[1]) for it in items])
+    values = pad_sequence([it[0] for it in items], batch_first=True)
+    positions = pad_sequence([it[1] for it in items], batch_first=True).long()
+    valid = torch.arange(values.shape[1])[None] < ks[:, None]
     texts = None
     if len(items[0]) > 5:
         if text is None:
@@ -311,7 +318,7 @@ def collate_tokens(items: List[Tuple], text: Optional[TextCollate] = None) -> To
     return TokenBatch(
         values,
         positions,
-        None if min(ks) == kmax else valid,
+        None if bool(valid.all()) else valid,
         torch.tensor([it[2] for it in items], dtype=torch.long),
         torch.tensor([it[3] for it in items], dtype=torch.long),
         torch.tensor([it[4] for it in items], dtype=torch.float32),
@@ -327,15 +334,15 @@ class TokenMemoryDataset(Dataset):
         self.groups = [g for g in groups if len(g)]
         self._offsets = [g.offsets() for g in self.groups]
         self._text_offsets = [g.text_offsets() for g in self.groups]
-        sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.long)
-        self._starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+        self._starts = [0, *itertools.accumulate(len(g) for g in self.groups)]
+        """First item of each group, and the item count last."""
 
     def __len__(self) -> int:
-        return int(self._starts[-1])
+        return self._starts[-1]
 
     def __getitem__(self, i: int):
-        gi = int(torch.searchsorted(self._starts, torch.tensor(i), right=True)) - 1
-        g, j = self.groups[gi], i - int(self._starts[gi])
+        gi = bisect.bisect_right(self._starts, i) - 1
+        g, j = self.groups[gi], i - self._starts[gi]
         values, positions = g.record(j, self._offsets[gi])
         w = 1.0 if g.weights is None else float(g.weights[j])
         if g.texts:

@@ -104,9 +104,9 @@ def kept_positions(keep: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         when every sample keeps K tokens; padding repeats dropped positions).
     """
     counts = keep.sum(1)
-    k = int(counts.max())
+    least, k = torch.stack(torch.aminmax(counts)).tolist()  # one read of the device
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]
-    if int(counts.min()) == k:
+    if least == k:
         return order, None
     return order, torch.arange(k, device=keep.device)[None] < counts[:, None]
 
@@ -208,8 +208,9 @@ def zero_dropped(images: Tensor, keep: Tensor, patch_size: int) -> Tensor:
     b, c, h, w = images.shape
     gh, gw = check_patch_size(h, w, patch_size)
     p = patch_size
-    mask = keep.reshape(b, 1, gh, 1, gw, 1).to(images.dtype)
-    return (images.reshape(b, c, gh, p, gw, p) * mask).reshape(b, c, h, w)
+    # the mask of one pixel row per token row, (B, 1, H/P, 1, W): whole image rows multiply at once
+    rows = keep.reshape(b, 1, gh, 1, gw, 1).to(images.dtype).expand(b, 1, gh, 1, gw, p)
+    return (images.reshape(b, c, gh, p, w) * rows.reshape(b, 1, gh, 1, w)).reshape(b, c, h, w)
 
 
 def keep_count(num_tokens: int, retention: float) -> int:
@@ -221,20 +222,25 @@ def keep_count(num_tokens: int, retention: float) -> int:
 
 def random_keep_mask(counts: Tensor, num_tokens: int, *, generator=None) -> Tensor:
     """``(B, T)`` bool mask keeping ``counts[i]`` tokens of sample i, uniformly at random
-    (without replacement)."""
-    noise = torch.rand(len(counts), num_tokens, generator=generator).to(counts.device)
-    rank = noise.argsort(dim=1).argsort(dim=1)
-    return rank < counts[:, None]
+    (without replacement), on the device of ``counts``: the noise is drawn on the CPU (from
+    ``generator`` or torch's global RNG, the same draws on every device) and ranked on that
+    device."""
+    noise = torch.rand(len(counts), num_tokens, generator=generator)
+    order = noise.to(counts.device, non_blocking=True).argsort(dim=1)
+    first = torch.arange(num_tokens, device=counts.device)[None] < counts[:, None]
+    return torch.zeros_like(first).scatter_(1, order, first)  # token order[i, j] kept iff j < count
 
 
 def rank_tokens(scores: Tensor, choice: str = "topk", temperature: float = 1.0, *,
                 generator=None) -> Tensor:
     """``(B, T)`` token positions in keep order from ``(B, T)`` scores: by score (``"topk"``),
     or a Gumbel top-k draw from softmax(standardised scores / ``temperature``) (``"gumbel"``,
-    from ``generator`` or torch's global RNG). The first k are the tokens to keep."""
+    from ``generator`` or torch's global RNG, drawn on the CPU and moved to the device of
+    ``scores``). The first k are the tokens to keep."""
     if choice == "gumbel":
         z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
         u = torch.rand(scores.shape, generator=generator).clamp_(1e-10, 1 - 1e-10)
+        u = u.to(scores.device, non_blocking=True)
         scores = z / temperature - torch.log(-torch.log(u))
     elif choice != "topk":
         raise ValueError(f"token choice must be 'topk' or 'gumbel', got {choice!r}")

@@ -103,6 +103,78 @@ def test_pixel_codec_exact_for_8bit_and_infers_dtype():
     assert PixelCodec.infer(torch.rand(5, 1, 4, 4)).dtype == torch.float32
 
 
+def test_pixel_codec_decode_constants_made_once_serve_autograd_after_inference_mode():
+    """The per-channel constants are made once per device, as ordinary tensors even when the
+    first decode ran under inference mode (a later encode with gradients saves them)."""
+    from avalanche_cts.memory.codec import _per_value
+    from avalanche_cts.tokens.normalization import Normalization
+
+    norm = Normalization((0.2, 0.5, 0.7), (0.3, 0.25, 0.2))
+    c = PixelCodec(torch.uint8, norm)
+    stored = torch.randint(0, 256, (2, 5, 12), dtype=torch.uint8)
+    _per_value.cache_clear()
+    with torch.inference_mode():
+        out = c.decode(stored)
+    mean = torch.tensor([0.2, 0.5, 0.7]).repeat(4)  # the reference, made here
+    std = torch.tensor([0.3, 0.25, 0.2]).repeat(4)
+    assert torch.equal(out, (stored.float() / 255.0 - mean) / std)
+    assert torch.equal(c.decode(stored), out) and _per_value.cache_info().hits >= 2
+    x = torch.rand(2, 5, 12, requires_grad=True)
+    PixelCodec(torch.float16, norm).pixels(x).sum().backward()  # saves std for the gradient
+    assert torch.equal(x.grad, std.expand(2, 5, 12))
+
+
+def _collate_reference(items):
+    """The per-row padding loop of collation (its values, positions and mask)."""
+    ks = [len(it[1]) for it in items]
+    kmax, b, v = max(ks), len(items), items[0][0].shape[1]
+    values = items[0][0].new_zeros(b, kmax, v)
+    positions = torch.zeros(b, kmax, dtype=torch.long)
+    valid = torch.zeros(b, kmax, dtype=torch.bool)
+    for i, (val, pos, *_rest) in enumerate(items):
+        values[i, :ks[i]], positions[i, :ks[i]], valid[i, :ks[i]] = val, pos.long(), True
+    return values, positions, None if min(ks) == kmax else valid
+
+
+@pytest.mark.parametrize("lengths", [[3, 5, 1, 5], [4, 4, 4]])
+def test_collate_tokens_pads_like_the_per_row_reference(lengths):
+    from avalanche_cts.memory.records import collate_tokens
+
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(0, 256, (k, 6), dtype=torch.uint8, generator=g),
+              torch.randperm(16, generator=g)[:k].short(), i, 7 - i, 0.5 * i)
+             for i, k in enumerate(lengths)]
+    batch = collate_tokens(items)
+    values, positions, valid = _collate_reference(items)
+    assert batch.values.dtype == torch.uint8 and torch.equal(batch.values, values)
+    assert batch.positions.dtype == torch.long and torch.equal(batch.positions, positions)
+    assert (batch.valid is None) == (valid is None)  # same counts: no padding mask at all
+    assert valid is None or torch.equal(batch.valid, valid)
+    n = len(lengths)
+    assert batch.labels.tolist() == list(range(n)) and batch.tasks.tolist() == [7 - i for i in range(n)]
+    assert batch.weights.tolist() == [0.5 * i for i in range(n)]
+
+
+def test_token_batch_is_pinned_by_a_pinning_loader(monkeypatch):
+    """A ``DataLoader(pin_memory=True)`` (the plugin's on CUDA) pins every tensor of a memory
+    batch, so that its copy to the device does not block the host."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+    from avalanche_cts.memory.records import collate_tokens
+
+    items = [(torch.zeros(k, 6, dtype=torch.uint8), torch.arange(k).short(), 0, 0, 1.0)
+             for k in (2, 3)]
+    batch = collate_tokens(items)
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory",
+                        lambda t, *a, **kw: pinned.append(t) or t.clone())  # no CUDA here
+    out = pin_memory(batch)
+    assert type(out).__name__ == "TokenBatch" and len(pinned) == 6  # valid included
+    for f in ("values", "positions", "valid", "labels", "tasks", "weights"):
+        assert torch.equal(getattr(out, f), getattr(batch, f))
+        assert getattr(out, f) is not getattr(batch, f)
+    assert pin_memory(collate_tokens(items[1:])).valid is None
+
+
 def test_state_dict_round_trip_resumes_identically(digits_benchmark, micro_vit, tmp_path):
     exps = list(digits_benchmark.train_stream)
     a = CoreTokensetBuffer(budget_fraction=0.1, token_retention=0.5, seed=3)

@@ -251,6 +251,76 @@ def test_fingerprints_of_large_images_read_a_fixed_subset_and_tell_images_apart(
     assert found.tolist() == [True, True, False] and scores[:, 0].tolist() == [4.0, 1.0, 0.0]
 
 
+class TiedScorer(PlantedScorer):
+    """Brightness rounded to one decimal: many tied scores (the stable order counts)."""
+
+    def score(self, model, images, targets=None):
+        return super().score(model, images).round(decimals=1)
+
+
+def _reference_keep_mask(rate, schedule, fraction, tokens, choice, temperature, images, t=16):
+    """Keep mask of the composition before masks were ranked on the batch's device from cached
+    ranks: counts drawn, then every step the scores of the whole batch ranked on the host."""
+    b = len(images)
+    rates = torch.full((b,), rate) if schedule == "fixed" else rate + (1 - rate) * torch.rand(b)
+    counts = (rates * t).round().clamp(1, t).long()
+    if fraction < 1:
+        counts = torch.where(torch.rand(b) < fraction, counts, torch.full_like(counts, t))
+    if bool((counts == t).all()):
+        return None
+    if tokens == "random":
+        return torch.rand(b, t).argsort(1).argsort(1) < counts[:, None]
+    scores = TiedScorer().score(None, images)
+    if choice == "gumbel":
+        z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
+        u = torch.rand(scores.shape).clamp_(1e-10, 1 - 1e-10)
+        scores = z / temperature - torch.log(-torch.log(u))
+    return scores.argsort(dim=1, descending=True, stable=True).argsort(1) < counts[:, None]
+
+
+@pytest.mark.parametrize("choice", ["topk", "gumbel"])
+@pytest.mark.parametrize("schedule, fraction", [("fixed", 1.0), ("uniform", 1.0), ("fixed", 0.5)])
+@pytest.mark.parametrize("tokens, refresh", [("random", "step"), ("matched", "step"),
+                                             ("matched", "experience")])
+def test_keep_masks_equal_the_host_ranking_reference_with_the_same_draws(
+        micro_vit, choice, schedule, fraction, tokens, refresh):
+    """Masks ranked on the batch's device, matched ones from cached ranks (with images the
+    cache lacks scored on the spot), are those of ranking every batch's scores on the host,
+    from the same draws of torch's global RNG, bit for bit."""
+    from avalanche_cts.memory.dropout import NewDataDropout
+
+    d = NewDataDropout(0.25, schedule=schedule, fraction=fraction, tokens=tokens,
+                       refresh=refresh, scorer=TiedScorer(), token_choice=choice, temperature=0.5)
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(40, 1, 8, 8, generator=g)
+    if refresh == "experience":
+        d.refresh_scores(micro_vit, list(zip(images[:30], torch.zeros(30, dtype=torch.long))))
+    batches = [images[i * 10:i * 10 + 13] for i in range(3)]  # the last: 3 images never scored
+    runs = []
+    for draw in (lambda x: d.keep_mask(micro_vit, [x, torch.zeros(len(x), dtype=torch.long)], 16),
+                 lambda x: _reference_keep_mask(0.25, schedule, fraction, tokens, choice, 0.5, x)):
+        torch.manual_seed(5)
+        runs.append([draw(x) for x in batches] + [torch.rand(3)])  # then: as many draws taken
+    for ours, ref in zip(*runs):
+        assert (ours is None and ref is None) or torch.equal(ours, ref)
+    if refresh == "experience" and tokens == "matched":
+        assert d.state() == dict(scored_images=33, cache_hits=36, cache_misses=3)
+
+
+def test_fingerprints_of_a_batch_in_several_chunks_equal_the_whole_batch_projection():
+    """On the CPU a batch is fingerprinted in chunks (small temporaries): the very sums of
+    projecting the whole batch at once."""
+    from avalanche_cts.memory.dropout import FINGERPRINT_VALUES, fingerprints
+
+    images = torch.rand(21, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+    flat = images.flatten(1)  # 27,648 values: 8 images per chunk, 3 chunks
+    gen = torch.Generator().manual_seed(20241008)  # the projection, drawn independently here
+    places = torch.randperm(flat.shape[1], generator=gen)[:FINGERPRINT_VALUES].sort().values
+    weights = torch.randn(FINGERPRINT_VALUES, generator=gen, dtype=torch.float64)
+    assert torch.equal(fingerprints(images), (flat[:, places].double() * weights).sum(1))
+    assert fingerprints(images[:0]).shape == (0,)
+
+
 @pytest.mark.parametrize("schedule, fraction", [("uniform", 1.0), ("fixed", 0.5)])
 def test_matched_dropout_keeps_each_samples_own_count_of_top_tokens(micro_vit, schedule, fraction):
     from avalanche_cts.memory.dropout import NewDataDropout

@@ -69,6 +69,26 @@ def test_random_keep_mask_exact_counts_and_uniform_positions():
     assert torch.allclose(three, torch.full((10,), 0.3), atol=0.05)
 
 
+@pytest.mark.parametrize("seeded", [True, False])
+def test_random_keep_mask_equals_the_double_argsort_reference_with_the_same_draws(seeded):
+    """The mask ranks the noise once (a scatter of the sort order) instead of twice: the very
+    same masks, from the same draws of the same generator."""
+    counts = torch.tensor([1, 5, 16, 0, 9, 3])
+
+    def reference(gen):
+        noise = torch.rand(len(counts), 16, generator=gen)
+        return noise.argsort(dim=1).argsort(dim=1) < counts[:, None]
+
+    masks, after = [], []
+    for fn in (random_keep_mask, lambda c, t, generator: reference(generator)):
+        torch.manual_seed(7)
+        gen = torch.Generator().manual_seed(7) if seeded else None
+        masks.append(torch.cat([fn(counts, 16, generator=gen) for _ in range(3)]))
+        after.append(torch.rand(4, generator=gen))  # the next draw: as many were taken
+    assert torch.equal(masks[0], masks[1]) and torch.equal(after[0], after[1])
+    assert torch.equal(masks[0][:6].sum(1), counts)
+
+
 def test_gather_tokens_in_grid_order_with_padding_mask():
     tokens = torch.arange(2 * 5 * 2).reshape(2, 5, 2)
     keep = torch.tensor([[False, True, False, True, True], [True, False, False, False, False]])
@@ -132,11 +152,15 @@ def test_zero_dropped_equals_pixel_mask_product_bit_for_bit():
     gen = torch.Generator().manual_seed(5)
     images, keep, p = _dropout_batch(gen)
     grid = (images.shape[2] // p, images.shape[3] // p)
+    images.requires_grad_(True)
     ref = images * mask_to_pixels(keep, p, grid).to(images.dtype)
     out = zero_dropped(images, keep, p)
     assert out.shape == images.shape
     assert torch.equal(out, ref) and torch.equal(out.signbit(), ref.signbit())
     assert int((out != 0).sum()) == int(keep.sum()) * p * p * 3  # planted: kept patches only
+    weights = torch.randn(out.shape, generator=gen)
+    grads = [torch.autograd.grad((y * weights).sum(), images)[0] for y in (out, ref)]
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0].signbit(), grads[1].signbit())
 
 
 def _scatter_reference(values, positions, num_tokens, valid, fill):

@@ -270,3 +270,33 @@ def test_peft_memory_smoke_runs_both_plans_and_writes_the_tables(pm, tmp_path):
     paired = json.loads((tmp_path / "paired.json").read_text())
     assert len(paired) == 6 and all(d["seeds"] == [0, 1] for d in paired)
     assert len(list((tmp_path / "runs" / "test").glob("*/result.json"))) == 12
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--validation-budgets", "0"], "share of the training data in (0, 1]"),
+    (["--validation-budgets", "1.5"], "share of the training data in (0, 1]"),
+    (["--bases", "LoRA"], "invalid choice"),
+])
+def test_peft_memory_refuses_bad_bases_and_validation_budgets(pm, args, phrase, capsys):
+    with pytest.raises(SystemExit):
+        pm.parse_args(["--plan", "validation", *args])
+    assert phrase in capsys.readouterr().err
+
+
+def test_peft_memory_bases_keep_table_order(pm):
+    args = pm.parse_args(["--plan", "test", "--bases", "InfLoRA", "CODA-Prompt"])
+    assert args.bases == ["CODA-Prompt", "InfLoRA"]
+    assert pm.parse_args(["--plan", "test", "--bases", "InfLoRA"]).bases == ["InfLoRA"]
+
+
+@pytest.mark.parametrize("width", ["100", "0", "-64"])
+def test_step_split_refuses_a_width_that_is_not_a_multiple_of_64(width, capsys):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import step_split
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    with pytest.raises(SystemExit):
+        step_split.parse_args(["--embed-dim", width])
+    assert "positive multiple of 64" in capsys.readouterr().err
+    assert step_split.parse_args(["--embed-dim", "192"]).embed_dim == 192

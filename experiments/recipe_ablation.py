@@ -31,10 +31,13 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    tokens with new data dropped at random and by rollout.
 2. ``mode``, 3. ``choice``, 4. ``scorer`` (AtMan's matched scores are computed once per
    experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
-   5. ``split`` as above, 6. ``memory``: memory rows per step (32, 64, 128) and the memory
-   loss weight (0.5, 1, 2), 7. ``new data``: how much of the new data the matched dropout
-   keeps (a plasticity lever: t on every sample, a rate per sample in [t, 1], t on half of
-   each batch with the rest whole).
+   5. ``split`` as above, 6. ``weight``: the memory-loss weight alone (0.5, 1, 2), 7.
+   ``memory``: memory rows per step (32, 64, 128) and the memory loss weight (0.5, 1, 2), 8.
+   ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
+   every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole).
+   ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
+   another backbone: ``--backbone NAME --start results/recipe_ablation/<benchmark>/chosen.json
+   --stages weight "new data"``); its ``chosen.json`` lands in the backbone's folder.
 
 ``--plan inference`` (5 seeds; writes ``inference.json``, which ``accuracy_vs_bytes.py``
 reads, and ``inference.md``), from ``chosen.json``: how each method classifies test images,
@@ -109,9 +112,11 @@ _REFRESH_COST = {"random": 0, "experience": 1, "epoch": 2, "step": 3}
 
 
 def _mem(batch: Optional[int] = None, weight: float = 1.0) -> Dict:
-    """Memory rows per step (``None``: the training batch, 64) and memory-loss weight."""
+    """Memory rows per step (``None``: the training batch, 64) and memory-loss weight (1, the
+    plugin's default, removes a weight the start recipe sets, so the settings of a weight-1 run
+    do not depend on where the stage started)."""
     out: Dict = {} if batch is None else dict(batch_size_mem=batch)
-    return out if weight == 1.0 else dict(out, options={"plugin": {"mem_weight": weight}})
+    return dict(out, options={"plugin": {"mem_weight": None if weight == 1.0 else weight}})
 
 
 MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
@@ -122,6 +127,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
     ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (1 / 3, 0.5, 2 / 3)]),
+    ("weight", [(f"memory weight {w:g}", _mem(weight=w)) for w in (0.5, 1.0, 2.0)]),
     ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
                 ("memory batch 128", _mem(128)), ("memory weight 0.5", _mem(weight=0.5)),
                 ("memory weight 2", _mem(weight=2.0))]),
@@ -199,7 +205,8 @@ def _score(results: List[Dict]) -> float:
 
 def _settings(*layers: Dict) -> Dict:
     """Later layers override earlier ones; ``options`` mappings merge one level deep (an
-    option that is not a mapping, e.g. ``base``, is replaced)."""
+    option that is not a mapping, e.g. ``base``, is replaced; a value ``None`` removes the
+    option, and a mapping left empty is dropped)."""
     out: Dict = {}
     for layer in layers:
         for k, v in layer.items():
@@ -208,7 +215,9 @@ def _settings(*layers: Dict) -> Dict:
                           for n, o in out.get("options", {}).items()}
                 for n, o in v.items():
                     merged[n] = dict(merged.get(n, {}), **o) if isinstance(o, dict) else o
-                out["options"] = merged
+                    if isinstance(o, dict):
+                        merged[n] = {m: x for m, x in merged[n].items() if x is not None}
+                out["options"] = {n: o for n, o in merged.items() if o != {}}
             else:
                 out[k] = v
     return out
@@ -231,10 +240,17 @@ def choose_training(args) -> Tuple[Dict, Dict[str, List[Dict]]]:
     return dict(lr=cfg["lr"], epochs=cfg["epochs"], optimizer=cfg["optimizer"]), res
 
 
-def _pick(stage: str, options: List[Tuple[str, Dict]], res: Dict[str, List[Dict]]
-          ) -> Tuple[str, Dict]:
-    """The best option by mean final accuracy; in the matched plan's dropout stage the
-    cheapest within :data:`TOLERANCE` of the best."""
+def _plasticity(results: List[Dict]) -> float:
+    return statistics.fmean(plasticity(r["acc_matrix"]) for r in results)
+
+
+def _pick(stage: str, options: List[Tuple[str, Dict]], res: Dict[str, List[Dict]],
+          floor: Optional[float] = None) -> Tuple[str, Dict]:
+    """The best option by mean final accuracy; with a plasticity ``floor`` (a share, 0-1),
+    the best of the options whose mean plasticity reaches it (all options when none does);
+    in the matched plan's dropout stage the cheapest within :data:`TOLERANCE` of the best."""
+    if floor is not None:
+        options = [o for o in options if _plasticity(res[o[0]]) >= floor] or options
     best = max(options, key=lambda o: _score(res[o[0]]))
     if stage != "dropout" or "dropout_tokens" not in best[1]:
         return best
@@ -270,9 +286,10 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
         groups = [(label, _base(args, train, current, change), STAGE_BUDGETS)
                   for label, change in options]
         res = _run(args, groups)
-        best = _pick(stage, options, res)
+        best = _pick(stage, options, res, args.plasticity_floor)
         current = _settings(current, best[1])
-        print(f"  chosen: {best[0]} ({100 * _score(res[best[0]]):.1f})")
+        print(f"  chosen: {best[0]} ({100 * _score(res[best[0]]):.1f}, plasticity "
+              f"{100 * _plasticity(res[best[0]]):.1f})")
         log.append((stage, res))
         if stage == "dropout" and args.plan == "matched":
             log.append(("dropout controls", run_controls(args, train, current)))
@@ -406,13 +423,17 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
              f"share of stored tokens on the object (random tokens: the object's share of the "
              f"image).", ""]
     if matched:
-        lines += [f"Start (`chosen_paper.json`): `{json.dumps(train)}`, "
+        lines += [f"Start (`{args.start_name}`): `{json.dumps(train)}`, "
                   f"`{json.dumps(args.start)}`.", ""]
     else:
         lines += ["## Stage 0: training settings (5% whole-sample coreset)", ""]
         lines += _head((0.05,))
         lines += [_row(k, v, (0.05,)) for k, v in train_res.items()]
         lines += ["", f"Chosen: Adam, lr {train['lr']:g}, {train['epochs']} epochs per experience.", ""]
+    if args.plasticity_floor is not None:
+        lines += [f"Each stage's option: the best mean final accuracy among the options whose "
+                  f"mean plasticity is at least {100 * args.plasticity_floor:.1f}% (all when "
+                  f"none is).", ""]
     for stage, res in stages:
         lines += [f"## Stage {stage}", ""] + _head(STAGE_BUDGETS)
         lines += [_row(k, v, STAGE_BUDGETS) for k, v in res.items()]
@@ -460,6 +481,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    choices=sorted({s for s, _ in STAGES} | {s for s, _ in MATCHED_STAGES}),
                    help="run only these stages of the plan, in this order (default: all, in "
                         "the order above; skipped ones keep the start setting)")
+    p.add_argument("--start", type=Path, default=None,
+                   help="matched plan: start the stages from this chosen.json (training and "
+                        "recipe) instead of the benchmark's chosen_paper.json")
+    p.add_argument("--plasticity-floor", type=float, default=None, metavar="P",
+                   help="choose each stage's option among those whose mean plasticity (a share, "
+                        "0-1) is at least P, e.g. 0.8 x the reference coreset's on validation "
+                        "(default: the best final accuracy alone)")
     p.add_argument("--no-references", dest="references", action="store_false",
                    help="skip the reference runs (accuracy_vs_bytes.py runs them on the test "
                         "split)")
@@ -472,6 +500,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.seeds is None:
         args.seeds = [0, 1, 2] if args.plan == "paper" else list(MATCHED_SEEDS)
     return args
+
+
+def _project_path(path: Path) -> str:
+    """``path`` relative to the project when it is inside it (reports name no machine's
+    folders), else its name."""
+    try:
+        return str(path.resolve().relative_to(RESULTS.parents[2]))
+    except ValueError:
+        return path.name
 
 
 def _read(path: Path, plan: str) -> Dict:
@@ -496,7 +533,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"training settings: {train}")
         recipe, stages = run_stages(args, train, START, STAGES)
     else:
-        chosen = _read(args.recipe_dir / "chosen_paper.json", "--plan paper")
+        start = args.start or args.recipe_dir / "chosen_paper.json"
+        chosen = _read(start, "--plan paper")
+        args.start_name = start.name if args.start is None else _project_path(start)
         train, train_res, args.start = chosen["training"], {}, chosen["recipe"]
         recipe, stages = run_stages(args, train, args.start, MATCHED_STAGES)
     refs = run_references(args, train) if args.references else {}

@@ -300,3 +300,53 @@ def test_step_split_refuses_a_width_that_is_not_a_multiple_of_64(width, capsys):
         step_split.parse_args(["--embed-dim", width])
     assert "positive multiple of 64" in capsys.readouterr().err
     assert step_split.parse_args(["--embed-dim", "192"]).embed_dim == 192
+
+
+# ------------------------------------------ experiments/recipe_ablation.py (issue 26)
+@pytest.fixture(scope="module")
+def ra(pm):
+    """recipe_ablation as a module (``pm`` keeps the experiments folder importable)."""
+    return sys.modules["recipe_ablation"]
+
+
+def test_recipe_ablation_weight_one_removes_a_start_weight_and_keeps_old_settings(ra, tmp_path):
+    args = ra.parse_args(["--benchmark", "cluttered_fmnist", "--backbone",
+                          "cluttered_fmnist_partial", "--out", str(tmp_path)])
+    start = RECIPE["recipe"]
+    weights = dict(ra.MATCHED_STAGES)["weight"]
+    opts = {label: ra._base(args, RECIPE["training"], start, change).options.get("plugin")
+            for label, change in weights}
+    assert opts == {"memory weight 0.5": {"mem_weight": 0.5}, "memory weight 1": None,
+                    "memory weight 2": {"mem_weight": 2.0}}
+    # from a start without a weight, weight 1 is the same run as no change at all
+    plain = dict(start)
+    plain.pop("options")
+    same = ra._base(args, RECIPE["training"], plain, dict(weights)["memory weight 1"])
+    assert same == ra._base(args, RECIPE["training"], plain)
+    # other options survive the removal
+    kept = ra._settings({"options": {"plugin": {"mem_weight": 2.0, "composite": True}}},
+                        {"options": {"plugin": {"mem_weight": None}}})
+    assert kept == {"options": {"plugin": {"composite": True}}}
+
+
+def _planted(acc: float, plast: float, n: int = 3):
+    """Results whose final accuracy and plasticity (mean diagonal after the first task) are
+    ``acc`` and ``plast``."""
+    m = [[0.9, 0, 0], [0.5, plast, 0], [acc, acc, plast]]
+    return [dict(final_acc=acc, acc_matrix=m) for _ in range(n)]
+
+
+def test_recipe_ablation_plasticity_floor_picks_the_best_option_that_reaches_it(ra):
+    options = [("a", {}), ("b", {}), ("c", {})]
+    res = {"a": _planted(0.50, 0.30), "b": _planted(0.47, 0.55), "c": _planted(0.40, 0.70)}
+    assert ra._pick("weight", options, res)[0] == "a"
+    assert ra._pick("weight", options, res, floor=0.5)[0] == "b"
+    assert ra._pick("weight", options, res, floor=0.6)[0] == "c"
+    assert ra._pick("weight", options, res, floor=0.9)[0] == "a"  # none reaches it: the best
+
+
+def test_recipe_ablation_start_file_names_a_project_path(ra, tmp_path):
+    inside = ra.RESULTS / "cluttered_fmnist" / "chosen.json"
+    assert ra._project_path(inside) == \
+        "experiments/results/recipe_ablation/cluttered_fmnist/chosen.json"
+    assert ra._project_path(tmp_path / "mine.json") == "mine.json"

@@ -10,9 +10,9 @@ For an embedded benchmark and the recipe chosen on its validation split
   tokenset's keep rate t at random and by the recipe's scorer, the core tokenset with random
   memory tokens and new data dropped by the scorer, and the core tokenset with random
   dropout of new data (the paper's);
-* references, seeds 0-2: Avalanche's replay (``ClassBalancedBuffer`` resized to the same
-  bytes), core tokens (every sample, t = r), naive fine-tuning, cumulative training and the
-  rehearsal-free InfLoRA and CODA-Prompt.
+* references, seeds 0-2 (``--reference-seeds``): Avalanche's replay (``ClassBalancedBuffer``
+  resized to the same bytes), core tokens (every sample, t = r), naive fine-tuning,
+  cumulative training and the rehearsal-free InfLoRA and CODA-Prompt.
 
 Every method uses the training settings chosen on the validation split. Writes
 ``<out>/table.md`` (mean ± std, the plasticity column, paired per-seed differences of the
@@ -120,7 +120,8 @@ def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
         if plugin:
             options["plugin"] = plugin
         rule = inference_rule(change["method"], inference)
-        for seed in (args.seeds if headline else [s for s in REFERENCE_SEEDS if s in args.seeds]):
+        for seed in (args.seeds if headline else [s for s in args.reference_seeds
+                                                  if s in args.seeds]):
             for r in budgets:
                 extra = dict(dropout=r ** exponent) if at_t else {}
                 extra["inference"] = inference_at(rule, r, exponent)
@@ -258,6 +259,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="inference.json of the recipe ablation's inference plan (default: its "
                         "results folder for this backbone; without one every row is tested "
                         "on whole images)")
+    p.add_argument("--reference-seeds", type=int, nargs="+", default=list(REFERENCE_SEEDS),
+                   help="seeds of the reference rows, those of --seeds among them (default: "
+                        "%(default)s)")
     p.add_argument("--only", nargs="+", metavar="LABEL", help="run only these rows")
     p.add_argument("--budgets", type=float, nargs="+", metavar="R",
                    help="run only these budgets (default: all); the report shows every "

@@ -1,7 +1,8 @@
 """How well each embedded backbone reads partial inputs: the backbone table of issue 26.
 
 For each named pretraining (``--backbones``, default the shipped ``cluttered_fmnist`` and the
-partial-input ``cluttered_fmnist_partial``), a linear probe (the checkpoints keep no
+partial-input ``cluttered_fmnist_partial``; ``--benchmark fmnist``: ``fmnist`` and
+``fmnist_partial``), a linear probe (the checkpoints keep no
 classifier: a pretraining head would leak the stream's labels) is fitted on frozen whole-image
 features of ``--probe-per-class`` pretraining-pool scenes, then the backbone with that probe
 classifies the held-out pool images (validation; the pretraining never trained on them) with
@@ -29,6 +30,9 @@ from avalanche_cts.models import get_adapter, resolve_normalization
 
 HERE = Path(__file__).resolve().parent / "results" / "partial_inputs"
 KEEPS = (1.0, 0.5, 0.25, 0.1)
+DEFAULTS = {"cluttered_fmnist": ("cluttered_fmnist", "cluttered_fmnist_partial"),
+            "fmnist": ("fmnist", "fmnist_partial")}
+"""The backbones measured by default on each benchmark: shipped and partial-input."""
 
 
 def _balanced(labels: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -92,14 +96,18 @@ def write_table(out: Path, results: Dict[str, Dict], args) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", default="cluttered_fmnist", choices=("cluttered_fmnist",))
-    p.add_argument("--backbones", nargs="+", default=["cluttered_fmnist",
-                                                      "cluttered_fmnist_partial"],
-                   choices=sorted(BACKBONES))
+    p.add_argument("--benchmark", default="cluttered_fmnist", choices=sorted(DEFAULTS))
+    p.add_argument("--backbones", nargs="+", default=None, choices=sorted(BACKBONES),
+                   help="default: the benchmark's shipped and partial-input backbones")
     p.add_argument("--probe-per-class", type=int, default=500)
     p.add_argument("--val-per-class", type=int, default=200)
     p.add_argument("--modes", nargs="+", default=["mask"], choices=("mask", "zero", "sparse"))
     args = p.parse_args(argv)
+    args.backbones = args.backbones or list(DEFAULTS[args.benchmark])
+    wrong = [n for n in args.backbones if BACKBONES[n].benchmark != args.benchmark]
+    if wrong:
+        p.error(f"{wrong} pretrain on another benchmark than {args.benchmark}: pass "
+                f"--benchmark {BACKBONES[wrong[0]].benchmark}")
     out = HERE / args.benchmark
     out.mkdir(parents=True, exist_ok=True)
     path = out / "partial_inputs.json"

@@ -205,7 +205,8 @@ def _plain(doc: str) -> str:
     return doc.replace("``", "")
 
 
-PRETRAININGS = ("cluttered_fmnist", "cluttered_fmnist_partial", "fmnist", "scenes")
+PRETRAININGS = ("cluttered_fmnist", "cluttered_fmnist_partial", "fmnist", "fmnist_partial",
+               "scenes")
 """Names ``avalanche-cts pretrain`` takes: :data:`~.pretrain.BACKBONES` and ``scenes`` (spelled
 out so that ``--help`` imports no torch; a test keeps them equal)."""
 

@@ -167,6 +167,10 @@ BACKBONES["cluttered_fmnist_partial"] = PretrainSpec(
     init="cluttered_fmnist", epochs=8, lr=5e-4, drop_share=0.75, drop_tokens="mixed")
 """``cluttered_fmnist`` trained 8 more epochs on partial inputs (3 of 4 images, keep rates
 in [0.1, 1], tokens at random or the top ones by rollout), to read them as well as whole."""
+BACKBONES["fmnist_partial"] = PretrainSpec(
+    benchmark="fmnist", model="vit_fmnist_tiny", init="fmnist", epochs=8, lr=5e-4,
+    drop_share=0.75, drop_tokens="mixed")
+"""``fmnist`` continued on partial inputs exactly as ``cluttered_fmnist_partial``."""
 PRESET_BACKBONES: Dict[str, PretrainSpec] = {s.model: s for name, s in BACKBONES.items()
                                              if name in ("fmnist", "cluttered_fmnist")}
 """The embedded pretraining a preset gets with ``RunConfig(pretrained=True)`` and no

@@ -72,3 +72,20 @@ def test_rows_get_the_inference_chosen_for_their_memory(avb):
     from common import inference_at
     assert inference_at("t", 0.01, 1 / 3) == pytest.approx(0.215443, abs=1e-6)
     assert inference_at(0.5, 0.01, 1 / 3) == 0.5 and inference_at("whole", 0.2, 0.5) == "whole"
+
+
+def test_reference_rows_run_on_reference_seeds_and_headline_rows_on_every_seed(avb, tmp_path):
+    chosen = {"training": {"lr": 1e-4, "epochs": 4, "optimizer": "adam"},
+              "recipe": {"method": "core_tokenset", "selector": "herding", "scorer": "rollout",
+                         "replay_mode": "mask", "retention_exponent": 1 / 3,
+                         "dropout_tokens": "matched", "dropout_refresh": "experience"}}
+    args = avb.parse_args(["--seeds", *map(str, range(10)), "--reference-seeds", "0", "1", "2",
+                           "3", "4", "12", "--out", str(tmp_path)])
+    seeds = {}
+    for c in avb.make_cells(args, chosen, {}):
+        seeds.setdefault(c.axes["label"], set()).add(c.cfg.seed)
+    assert seeds[avb.TOKENSET] == set(range(10)) == seeds[avb.CORESET]
+    assert seeds["naive"] == set(range(5)) == seeds["Avalanche replay"]  # 12 is not in --seeds
+    default = avb.parse_args(["--out", str(tmp_path)])
+    assert {c.cfg.seed for c in avb.make_cells(default, chosen, {})
+            if c.axes["label"] == "cumulative"} == {0, 1, 2}

@@ -242,7 +242,8 @@ def test_run_config_names_an_embedded_backbone_and_records_its_checkpoint():
     assert names == [BACKBONES["cluttered_fmnist"].file_name(),
                      BACKBONES["cluttered_fmnist_partial"].file_name()]
     assert RunConfig(model="vit_clutter_tiny", method="naive").embedded_backbone() is None
-    for bad, wanted in [(dict(kw, model="vit_fmnist_tiny"), "one of \\['fmnist'\\]"),
+    for bad, wanted in [(dict(kw, model="vit_fmnist_tiny"),
+                         "one of \\['fmnist', 'fmnist_partial'\\]"),
                         (dict(kw, pretrained=False), "only with pretrained=true"),
                         (dict(kw, checkpoint="w.pt"), "only with pretrained=true"),
                         (dict(kw, backbone="imagenet"), "one of")]:

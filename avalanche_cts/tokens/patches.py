@@ -135,12 +135,21 @@ def _token_view(images: Tensor, patch_size: int) -> Tensor:
 
 def take_tokens(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
     """``(B, K, P*P*C)`` tokens at the ``(B, K)`` grid ``positions`` of ``(B, C, H, W)``
-    ``images``: ``patchify(images).gather(1, positions)`` without cutting the whole images."""
-    grid = _token_view(images, patch_size)
-    b, gw = grid.shape[0], grid.shape[2]
-    rows = torch.arange(b, device=images.device)[:, None]
+    ``images``: ``patchify(images).gather(1, positions)`` without cutting the whole images.
+
+    Reads the ``P`` contiguous pixels of each token's rows (one ``index_select`` of
+    ``B*K*P*C`` runs), then reorders them to the ``(P, P, C)`` token layout."""
+    b, c, h, w = images.shape
+    gh, gw = check_patch_size(h, w, patch_size)
+    p, k = patch_size, positions.shape[1]
     pos = positions.long()
-    return grid[rows, pos // gw, pos % gw].reshape(b, pos.shape[1], -1)
+    dev = images.device
+    # run (b, k, y, ch): pixels [x0, x0 + P) of row r*P + y of channel ch in image b
+    row = (pos // gw * p)[..., None, None] + torch.arange(p, device=dev)[:, None]
+    run = (torch.arange(c, device=dev) * h + row) * gw + (pos % gw)[..., None, None]
+    run = run + (torch.arange(b, device=dev) * (c * h * gw))[:, None, None, None]
+    runs = images.reshape(-1, p).index_select(0, run.flatten())
+    return runs.view(b, k, p, c, p).transpose(3, 4).reshape(b, k, -1)
 
 
 def take_kept(images: Tensor, keep: Tensor, patch_size: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:

@@ -132,6 +132,12 @@ def test_take_kept_equals_gather_of_patchify_bit_for_bit():
     assert torch.equal(take_tokens(images, positions, p), ref_values)
     same = take_kept(images, torch.ones_like(keep), p)  # every sample whole: no padding mask
     assert same[2] is None and torch.equal(same[0], patchify(images, p))
+    # a wide grid, channels-last memory, uint8: the same tokens as patchify's
+    wide = torch.randint(0, 256, (3, 2, 8, 20), generator=gen, dtype=torch.uint8)
+    wide = wide.to(memory_format=torch.channels_last)
+    pos = torch.randperm(10, generator=gen)[:4].repeat(3, 1)
+    assert torch.equal(take_tokens(wide, pos, p), patchify(wide, p).gather(
+        1, pos[..., None].expand(-1, -1, p * p * 2)))
 
 
 def test_place_tokens_equals_unpatchify_of_scatter_bit_for_bit():

@@ -20,7 +20,7 @@ pretraining task and robust to partial inputs. On CPU we mimic it per benchmark:
 3. **Checkpoint.** ``{"state_dict": backbone (with the learned mask token), "meta": settings
    and accuracies}`` under ``$AVALANCHE_CTS_CACHE/pretrained/`` (default
    ``~/.cache/avalanche_cts/pretrained/``), named after the settings; training resumes from a
-   per-epoch ``.partial.pt``. The package ships the two default backbones
+   per-epoch ``.partial.pt``. The package ships every backbone of :data:`BACKBONES`
    (``avalanche_cts/data/backbones/``, what this function wrote), so the demo needs no
    pretraining; another cache folder or other settings pretrain anew. The classifier is not saved, and a loaded backbone gets a fresh
    head from its own random stream (:func:`~avalanche_cts.models.loading.fresh_head`): the pretraining head

@@ -249,3 +249,12 @@ def test_run_config_names_an_embedded_backbone_and_records_its_checkpoint():
                         (dict(kw, backbone="imagenet"), "one of")]:
         with pytest.raises(ValueError, match=f"RunConfig.backbone must be .*{wanted}"):
             RunConfig(**dict(dict(backbone="cluttered_fmnist_partial"), **bad))
+
+
+def test_every_named_backbone_is_shipped_with_the_package():
+    """A name of BACKBONES without its checkpoint in the package would pretrain for tens of
+    minutes on a user's first run."""
+    from avalanche_cts.harness.pretrain import SHIPPED
+
+    missing = [n for n, spec in BACKBONES.items() if not (SHIPPED / spec.file_name()).is_file()]
+    assert missing == []

@@ -1,8 +1,12 @@
-"""The same headline rows on two backbones, paired per seed: what the partial-input backbone
-changes (issue 26). Reads the stored runs of ``accuracy_vs_bytes.py`` for the shipped backbone
-(``results/accuracy_vs_bytes/cluttered_fmnist``) and for ``cluttered_fmnist_partial``, each
-row with the inference chosen on that backbone's validation split, and writes
-``results/accuracy_vs_bytes/backbones_paired.md``::
+"""The same headline rows across backbones and recipes, paired per seed (issue 26).
+
+Reads the stored runs of ``accuracy_vs_bytes.py`` in three folders of
+``results/accuracy_vs_bytes``: the shipped backbone (``cluttered_fmnist``), the partial-input
+backbone with the recipe chosen on the shipped one (``cluttered_fmnist_partial``) and with the
+recipe re-chosen on it (``cluttered_fmnist_partial_rechosen``), each row with the inference
+chosen on that backbone's validation split. For every comparison, the difference of final
+accuracy and of plasticity (points, first minus second) with its Student-t 95% interval, and
+the seeds where the first is ahead. Writes ``results/accuracy_vs_bytes/backbones_paired.md``::
 
     python experiments/compare_backbones.py
 """
@@ -10,35 +14,59 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict, Tuple
 
-from avalanche_cts.harness.report import paired_difference
+from avalanche_cts.harness.report import paired_difference, plasticity
 
 HERE = Path(__file__).resolve().parent / "results" / "accuracy_vs_bytes"
-ROWS = {  # label: (run folder pattern on the shipped backbone, on the partial-input backbone)
-    "1% core tokenset": ("core_tokenset-r0.01-s*-inf0.215", "core_tokenset-r0.01-s?"),
-    "5% coreset (ours, t = 1)": ("coreset__ours__t___1_-r0.05-s?",
-                                 "coreset__ours__t___1_-r0.05-s?-inf0.368"),
+SHIPPED, PARTIAL, RECHOSEN = "cluttered_fmnist", "cluttered_fmnist_partial", \
+    "cluttered_fmnist_partial_rechosen"
+Runs = Tuple[str, str]
+"""(folder under :data:`HERE`, run folder pattern)."""
+CTS_1 = {SHIPPED: (SHIPPED, "core_tokenset-r0.01-s*-inf0.215"),
+         PARTIAL: (PARTIAL, "core_tokenset-r0.01-s?"),
+         RECHOSEN: (RECHOSEN, "core_tokenset-r0.01-s?")}
+CORESET_5 = {SHIPPED: (SHIPPED, "coreset__ours__t___1_-r0.05-s?"),
+             PARTIAL: (PARTIAL, "coreset__ours__t___1_-r0.05-s?-inf0.368")}
+COMPARISONS: Dict[str, Tuple[Runs, Runs]] = {
+    "1% core tokenset: partial-input minus shipped backbone": (CTS_1[PARTIAL], CTS_1[SHIPPED]),
+    "5% coreset: partial-input minus shipped backbone": (CORESET_5[PARTIAL], CORESET_5[SHIPPED]),
+    "1% core tokenset, partial-input backbone: recipe re-chosen there minus the shipped "
+    "backbone's": (CTS_1[RECHOSEN], CTS_1[PARTIAL]),
+    "1% core tokenset: partial-input backbone and its recipe minus shipped backbone":
+        (CTS_1[RECHOSEN], CTS_1[SHIPPED]),
+}
+METRICS: Dict[str, Callable[[Dict], float]] = {
+    "final accuracy": lambda r: r["final_acc"],
+    "plasticity": lambda r: plasticity(r["acc_matrix"]),
 }
 
 
-def final_accuracies(folder: Path, pattern: str) -> Dict[int, float]:
-    """``{seed: final accuracy}`` of the runs in ``folder/runs`` matching ``pattern``."""
+def by_seed(runs: Runs, metric: Callable[[Dict], float]) -> Dict[int, float]:
+    """``{seed: metric(result)}`` of the stored runs matching ``runs``."""
+    folder, pattern = runs
     out = {}
-    for path in sorted((folder / "runs").glob(f"{pattern}/result.json")):
+    for path in sorted((HERE / folder / "runs").glob(f"{pattern}/result.json")):
         result = json.loads(path.read_text())
-        out[result["config"]["seed"]] = result["final_acc"]
+        out[result["config"]["seed"]] = metric(result)
     return out
 
 
 def main() -> None:
-    lines = ["# Partial-input backbone minus shipped backbone, paired per seed (test split)", "",
-             "| row | mean ± std (points) | 95% interval | ahead | seeds |", "|---|---|---|---|---|"]
-    for label, (old, new) in ROWS.items():
-        d = paired_difference(final_accuracies(HERE / "cluttered_fmnist_partial", new),
-                              final_accuracies(HERE / "cluttered_fmnist", old))
-        lines.append(f"| {label} | {d['mean']:+.1f} ± {d['std']:.1f} | [{d['low']:+.1f}, "
-                     f"{d['high']:+.1f}] | {d['better']}/{len(d['seeds'])} | {d['seeds']} |")
+    lines = ["# Across backbones and recipes, paired per seed (test split)", "",
+             "First row minus second, points; Student-t 95% interval of the mean; seeds where "
+             "the first is ahead.", "",
+             "| comparison | metric | mean ± std | 95% interval | ahead | seeds |",
+             "|---|---|---|---|---|---|"]
+    for label, (first, second) in COMPARISONS.items():
+        for name, metric in METRICS.items():
+            d = paired_difference(by_seed(first, metric), by_seed(second, metric))
+            if d is None:
+                lines.append(f"| {label} | {name} | fewer than 2 shared seeds | | | |")
+                continue
+            lines.append(f"| {label} | {name} | {d['mean']:+.1f} ± {d['std']:.1f} | "
+                         f"[{d['low']:+.1f}, {d['high']:+.1f}] | {d['better']}/{len(d['seeds'])} "
+                         f"| {d['seeds']} |")
     text = "\n".join(lines) + "\n"
     (HERE / "backbones_paired.md").write_text(text)
     print(text)

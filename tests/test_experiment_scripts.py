@@ -350,3 +350,24 @@ def test_recipe_ablation_start_file_names_a_project_path(ra, tmp_path):
     assert ra._project_path(inside) == \
         "experiments/results/recipe_ablation/cluttered_fmnist/chosen.json"
     assert ra._project_path(tmp_path / "mine.json") == "mine.json"
+
+
+def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_path,
+                                                                       monkeypatch):
+    cb = importlib.import_module("compare_backbones")
+    monkeypatch.setattr(cb, "HERE", tmp_path)
+    first, second = ("a", "x-s?"), ("b", "y-s?")
+    for folder, name, acc, plast in (("a", "x", [0.5, 0.6, 0.6], [0.4, 0.5, 0.6]),
+                                     ("b", "y", [0.4, 0.4, 0.6], [0.5, 0.5, 0.5])):
+        for seed in range(3):
+            run = tmp_path / folder / "runs" / f"{name}-s{seed}"
+            run.mkdir(parents=True)
+            matrix = [[0.9, 0.0], [0.1, plast[seed]]]
+            run.joinpath("result.json").write_text(json.dumps(dict(
+                config=dict(seed=seed), final_acc=acc[seed], acc_matrix=matrix)))
+    monkeypatch.setattr(cb, "COMPARISONS", {"planted": (first, second)})
+    cb.main()
+    rows = [line for line in (tmp_path / "backbones_paired.md").read_text().splitlines()
+            if line.startswith("| planted")]
+    assert rows[0].startswith("| planted | final accuracy | +10.0 ± 10.0 |")  # +10, +20, 0
+    assert "| 2/3 |" in rows[0] and "| plasticity | +0.0 ± 10.0 |" in rows[1]

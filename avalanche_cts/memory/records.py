@@ -385,6 +385,7 @@ class TokenMemoryDataset(Dataset):
         """First item of each group, and the item count last."""
         self._table, self._weights = _record_table(self.groups, self._offsets)
         self._texts = any(g.texts for g in self.groups)
+        self._scratch: Optional[Tuple[Tensor, Tensor]] = None
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -418,39 +419,53 @@ class TokenMemoryDataset(Dataset):
         group, value_start, position_start, lengths, partial, labels, tasks = \
             self._table[idx].unbind(1)
         kmax = int(lengths.max())
+        slot = torch.arange(kmax)
         # (B, K) token of each slot in its record (the record's last token again on padding)
-        offset = torch.minimum(torch.arange(kmax), (lengths - 1)[:, None])
+        offset = torch.minimum(slot, (lengths - 1)[:, None])
         partial = partial.bool()[:, None]
         values, stored = self._gather(group, value_start[:, None] + offset,
-                                      torch.where(partial, position_start[:, None] + offset, 0))
-        pad = offset < torch.arange(kmax)
-        positions = torch.where(partial, stored.long(), offset).masked_fill_(pad, 0)
+                                      torch.where(partial, position_start[:, None] + offset, 0),
+                                      slot < lengths[:, None])
+        # a full-length record has T = K tokens (no padding) in grid order
+        positions = torch.where(partial, stored.long(), slot)
         texts = [self._record_text(i) for i in indices] if self._texts else None
-        return RecordRows(values.masked_fill_(pad[..., None], 0), positions, lengths, labels,
-                          tasks, self._weights[idx], texts)
+        return RecordRows(values, positions, lengths, labels, tasks, self._weights[idx], texts)
 
-    def _gather(self, group: Tensor, value_index: Tensor,
-                position_index: Tensor) -> Tuple[Tensor, Tensor]:
+    def _gather(self, group: Tensor, value_index: Tensor, position_index: Tensor,
+                valid: Tensor) -> Tuple[Tensor, Tensor]:
         """``(values (B, K, V), positions (B, K) int16)`` at per-row indices ``(B, K)`` into
-        each row's group (``group`` ``(B,)``): one ``index_select`` per group present (rows of
-        groups that store no positions get 0)."""
-        (b, k), first = value_index.shape, self.groups[0].values
-        values = first.new_empty(b, k, first.shape[1])
-        positions = torch.zeros(b, k, dtype=POSITION_DTYPE)
+        each row's group (``group`` ``(B,)``), 0 where not ``valid`` ``(B, K)``: one
+        ``index_select`` per group into rows sorted by group, then one that puts them in batch
+        order and pads from a zero row. Rows of groups that store no positions (full-length
+        records only) get arbitrary positions."""
+        b, k = value_index.shape
         order = torch.argsort(group)
         counts = torch.bincount(group, minlength=len(self.groups)).tolist()
-        value_index, position_index = value_index[order], position_index[order]
+        value_index, position_index = value_index[order].flatten(), position_index[order].flatten()
+        values, positions = self._sorted_rows(b * k)
         a = 0
         for g, c in zip(self.groups, counts):
-            rows, at = order[a:a + c], slice(a, a + c)
+            at = slice(a * k, (a + c) * k)
             a += c
-            if not c:
-                continue
-            values.index_copy_(0, rows, g.values.index_select(0, value_index[at].flatten())
-                               .view(c, k, -1))
+            torch.index_select(g.values, 0, value_index[at], out=values[at])
             if len(g.positions):
-                positions.index_copy_(0, rows, g.positions.index_select(
-                    0, position_index[at].flatten()).view(c, k))
+                torch.index_select(g.positions, 0, position_index[at], out=positions[at])
+        # slot s of row i is slot s of sorted row rank[i], or the zero row (b * k) on padding
+        rank = torch.argsort(order)
+        take = torch.where(valid, rank[:, None] * k + torch.arange(k), b * k).flatten()
+        return values.index_select(0, take).view(b, k, -1), positions.index_select(0, take).view(b, k)
+
+    def _sorted_rows(self, n: int) -> Tuple[Tensor, Tensor]:
+        """``(n + 1, V)`` values and ``(n + 1,)`` int16 positions to gather ``n`` token slots
+        into, the last row 0. A scratch kept between batches (so one batch is read at a time
+        per dataset): a fresh megabyte per batch would cost page faults on a busy host."""
+        if self._scratch is None or len(self._scratch[1]) <= n:
+            first = self.groups[0].values
+            self._scratch = (first.new_empty(n + 1, first.shape[1]),
+                             torch.empty(n + 1, dtype=POSITION_DTYPE))
+        values, positions = (t[:n + 1] for t in self._scratch)
+        values[n] = 0
+        positions[n] = 0
         return values, positions
 
 

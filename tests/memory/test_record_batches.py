@@ -88,6 +88,16 @@ def test_batch_read_gathers_what_the_item_reads_give(case):
     _assert_same_batch(collate_tokens(rows), collate_tokens(items))
 
 
+def test_successive_batch_reads_of_one_dataset_stay_exact():
+    """Batches of other sizes and lengths after one another (the gather's scratch rows are
+    reused: a longer batch first leaves tokens where a shorter one pads)."""
+    ds = TokenMemoryDataset(_groups("groups of mixed lengths, full records, weights"))
+    gen = torch.Generator().manual_seed(4)
+    for idx in ([1, 4, 5, 9, 2, 3, 0, 11], [2], [0, 10, 8], list(range(12)), [7, 2, 10, 9]):
+        idx = torch.tensor(idx)[torch.randperm(len(idx), generator=gen)].tolist()
+        _assert_same_batch(collate_tokens(ds.__getitems__(idx)), collate_tokens([ds[i] for i in idx]))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_batch_rows_read_as_the_items(case):
     """Any collate function, torch's Subset and StackDataset see the items themselves."""

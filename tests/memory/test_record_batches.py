@@ -149,9 +149,14 @@ class _ItemsOnly(Dataset):
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
-def test_loader_batches_equal_item_by_item_loading(num_workers):
-    """Same sampler draws (seeded shuffling), same batches, in-process and in workers."""
+def test_loader_batches_equal_item_by_item_loading(num_workers, monkeypatch):
+    """Same sampler draws (seeded shuffling), same batches, in-process and in workers; the
+    loader reads each batch with ``__getitems__``."""
     ds = TokenMemoryDataset(_groups("groups of mixed lengths, full records, weights"))
+    reads = []
+    batch_read = TokenMemoryDataset.__getitems__
+    monkeypatch.setattr(TokenMemoryDataset, "__getitems__",
+                        lambda self, idx: reads.append(idx) or batch_read(self, idx))
 
     def batches(data):
         loader = DataLoader(data, batch_size=4, shuffle=True, collate_fn=collate_tokens,
@@ -160,6 +165,7 @@ def test_loader_batches_equal_item_by_item_loading(num_workers):
 
     got, want = batches(ds), batches(_ItemsOnly(ds))
     assert len(got) == len(want) == 2 * 3
+    assert len(reads) == (6 if num_workers == 0 else 0)  # workers read in their own process
     for a, b in zip(got, want):
         _assert_same_batch(a, b)
     sub = list(DataLoader(Subset(ds, [5, 0, 2]), batch_size=3, collate_fn=collate_tokens))

@@ -7,8 +7,8 @@ interleaved in ``--rounds`` rounds; medians. The old fingerprint (every value, f
 written out here. ``--old-root`` is instead the root of an earlier checkout (e.g. ``git
 archive d9d09bb | tar -x -C /tmp/old``): its whole package is imported beside the current one
 and the same calls of the replay step's path (keep masks, matched look-up, collation, item
-reads, decoding, token placement) run on both. Writes
-``experiments/results/step_split/hot_paths_cpu[_<tag>].json``::
+reads, a memory batch as a ``DataLoader`` reads it, decoding, token placement) run on both.
+Writes ``experiments/results/step_split/hot_paths_cpu[_<tag>].json``::
 
     python experiments/hot_paths.py --old /tmp/old_patches.py
     python experiments/hot_paths.py --old-root /tmp/old --tag after2
@@ -128,8 +128,9 @@ def memory_groups(pkg, kept: int, v: int, n: int = 30, t: int = 196):
     for label in range(10):
         ks = [kept + j % 5 - 2 for j in range(n)]
         group = pkg.memory.records.TokenGroup(label, 0, t, v, torch.uint8, weighted=True)
-        group.append([torch.randint(0, 256, (k, v), dtype=torch.uint8, generator=g) for k in ks],
-                     [torch.randperm(t, generator=g)[:k] for k in ks], torch.rand(n, generator=g).tolist())
+        values = [torch.randint(0, 256, (k, v), dtype=torch.uint8, generator=g) for k in ks]
+        group.append(values, [torch.randperm(t, generator=g)[:k] for k in ks],
+                     torch.rand(n, generator=g).tolist())
         groups.append(group)
     return groups
 

@@ -305,7 +305,7 @@ TextCollate = Callable[[List[Dict[str, Tensor]]], Dict[str, Tensor]]
 """Turns the stored token ids of records (one dict per record) into the model's text tensors."""
 
 
-@dataclass
+@dataclass(eq=False)
 class RecordRows(abc.Sequence):
     """Memory records of one batch, padded to the longest with zeros: what
     :meth:`TokenMemoryDataset.__getitems__` returns and :func:`collate_tokens` turns into a
@@ -422,12 +422,12 @@ class TokenMemoryDataset(Dataset):
         slot = torch.arange(kmax)
         # (B, K) token of each slot in its record (the record's last token again on padding)
         offset = torch.minimum(slot, (lengths - 1)[:, None])
-        partial = partial.bool()[:, None]
+        partial, valid = partial.bool()[:, None], slot < lengths[:, None]
         values, stored = self._gather(group, value_start[:, None] + offset,
                                       torch.where(partial, position_start[:, None] + offset, 0),
-                                      slot < lengths[:, None])
-        # a full-length record has T = K tokens (no padding) in grid order
-        positions = torch.where(partial, stored.long(), slot)
+                                      valid)
+        # the tokens of a full-length record are in grid order (it stores no positions)
+        positions = torch.where(valid & ~partial, slot, stored.long())
         texts = [self._record_text(i) for i in indices] if self._texts else None
         return RecordRows(values, positions, lengths, labels, tasks, self._weights[idx], texts)
 
@@ -436,8 +436,8 @@ class TokenMemoryDataset(Dataset):
         """``(values (B, K, V), positions (B, K) int16)`` at per-row indices ``(B, K)`` into
         each row's group (``group`` ``(B,)``), 0 where not ``valid`` ``(B, K)``: one
         ``index_select`` per group into rows sorted by group, then one that puts them in batch
-        order and pads from a zero row. Rows of groups that store no positions (full-length
-        records only) get arbitrary positions."""
+        order and pads from a zero row. The positions of records that store none (full-length
+        ones) are arbitrary."""
         b, k = value_index.shape
         order = torch.argsort(group)
         counts = torch.bincount(group, minlength=len(self.groups)).tolist()
@@ -453,12 +453,13 @@ class TokenMemoryDataset(Dataset):
         # slot s of row i is slot s of sorted row rank[i], or the zero row (b * k) on padding
         rank = torch.argsort(order)
         take = torch.where(valid, rank[:, None] * k + torch.arange(k), b * k).flatten()
-        return values.index_select(0, take).view(b, k, -1), positions.index_select(0, take).view(b, k)
+        return (values.index_select(0, take).view(b, k, -1),
+                positions.index_select(0, take).view(b, k))
 
     def _sorted_rows(self, n: int) -> Tuple[Tensor, Tensor]:
         """``(n + 1, V)`` values and ``(n + 1,)`` int16 positions to gather ``n`` token slots
-        into, the last row 0. A scratch kept between batches (so one batch is read at a time
-        per dataset): a fresh megabyte per batch would cost page faults on a busy host."""
+        into, the last row 0. A scratch kept between batches (so a dataset reads one batch at
+        a time): a fresh megabyte per batch costs page faults where the allocator returns it."""
         if self._scratch is None or len(self._scratch[1]) <= n:
             first = self.groups[0].values
             self._scratch = (first.new_empty(n + 1, first.shape[1]),

@@ -10,17 +10,17 @@ from avalanche_cts.memory.records import (POSITION_DTYPE, TokenBatch, TokenGroup
 T, V = 16, 6
 
 
-def _group(gen, label, task, lengths, dtype=torch.uint8, weighted=False, text_fields=()):
-    """A group of records with the given token counts (``T``: a full-length record, stored
-    without positions), random values, positions, weights and text ids."""
+def _group(gen, label, task, lengths, dtype=torch.uint8, weighted=False, text_fields=(), t=T):
+    """A group of records with the given token counts (``t``: a full-length record, stored
+    without positions) out of ``t``, random values, positions, weights and text ids."""
     if dtype == torch.uint8:
         values = [torch.randint(0, 256, (k, V), dtype=dtype, generator=gen) for k in lengths]
     else:
         values = [torch.randn(k, V, generator=gen).to(dtype) for k in lengths]
-    positions = [torch.randperm(T, generator=gen)[:k] for k in lengths]
+    positions = [torch.randperm(t, generator=gen)[:k] for k in lengths]
     texts = {f: [torch.randint(0, 30000, (int(torch.randint(0, 5, (1,), generator=gen)),),
                                generator=gen) for _ in lengths] for f in text_fields}
-    g = TokenGroup(label, task, T, V, dtype, weighted, text_fields=text_fields)
+    g = TokenGroup(label, task, t, V, dtype, weighted, text_fields=text_fields)
     g.append(values, positions, torch.rand(len(lengths), generator=gen).tolist(), texts=texts)
     return g
 
@@ -37,11 +37,13 @@ def _groups(case):
                                                                        dtype=torch.float32)]
     if case == "full records only":
         return [_group(gen, 0, 0, [T, T, T]), _group(gen, 4, 0, [T], weighted=True)]
+    if case == "grids of different sizes":  # full 8-token records padded to 12
+        return [_group(gen, 0, 0, [8, 3, 8], t=8), _group(gen, 1, 0, [12, 5], t=T)]
     raise KeyError(case)
 
 
 CASES = ["one group, one length", "groups of mixed lengths, full records, weights",
-         "float values", "full records only"]
+         "float values", "full records only", "grids of different sizes"]
 
 
 def _indices(n, gen):
@@ -95,7 +97,8 @@ def test_successive_batch_reads_of_one_dataset_stay_exact():
     gen = torch.Generator().manual_seed(4)
     for idx in ([1, 4, 5, 9, 2, 3, 0, 11], [2], [0, 10, 8], list(range(12)), [7, 2, 10, 9]):
         idx = torch.tensor(idx)[torch.randperm(len(idx), generator=gen)].tolist()
-        _assert_same_batch(collate_tokens(ds.__getitems__(idx)), collate_tokens([ds[i] for i in idx]))
+        _assert_same_batch(collate_tokens(ds.__getitems__(idx)),
+                           collate_tokens([ds[i] for i in idx]))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -7,8 +7,8 @@ interleaved in ``--rounds`` rounds; medians. The old fingerprint (every value, f
 written out here. ``--old-root`` is instead the root of an earlier checkout (e.g. ``git
 archive d9d09bb | tar -x -C /tmp/old``): its whole package is imported beside the current one
 and the same calls of the replay step's path (keep masks, matched look-up, collation, item
-reads, decoding, token placement) run on both. Writes
-``experiments/results/step_split/hot_paths_cpu[_<tag>].json``::
+reads, a memory batch as a ``DataLoader`` reads it, decoding, token placement) run on both.
+Writes ``experiments/results/step_split/hot_paths_cpu[_<tag>].json``::
 
     python experiments/hot_paths.py --old /tmp/old_patches.py
     python experiments/hot_paths.py --old-root /tmp/old --tag after2
@@ -90,6 +90,7 @@ def step_cases(old, b: int = 64, size: int = 224, kept: int = 20):
     items = [(u8[i], pos[i].short(), i % 4, 0, 1.0) for i in range(b)]
     norm = Normalization((0.5,) * 3, (0.5,) * 3)
     pkgs = (old, avalanche_cts)
+    batch = torch.randperm(300, generator=g)[:b].tolist()
 
     def per_package(pkg):
         model = pkg.models.create_model("vit_base_patch16_224", num_classes=4, img_size=size,
@@ -100,6 +101,7 @@ def step_cases(old, b: int = 64, size: int = 224, kept: int = 20):
         group = pkg.memory.records.TokenGroup(0, 0, t, v, torch.uint8, weighted=False)
         group.append([it[0] for it in items], [it[1] for it in items], [1.0] * b)
         data = pkg.memory.records.TokenMemoryDataset([group])
+        memory = pkg.memory.records.TokenMemoryDataset(memory_groups(pkg, kept, v))
         codec = pkg.memory.codec.PixelCodec(torch.uint8, norm)
         return {
             "random keep mask": lambda: pkg.tokens.patches.random_keep_mask(counts, t),
@@ -109,11 +111,35 @@ def step_cases(old, b: int = 64, size: int = 224, kept: int = 20):
             "kept tokens of new data": lambda: pkg.tokens.patches.take_kept(x, keep, 16),
             "memory items (64 reads)": lambda: [data[i] for i in range(b)],
             "collation": lambda: pkg.memory.records.collate_tokens(items),
+            "memory batch (10 groups, 64 reads + collation)": lambda: pkg.memory.records
+            .collate_tokens(loader_fetch(memory, batch)),
             "decode": lambda: codec.decode(u8),
         }
 
     old_fns, new_fns = (per_package(p) for p in pkgs)
     return {k: (old_fns[k], new_fns[k]) for k in new_fns}
+
+
+def memory_groups(pkg, kept: int, v: int, n: int = 30, t: int = 196):
+    """10 groups (classes) of ``n`` weighted uint8 records of ``kept`` +- 2 tokens of width
+    ``v`` out of ``t`` (seeded)."""
+    g = torch.Generator().manual_seed(1)
+    groups = []
+    for label in range(10):
+        ks = [kept + j % 5 - 2 for j in range(n)]
+        group = pkg.memory.records.TokenGroup(label, 0, t, v, torch.uint8, weighted=True)
+        values = [torch.randint(0, 256, (k, v), dtype=torch.uint8, generator=g) for k in ks]
+        group.append(values, [torch.randperm(t, generator=g)[:k] for k in ks],
+                     torch.rand(n, generator=g).tolist())
+        groups.append(group)
+    return groups
+
+
+def loader_fetch(data, indices):
+    """What a ``DataLoader`` reads for a batch: ``data.__getitems__`` where it is defined,
+    else the items one by one."""
+    getitems = getattr(data, "__getitems__", None)
+    return getitems(indices) if getitems else [data[i] for i in indices]
 
 
 def load_package(root: Path, name: str = "old_cts"):

@@ -32,7 +32,7 @@ _EXPORTS = {
     "distributed": ("DistributedCoreTokensetBuffer", "DistributedMemoryWriter", "buffer_digest",
                     "init_distributed", "is_main_process", "rank", "world_size", "wrap_ddp"),
     "records": ("GROUP_HEADER_BYTES", "LENGTH_DTYPE", "POSITION_DTYPE", "TEXT_DTYPE",
-                "TextCollate", "TokenBatch", "TokenGroup", "TokenMemoryDataset",
+                "RecordRows", "TextCollate", "TokenBatch", "TokenGroup", "TokenMemoryDataset",
                 "check_group_state", "collate_tokens"),
     "settings": ("MemorySettings", "RETENTION_RULES", "check_budget_fraction",
                  "check_retention"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections import abc
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +36,7 @@ __all__ = [
     "TEXT_DTYPE",
     "TokenGroup",
     "TokenBatch",
+    "RecordRows",
     "TextCollate",
     "TokenMemoryDataset",
     "check_group_state",
@@ -303,32 +305,77 @@ TextCollate = Callable[[List[Dict[str, Tensor]]], Dict[str, Tensor]]
 """Turns the stored token ids of records (one dict per record) into the model's text tensors."""
 
 
-def collate_tokens(items: List[Tuple], text: Optional[TextCollate] = None) -> TokenBatch:
-    """Collate ``(values (k,V), positions (k,), label, task, weight[, token ids])`` items,
-    padding to max k with zeros; the token-id dicts of image-text records go through ``text``."""
-    ks = torch.tensor([len(it[1]) for it in items])
-    values = pad_sequence([it[0] for it in items], batch_first=True)
-    positions = pad_sequence([it[1] for it in items], batch_first=True).long()
-    valid = torch.arange(values.shape[1])[None] < ks[:, None]
-    texts = None
-    if len(items[0]) > 5:
-        if text is None:
-            raise ValueError("these records hold text: pass the collate function of its ids")
-        texts = text([it[5] for it in items])
-    return TokenBatch(
-        values,
-        positions,
-        None if bool(valid.all()) else valid,
-        torch.tensor([it[2] for it in items], dtype=torch.long),
-        torch.tensor([it[3] for it in items], dtype=torch.long),
-        torch.tensor([it[4] for it in items], dtype=torch.float32),
-        texts,
-    )
+@dataclass(eq=False)
+class RecordRows(abc.Sequence):
+    """Memory records of one batch, padded to the longest with zeros: what
+    :meth:`TokenMemoryDataset.__getitems__` returns and :func:`collate_tokens` turns into a
+    :class:`TokenBatch`. Row ``i`` reads as the item ``dataset[i]`` would be, so that any
+    ``collate_fn`` (or torch's ``Subset``, ``StackDataset``) may take it as the list of items.
+
+    :ivar values: ``(B, K, V)`` stored values (storage dtype), 0 past each record's length.
+    :ivar positions: ``(B, K)`` int64 grid positions, 0 past each record's length.
+    :ivar lengths: ``(B,)`` int64 tokens per record.
+    :ivar labels: ``(B,)`` int64; ``tasks``: ``(B,)`` int64; ``weights``: ``(B,)`` float32.
+    :ivar texts: image-text records: per record its token ids per text field, else ``None``.
+    """
+
+    values: Tensor
+    positions: Tensor
+    lengths: Tensor
+    labels: Tensor
+    tasks: Tensor
+    weights: Tensor
+    texts: Optional[List[Dict[str, Tensor]]] = None
+
+    @classmethod
+    def from_items(cls, items: Sequence[Tuple]) -> "RecordRows":
+        """Rows of ``(values (k,V), positions (k,), label, task, weight[, token ids])`` items."""
+        return cls(
+            pad_sequence([it[0] for it in items], batch_first=True),
+            pad_sequence([it[1] for it in items], batch_first=True).long(),
+            torch.tensor([len(it[1]) for it in items]),
+            torch.tensor([it[2] for it in items], dtype=torch.long),
+            torch.tensor([it[3] for it in items], dtype=torch.long),
+            torch.tensor([it[4] for it in items], dtype=torch.float32),
+            [it[5] for it in items] if len(items[0]) > 5 else None,
+        )
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def __getitem__(self, i: int) -> Tuple:
+        """The item of row ``i``: ``(values (k,V), positions (k,) int16, label, task, weight[,
+        token ids])``, as :meth:`TokenMemoryDataset.__getitem__` gives it."""
+        k = int(self.lengths[i])
+        item = (self.values[i, :k], self.positions[i, :k].to(POSITION_DTYPE), int(self.labels[i]),
+                int(self.tasks[i]), float(self.weights[i]))
+        return item if self.texts is None else (*item, self.texts[i])
+
+    def batch(self, text: Optional[TextCollate] = None) -> TokenBatch:
+        """The :class:`TokenBatch` of the rows (``valid`` is ``None`` when no row is padded);
+        the token ids of image-text records go through ``text``."""
+        valid = torch.arange(self.values.shape[1])[None] < self.lengths[:, None]
+        texts = None
+        if self.texts is not None:
+            if text is None:
+                raise ValueError("these records hold text: pass the collate function of its ids")
+            texts = text(self.texts)
+        return TokenBatch(self.values, self.positions, None if bool(valid.all()) else valid,
+                          self.labels, self.tasks, self.weights, texts)
+
+
+def collate_tokens(items: Sequence[Tuple], text: Optional[TextCollate] = None) -> TokenBatch:
+    """Collate ``(values (k,V), positions (k,), label, task, weight[, token ids])`` items (or
+    the :class:`RecordRows` of :meth:`TokenMemoryDataset.__getitems__`), padding to max k with
+    zeros; the token-id dicts of image-text records go through ``text``."""
+    rows = items if isinstance(items, RecordRows) else RecordRows.from_items(items)
+    return rows.batch(text)
 
 
 class TokenMemoryDataset(Dataset):
     """Flat view over token groups: item ``i`` is ``(values, positions, label, task, weight)``,
-    followed by the record's token ids per text field for image-text records."""
+    followed by the record's token ids per text field for image-text records.
+    :meth:`__getitems__` reads a whole batch with one gather per group."""
 
     def __init__(self, groups: List[TokenGroup]):
         self.groups = [g for g in groups if len(g)]
@@ -336,15 +383,104 @@ class TokenMemoryDataset(Dataset):
         self._text_offsets = [g.text_offsets() for g in self.groups]
         self._starts = [0, *itertools.accumulate(len(g) for g in self.groups)]
         """First item of each group, and the item count last."""
+        self._table, self._weights = _record_table(self.groups, self._offsets)
+        self._texts = any(g.texts for g in self.groups)
+        self._scratch: Optional[Tuple[Tensor, Tensor]] = None
 
     def __len__(self) -> int:
         return self._starts[-1]
 
-    def __getitem__(self, i: int):
+    def _locate(self, i: int) -> Tuple[int, int]:
+        """``(group, record in the group)`` of item ``i``."""
         gi = bisect.bisect_right(self._starts, i) - 1
-        g, j = self.groups[gi], i - self._starts[gi]
+        return gi, i - self._starts[gi]
+
+    def _record_text(self, i: int) -> Dict[str, Tensor]:
+        gi, j = self._locate(i)
+        return self.groups[gi].record_text(j, self._text_offsets[gi])
+
+    def __getitem__(self, i: int):
+        gi, j = self._locate(i)
+        g = self.groups[gi]
         values, positions = g.record(j, self._offsets[gi])
         w = 1.0 if g.weights is None else float(g.weights[j])
         if g.texts:
             return values, positions, g.label, g.task, w, g.record_text(j, self._text_offsets[gi])
         return values, positions, g.label, g.task, w
+
+    def __getitems__(self, indices: Sequence[int]) -> RecordRows:
+        """The records at ``indices`` (non-negative), in that order, read with one gather per
+        group (what a ``DataLoader`` calls for a batch): row by row equal to
+        ``[self[i] for i in indices]``, and :func:`collate_tokens` of them equals that of
+        the items."""
+        if not len(indices):
+            raise ValueError("read at least one record (got no indices)")
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        group, value_start, position_start, lengths, partial, labels, tasks = \
+            self._table[idx].unbind(1)
+        kmax = int(lengths.max())
+        slot = torch.arange(kmax)
+        # (B, K) token of each slot in its record (the record's last token again on padding)
+        offset = torch.minimum(slot, (lengths - 1)[:, None])
+        partial, valid = partial.bool()[:, None], slot < lengths[:, None]
+        values, stored = self._gather(group, value_start[:, None] + offset,
+                                      torch.where(partial, position_start[:, None] + offset, 0),
+                                      valid)
+        # the tokens of a full-length record are in grid order (it stores no positions)
+        positions = torch.where(valid & ~partial, slot, stored.long())
+        texts = [self._record_text(i) for i in indices] if self._texts else None
+        return RecordRows(values, positions, lengths, labels, tasks, self._weights[idx], texts)
+
+    def _gather(self, group: Tensor, value_index: Tensor, position_index: Tensor,
+                valid: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(values (B, K, V), positions (B, K) int16)`` at per-row indices ``(B, K)`` into
+        each row's group (``group`` ``(B,)``), 0 where not ``valid`` ``(B, K)``: one
+        ``index_select`` per group into rows sorted by group, then one that puts them in batch
+        order and pads from a zero row. The positions of records that store none (full-length
+        ones) are arbitrary."""
+        b, k = value_index.shape
+        order = torch.argsort(group)
+        counts = torch.bincount(group, minlength=len(self.groups)).tolist()
+        value_index, position_index = value_index[order].flatten(), position_index[order].flatten()
+        values, positions = self._sorted_rows(b * k)
+        a = 0
+        for g, c in zip(self.groups, counts):
+            at = slice(a * k, (a + c) * k)
+            a += c
+            torch.index_select(g.values, 0, value_index[at], out=values[at])
+            if len(g.positions):
+                torch.index_select(g.positions, 0, position_index[at], out=positions[at])
+        # slot s of row i is slot s of sorted row rank[i], or the zero row (b * k) on padding
+        rank = torch.argsort(order)
+        take = torch.where(valid, rank[:, None] * k + torch.arange(k), b * k).flatten()
+        return (values.index_select(0, take).view(b, k, -1),
+                positions.index_select(0, take).view(b, k))
+
+    def _sorted_rows(self, n: int) -> Tuple[Tensor, Tensor]:
+        """``(n + 1, V)`` values and ``(n + 1,)`` int16 positions to gather ``n`` token slots
+        into, the last row 0. A scratch kept between batches (so a dataset reads one batch at
+        a time): a fresh megabyte per batch costs page faults where the allocator returns it."""
+        if self._scratch is None or len(self._scratch[1]) <= n:
+            first = self.groups[0].values
+            self._scratch = (first.new_empty(n + 1, first.shape[1]),
+                             torch.empty(n + 1, dtype=POSITION_DTYPE))
+        values, positions = (t[:n + 1] for t in self._scratch)
+        values[n] = 0
+        positions[n] = 0
+        return values, positions
+
+
+def _record_table(groups: Sequence[TokenGroup],
+                  offsets: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+    """Per record of the flat view, ``(n, 7)`` int64 columns ``group, start in the group's
+    values, start in its positions, length, partial (0/1), label, task``, and ``(n,)``
+    float32 weights (1 for unweighted groups)."""
+    if not groups:
+        return torch.empty(0, 7, dtype=torch.long), torch.empty(0)
+    cols, weights = [], []
+    for gi, (g, (vo, po)) in enumerate(zip(groups, offsets)):
+        n, k = len(g), g.lengths.long()
+        cols.append(torch.stack([torch.full((n,), gi), vo[:-1], po[:-1], k, (k < g.full).long(),
+                                 torch.full((n,), g.label), torch.full((n,), g.task)], 1))
+        weights.append(torch.ones(n) if g.weights is None else g.weights.float())
+    return torch.cat(cols), torch.cat(weights)

@@ -86,10 +86,10 @@ class PixelCodec:
         """Stored values back to model inputs (normalised), as ``dtype``."""
         if self.dtype != torch.uint8:
             return x.to(dtype)
-        out = x.float() / 255.0
+        out = x.float().div_(255.0)  # in place on the one new tensor: the same values
         if self.normalization is not None:
             mean, std = self._affine(out)
-            out = (out - mean) / std
+            out.sub_(mean).div_(std)
         return out.to(dtype)
 
 

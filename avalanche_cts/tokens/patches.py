@@ -138,7 +138,7 @@ def take_tokens(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
     ``images``: ``patchify(images).gather(1, positions)`` without cutting the whole images.
 
     Reads the ``P`` contiguous pixels of each token's rows (one ``index_select`` of
-    ``B*K*P*C`` runs), then reorders them to the ``(P, P, C)`` token layout."""
+    ``B*K*P*C`` runs), then interleaves the channels into the ``(P, P, C)`` token layout."""
     b, c, h, w = images.shape
     gh, gw = check_patch_size(h, w, patch_size)
     p, k = patch_size, positions.shape[1]
@@ -148,8 +148,9 @@ def take_tokens(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
     row = (pos // gw * p)[..., None, None] + torch.arange(p, device=dev)[:, None]
     run = (torch.arange(c, device=dev) * h + row) * gw + (pos % gw)[..., None, None]
     run = run + (torch.arange(b, device=dev) * (c * h * gw))[:, None, None, None]
-    runs = images.reshape(-1, p).index_select(0, run.flatten())
-    return runs.view(b, k, p, c, p).transpose(3, 4).reshape(b, k, -1)
+    runs = images.reshape(-1, p).index_select(0, run.flatten()).view(b * k * p, c, p)
+    # (y, ch, x) -> (y, x, ch): stacking the channels is ~3x faster than a strided copy
+    return torch.stack(runs.unbind(1), dim=2).view(b, k, -1)
 
 
 def take_kept(images: Tensor, keep: Tensor, patch_size: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:

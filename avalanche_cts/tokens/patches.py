@@ -6,6 +6,8 @@ Token layout follows MAE: an image ``(B, C, H, W)`` becomes ``(B, T, P*P*C)`` wi
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Optional, Tuple
 
 import torch
@@ -133,6 +135,15 @@ def _token_view(images: Tensor, patch_size: int) -> Tensor:
     return images.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1)
 
 
+@functools.lru_cache(maxsize=16)
+def _run_offsets(p: int, c: int, h: int, gw: int, device: torch.device) -> Tensor:
+    """``(P, C)`` int64 offsets, in ``P``-pixel runs, of row ``y`` of channel ``ch`` of a token
+    from its first run, for images of ``C`` channels, ``H`` rows and ``gw`` tokens a row (made
+    once per device; shared, read only; ordinary tensors even under ``torch.inference_mode``)."""
+    with torch.inference_mode(False):
+        return (torch.arange(c, device=device) * h + torch.arange(p, device=device)[:, None]) * gw
+
+
 def take_tokens(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
     """``(B, K, P*P*C)`` tokens at the ``(B, K)`` grid ``positions`` of ``(B, C, H, W)``
     ``images``: ``patchify(images).gather(1, positions)`` without cutting the whole images.
@@ -143,11 +154,10 @@ def take_tokens(images: Tensor, positions: Tensor, patch_size: int) -> Tensor:
     gh, gw = check_patch_size(h, w, patch_size)
     p, k = patch_size, positions.shape[1]
     pos = positions.long()
-    dev = images.device
-    # run (b, k, y, ch): pixels [x0, x0 + P) of row r*P + y of channel ch in image b
-    row = (pos // gw * p)[..., None, None] + torch.arange(p, device=dev)[:, None]
-    run = (torch.arange(c, device=dev) * h + row) * gw + (pos % gw)[..., None, None]
-    run = run + (torch.arange(b, device=dev) * (c * h * gw))[:, None, None, None]
+    # run (b, k, y, ch) of P-pixel runs: pixels [x0, x0 + P) of row r*P + y of channel ch
+    first = (pos // gw * p) * gw + pos % gw  # (B, K): the token's first run in its image
+    first += (torch.arange(b, device=images.device) * (c * h * gw))[:, None]
+    run = first[..., None, None] + _run_offsets(p, c, h, gw, images.device)
     runs = images.reshape(-1, p).index_select(0, run.flatten()).view(b * k * p, c, p)
     # (y, ch, x) -> (y, x, ch): stacking the channels is ~3x faster than a strided copy
     return torch.stack(runs.unbind(1), dim=2).view(b, k, -1)

@@ -272,11 +272,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.style and args.benchmark != "cluttered_fmnist":
         p.error("--style applies to --benchmark cluttered_fmnist")
-    if args.style and args.out is None:
-        args.out = HERE / "accuracy_vs_bytes" / f"{args.benchmark}_{args.style}"
-    if args.backbone and args.out is None:
-        args.out = HERE / "accuracy_vs_bytes" / (args.backbone + (f"_{args.style}" if args.style
-                                                                   else ""))
+    if args.out is None and (args.backbone or args.style):  # named by the backbone first
+        args.out = HERE / "accuracy_vs_bytes" / "_".join(
+            [args.backbone or args.benchmark] + ([args.style] if args.style else []))
     args = finish_args(args, HERE / "accuracy_vs_bytes")
     args.chosen = args.chosen or HERE / "recipe_ablation" / args.benchmark / "chosen.json"
     args.inference = args.inference or (HERE / "recipe_ablation" /

@@ -89,3 +89,15 @@ def test_reference_rows_run_on_reference_seeds_and_headline_rows_on_every_seed(a
     default = avb.parse_args(["--out", str(tmp_path)])
     assert {c.cfg.seed for c in avb.make_cells(default, chosen, {})
             if c.axes["label"] == "cumulative"} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("argv, folder", [
+    ([], "cluttered_fmnist"),
+    (["--style", "small_items"], "cluttered_fmnist_small_items"),
+    (["--backbone", "cluttered_fmnist_partial"], "cluttered_fmnist_partial"),
+    (["--backbone", "cluttered_fmnist_partial", "--style", "small_items"],
+     "cluttered_fmnist_partial_small_items"),
+])
+def test_results_folder_names_backbone_and_style(avb, argv, folder):
+    """Runs of another backbone or style never land in (and get refused by) another's folder."""
+    assert avb.parse_args(argv).out == avb.HERE / "accuracy_vs_bytes" / folder

@@ -30,9 +30,6 @@ from avalanche_cts.models import get_adapter, resolve_normalization
 
 HERE = Path(__file__).resolve().parent / "results" / "partial_inputs"
 KEEPS = (1.0, 0.5, 0.25, 0.1)
-DEFAULTS = {"cluttered_fmnist": ("cluttered_fmnist", "cluttered_fmnist_partial"),
-            "fmnist": ("fmnist", "fmnist_partial")}
-"""The backbones measured by default on each benchmark: shipped and partial-input."""
 
 
 def _balanced(labels: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -96,14 +93,16 @@ def write_table(out: Path, results: Dict[str, Dict], args) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", default="cluttered_fmnist", choices=sorted(DEFAULTS))
+    p.add_argument("--benchmark", default="cluttered_fmnist",
+                   choices=sorted({spec.benchmark for spec in BACKBONES.values()}))
     p.add_argument("--backbones", nargs="+", default=None, choices=sorted(BACKBONES),
-                   help="default: the benchmark's shipped and partial-input backbones")
+                   help="default: every named backbone pretrained on the benchmark")
     p.add_argument("--probe-per-class", type=int, default=500)
     p.add_argument("--val-per-class", type=int, default=200)
     p.add_argument("--modes", nargs="+", default=["mask"], choices=("mask", "zero", "sparse"))
     args = p.parse_args(argv)
-    args.backbones = args.backbones or list(DEFAULTS[args.benchmark])
+    args.backbones = args.backbones or [n for n, spec in BACKBONES.items()
+                                        if spec.benchmark == args.benchmark]
     wrong = [n for n in args.backbones if BACKBONES[n].benchmark != args.benchmark]
     if wrong:
         p.error(f"{wrong} pretrain on another benchmark than {args.benchmark}: pass "

@@ -493,6 +493,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "split)")
     p.set_defaults(seeds=None)
     args = p.parse_args(argv)
+    if args.plasticity_floor is not None and not 0 <= args.plasticity_floor <= 1:
+        p.error(f"--plasticity-floor is a share of new-task accuracy in [0, 1], got "
+                f"{args.plasticity_floor:g} (e.g. 0.481 for 48.1%)")
+    if args.start is not None and not args.start.is_file():
+        p.error(f"--start {args.start}: no such file; pass a chosen.json the matched plan wrote")
     args.recipe_dir = args.out or RESULTS / args.benchmark
     if args.backbone and args.out is None:
         args.out = RESULTS / args.backbone

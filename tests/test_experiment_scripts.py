@@ -4,6 +4,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -371,3 +372,13 @@ def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_
             if line.startswith("| planted")]
     assert rows[0].startswith("| planted | final accuracy | +10.0 ± 10.0 |")  # +10, +20, 0
     assert "| 2/3 |" in rows[0] and "| plasticity | +0.0 ± 10.0 |" in rows[1]
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["--plasticity-floor", "48.1"], "in \\[0, 1\\]"),
+    (["--start", "no/such/chosen.json"], "no such file"),
+])
+def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
+    with pytest.raises(SystemExit):
+        ra.parse_args(argv)
+    assert re.search(phrase, capsys.readouterr().err)

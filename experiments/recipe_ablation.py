@@ -31,16 +31,19 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    tokens with new data dropped at random and by rollout.
 2. ``mode``, 3. ``choice``, 4. ``scorer`` (AtMan's matched scores are computed once per
    experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
-   5. ``split`` as above, 6. ``weight``: the memory-loss weight alone (0.5, 1, 2), 7.
+   5. ``split`` as above and e = 1/4 (fewer samples with more tokens each), 6. ``weight``: the memory-loss weight alone (0.5, 1, 2), 7.
    ``memory``: memory rows per step (32, 64, 128) and the memory loss weight (0.5, 1, 2), 8.
    ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
    every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole).
    ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
    another backbone: ``--backbone NAME --start results/recipe_ablation/<benchmark>/chosen.json
    --stages weight "new data"``); its ``chosen.json`` lands in the backbone's folder.
+   ``--tag T`` names a further round's files ``matched_T.md``, ``matched_T.csv`` and
+   ``chosen_T.json`` (and the inference plan's ``inference_T.*``), so an earlier round's
+   report stays, while its runs are reused.
 
 ``--plan inference`` (5 seeds; writes ``inference.json``, which ``accuracy_vs_bytes.py``
-reads, and ``inference.md``), from ``chosen.json``: how each method classifies test images,
+reads, and ``inference.md``), from ``chosen.json`` (or the recipe ``--start`` names): how each method classifies test images,
 whole or from its top tokens by rollout of the current model (mask token elsewhere) at
 t = the memory's keep rate r^e or 50%, for the core tokenset and the whole-sample coreset at
 1% and 5%; the cheapest option within ``TOLERANCE`` of the best is chosen per method (a rule,
@@ -66,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -126,7 +130,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("mode", [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]),
     ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
     ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
-    ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (1 / 3, 0.5, 2 / 3)]),
+    ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (0.25, 1 / 3, 0.5, 2 / 3)]),
     ("weight", [(f"memory weight {w:g}", _mem(weight=w)) for w in (0.5, 1.0, 2.0)]),
     ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
                 ("memory batch 128", _mem(128)), ("memory weight 0.5", _mem(weight=0.5)),
@@ -336,11 +340,12 @@ def write_plan(args, name: str, title: str, note: str, res: Dict[str, List[Dict]
 
 def write_inference(args, chosen: Dict[str, str], res: Dict[str, List[Dict]]) -> str:
     """``inference.md`` and ``inference.json`` of the inference plan."""
-    (args.out / "inference.json").write_text(json.dumps(
+    (args.out / _named("inference", args.tag, ".json")).write_text(json.dumps(
         {m: dict(option=o, rule=INFERENCE_OPTIONS[o]) for m, o in chosen.items()}, indent=1))
     return write_plan(
-        args, "inference", "Inference of test images",
-        "top tokens by rollout of the current model (no label), mask token elsewhere. Cost per "
+        args, _named("inference", args.tag, ""), "Inference of test images",
+        f"recipe `{args.start_name}`; top tokens by rollout of the current model (no label), "
+        "mask token elsewhere. Cost per "
         "test image against a whole forward: "
         "`experiments/results/inference_cost/inference_cost.md`.", res,
         f"Chosen (the cheapest option within {100 * TOLERANCE:g} points of the best): "
@@ -455,15 +460,16 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
                           len(budgets_ref)))
     lines += ["", "## Winning recipe", "", "```json", json.dumps(recipe, indent=1), "```"]
     text = "\n".join(lines) + "\n"
-    (args.out / ("matched.md" if matched else "ablation.md")).write_text(text)
+    report = _named("matched", args.tag, "") if matched else "ablation"
+    (args.out / f"{report}.md").write_text(text)
     rows = [dict(stage=stage, label=r["label"], budget=r["config"]["budget"],
                  seed=r["config"]["seed"], final_acc=r["final_acc"],
                  plasticity=plasticity(r["acc_matrix"]),
                  object_hit_rate=r.get("memory_diagnostics", {}).get("object_hit_rate", ""))
             for stage, res in [("train", train_res)] + stages + [("reference", refs)]
             for rs in res.values() for r in rs]
-    write_csv(args.out / ("matched.csv" if matched else "ablation.csv"), rows)
-    (args.out / ("chosen.json" if matched else "chosen_paper.json")).write_text(
+    write_csv(args.out / f"{report}.csv", rows)
+    (args.out / (_named("chosen", args.tag, ".json") if matched else "chosen_paper.json")).write_text(
         json.dumps(dict(training=train, recipe=recipe), indent=1))
     if refs and not matched:
         ref_rows = aggregate([r for rs in refs.values() for r in rs], lambda r: r["label"])
@@ -484,6 +490,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--start", type=Path, default=None,
                    help="matched plan: start the stages from this chosen.json (training and "
                         "recipe) instead of the benchmark's chosen_paper.json")
+    p.add_argument("--tag", default=None, metavar="T",
+                   help="matched and inference plans: write matched_T.md, chosen_T.json, "
+                        "inference_T.json ... beside the earlier rounds' files (default: no tag)")
     p.add_argument("--plasticity-floor", type=float, default=None, metavar="P",
                    help="choose each stage's option among those whose mean plasticity (a share, "
                         "0-1) is at least P, e.g. 0.8 x the reference coreset's on validation "
@@ -496,6 +505,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.plasticity_floor is not None and not 0 <= args.plasticity_floor <= 1:
         p.error(f"--plasticity-floor is a share of new-task accuracy in [0, 1], got "
                 f"{args.plasticity_floor:g} (e.g. 0.481 for 48.1%)")
+    if args.tag is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
+        p.error(f"--tag {args.tag!r}: use letters, digits, '_' or '-' (it names files)")
     if args.start is not None and not args.start.is_file():
         p.error(f"--start {args.start}: no such file; pass a chosen.json the matched plan wrote")
     args.recipe_dir = args.out or RESULTS / args.benchmark
@@ -516,6 +527,11 @@ def _project_path(path: Path) -> str:
         return path.name
 
 
+def _named(stem: str, tag: Optional[str], suffix: str) -> str:
+    """A report's file name: ``stem`` with ``_tag`` when a tag is given."""
+    return f"{stem}{'' if tag is None else '_' + tag}{suffix}"
+
+
 def _read(path: Path, plan: str) -> Dict:
     if not path.is_file():
         raise SystemExit(f"{path} not found: run this script with {plan} first")
@@ -526,7 +542,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.plan in ("inference", "composite"):
-        chosen = _read(args.recipe_dir / "chosen.json", "--plan matched")
+        source = args.start or args.recipe_dir / "chosen.json"
+        chosen = _read(source, "--plan matched")
+        args.start_name = _project_path(source)
         train, recipe = chosen["training"], chosen["recipe"]
         print(write_inference(args, *run_inference(args, train, recipe))
               if args.plan == "inference" else

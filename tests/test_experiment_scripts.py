@@ -374,9 +374,44 @@ def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_
     assert "| 2/3 |" in rows[0] and "| plasticity | +0.0 ± 10.0 |" in rows[1]
 
 
+def test_recipe_ablation_tag_keeps_the_earlier_round_and_inference_reads_start(
+        ra, tmp_path, monkeypatch):
+    earlier = {"matched.md": "round 1", "chosen.json": json.dumps(RECIPE),
+               "inference.json": "{}", "inference.md": "round 1"}
+    for name, text in earlier.items():
+        (tmp_path / name).write_text(text)
+    args = ra.parse_args(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path),
+                          "--tag", "r2"])
+    args.start_name, args.start = "chosen.json", RECIPE["recipe"]
+    recipe = dict(RECIPE["recipe"], retention_exponent=0.25)
+    runs = [dict(r, label="t = r^0.25", config=dict(budget=b, seed=s))
+            for s, r in enumerate(_planted(0.5, 0.5)) for b in ra.STAGE_BUDGETS]
+    ra.write_report(args, RECIPE["training"], {}, [("split", {"t = r^0.25": runs})], recipe, {})
+    assert json.loads((tmp_path / "chosen_r2.json").read_text())["recipe"] == recipe
+    assert (tmp_path / "matched_r2.md").is_file() and (tmp_path / "matched_r2.csv").is_file()
+    # the inference plan reads the recipe --start names, and writes beside round 1
+    seen = {}
+
+    def planted(args, train, recipe):
+        seen["recipe"] = recipe
+        return {m: "whole" for m in ra.INFERENCE_METHODS}, \
+            {f"{m}, whole": _planted(0.5, 0.5) for m in ra.INFERENCE_METHODS}
+
+    monkeypatch.setattr(ra, "run_inference", planted)
+    monkeypatch.setattr(ra, "_row", lambda label, results, budgets: f"| {label} |")
+    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--plan", "inference",
+             "--start", str(tmp_path / "chosen_r2.json"), "--tag", "r2"])
+    assert seen["recipe"]["retention_exponent"] == 0.25
+    assert json.loads((tmp_path / "inference_r2.json").read_text())["core tokenset"] == \
+        dict(option="whole", rule="whole")
+    assert "recipe `chosen_r2.json`" in (tmp_path / "inference_r2.md").read_text()
+    assert {n: (tmp_path / n).read_text() for n in earlier} == earlier
+
+
 @pytest.mark.parametrize("argv, phrase", [
     (["--plasticity-floor", "48.1"], "in \\[0, 1\\]"),
     (["--start", "no/such/chosen.json"], "no such file"),
+    (["--tag", "../up"], "names files"),
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
     with pytest.raises(SystemExit):

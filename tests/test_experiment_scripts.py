@@ -273,15 +273,20 @@ def test_peft_memory_smoke_runs_both_plans_and_writes_the_tables(pm, tmp_path):
     assert len(list((tmp_path / "runs" / "test").glob("*/result.json"))) == 12
 
 
+def _refused(parse_args, argv, pattern: str, capsys) -> None:
+    """``parse_args(argv)`` exits with an error message matching ``pattern``."""
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert re.search(pattern, capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("args, phrase", [
     (["--validation-budgets", "0"], "share of the training data in (0, 1]"),
     (["--validation-budgets", "1.5"], "share of the training data in (0, 1]"),
     (["--bases", "LoRA"], "invalid choice"),
 ])
 def test_peft_memory_refuses_bad_bases_and_validation_budgets(pm, args, phrase, capsys):
-    with pytest.raises(SystemExit):
-        pm.parse_args(["--plan", "validation", *args])
-    assert phrase in capsys.readouterr().err
+    _refused(pm.parse_args, ["--plan", "validation", *args], re.escape(phrase), capsys)
 
 
 def test_peft_memory_bases_keep_table_order(pm):
@@ -297,9 +302,7 @@ def test_step_split_refuses_a_width_that_is_not_a_multiple_of_64(width, capsys):
         import step_split
     finally:
         sys.path.remove(str(ROOT / "experiments"))
-    with pytest.raises(SystemExit):
-        step_split.parse_args(["--embed-dim", width])
-    assert "positive multiple of 64" in capsys.readouterr().err
+    _refused(step_split.parse_args, ["--embed-dim", width], "positive multiple of 64", capsys)
     assert step_split.parse_args(["--embed-dim", "192"]).embed_dim == 192
 
 
@@ -414,6 +417,4 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_inference_reads_start(
     (["--tag", "../up"], "names files"),
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
-    with pytest.raises(SystemExit):
-        ra.parse_args(argv)
-    assert re.search(phrase, capsys.readouterr().err)
+    _refused(ra.parse_args, argv, phrase, capsys)

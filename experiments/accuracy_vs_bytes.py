@@ -59,13 +59,16 @@ TOKENSET = "core tokenset"
 CORESET = "coreset (ours, t = 1)"
 
 
-def rows(recipe: Dict) -> List[Tuple[str, Dict, Sequence[float], bool]]:
-    """``(label, RunConfig changes, budgets, headline seeds?)`` of every row of the table."""
+def rows(recipe: Dict, coreset: Optional[Dict] = None
+         ) -> List[Tuple[str, Dict, Sequence[float], bool]]:
+    """``(label, RunConfig changes, budgets, headline seeds?)`` of every row of the table;
+    ``coreset``: changes chosen on validation for the whole-sample coreset rows
+    (``chosen.json``'s ``coreset``, e.g. its new-data loss)."""
     tokenset = dict(recipe, method="core_tokenset")
     scorer = recipe["scorer"]
     at_t = dict(coreset_at_t=True)  # dropout = the core tokenset's keep rate at this budget
     rows_ = [
-        (CORESET, dict(method="coreset", selector="random"), BUDGETS, True),
+        (CORESET, dict(method="coreset", selector="random", **(coreset or {})), BUDGETS, True),
         (TOKENSET, tokenset, BUDGETS, True),
         ("core tokenset, random tokens", dict(tokenset, scorer="random"), BUDGETS, True),
     ]
@@ -112,7 +115,7 @@ def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
     exponent = chosen["recipe"]["retention_exponent"]
     sources = {"buffer": {"keep_sources": True}}  # provenance and object hits of token memories
     cells = []
-    for label, change, budgets, headline in rows(chosen["recipe"]):
+    for label, change, budgets, headline in rows(chosen["recipe"], chosen.get("coreset")):
         change = dict(change)
         at_t = change.pop("coreset_at_t", False)
         plugin = change.pop("options", {}).get("plugin")

@@ -34,7 +34,12 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    5. ``split`` as above and e = 1/4 (fewer samples with more tokens each), 6. ``weight``: the memory-loss weight alone (0.5, 1, 2), 7.
    ``memory``: memory rows per step (32, 64, 128) and the memory loss weight (0.5, 1, 2), 8.
    ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
-   every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole).
+   every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole),
+   9. ``loss``: new data's cross-entropy over every class or over its own experience's
+   classes (ER-ACE, ``CoreTokensetReplayPlugin(new_data_loss="local")``), chosen for the
+   core tokenset and, by the same rule, for the whole-sample coreset (tested as
+   ``--inference`` says); the coreset's choice lands in ``chosen.json`` under ``coreset``,
+   which ``accuracy_vs_bytes.py`` applies to its coreset rows.
    ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
    another backbone: ``--backbone NAME --start results/recipe_ablation/<benchmark>/chosen.json
    --stages weight "new data"``); its ``chosen.json`` lands in the backbone's folder.
@@ -123,6 +128,15 @@ def _mem(batch: Optional[int] = None, weight: float = 1.0) -> Dict:
     return dict(out, options={"plugin": {"mem_weight": None if weight == 1.0 else weight}})
 
 
+def _loss(kind: str) -> Dict:
+    """New data's cross-entropy: over every class (``"all"``, the plugin's default, removes a
+    setting the start recipe has) or over its experience's classes (``"local"``, ER-ACE)."""
+    return dict(options={"plugin": {"new_data_loss": None if kind == "all" else kind}})
+
+
+LOSS_OPTIONS = [("new data: cross-entropy over every class", _loss("all")),
+                ("new data: over its experience's classes (ER-ACE)", _loss("local"))]
+
 MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("dropout", [("random dropout", dict(dropout_tokens="random"))] + [
         (f"matched, scores every {r}", dict(dropout_tokens="matched", dropout_refresh=r))
@@ -141,6 +155,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
                                                           dropout_fraction=1.0)),
                   ("keep rate t on half of each batch", dict(dropout_schedule="fixed",
                                                              dropout_fraction=0.5))]),
+    ("loss", LOSS_OPTIONS),
 ]
 
 
@@ -297,7 +312,26 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
         log.append((stage, res))
         if stage == "dropout" and args.plan == "matched":
             log.append(("dropout controls", run_controls(args, train, current)))
+        if stage == "loss":
+            res = run_coreset_losses(args, train, current)
+            label, change = _pick(stage, [(f"coreset, {k}", c) for k, c in LOSS_OPTIONS], res,
+                                  args.plasticity_floor)
+            change = _settings({}, change)  # None removed: the default loss is no setting
+            args.coreset = change if change.get("options") else None
+            print(f"  coreset: {label}")
+            log.append(("loss, coreset", res))
     return current, log
+
+
+def run_coreset_losses(args, train: Dict, current: Dict) -> Dict[str, List[Dict]]:
+    """The whole-sample coreset with each new-data loss of the ``loss`` stage (a method's
+    loss is chosen for it alone, as its inference is), tested as ``--inference`` says."""
+    e = current["retention_exponent"]
+    rules = json.loads(args.inference.read_text()) if args.inference else {}
+    rule = rules.get("coreset (ours, t = 1)", {}).get("rule", "whole")
+    return _run(args, [(f"coreset, {label}", _base(args, train, dict(method="coreset"), change),
+                        STAGE_BUDGETS, lambda r: dict(inference=inference_at(rule, r, e)))
+                       for label, change in LOSS_OPTIONS])
 
 
 def run_inference(args, train: Dict, recipe: Dict) -> Tuple[Dict, Dict[str, List[Dict]]]:
@@ -469,8 +503,9 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
             for stage, res in [("train", train_res)] + stages + [("reference", refs)]
             for rs in res.values() for r in rs]
     write_csv(args.out / f"{report}.csv", rows)
+    coreset = {"coreset": args.coreset} if getattr(args, "coreset", None) else {}
     (args.out / (_named("chosen", args.tag, ".json") if matched else "chosen_paper.json")).write_text(
-        json.dumps(dict(training=train, recipe=recipe), indent=1))
+        json.dumps(dict(training=train, recipe=recipe, **coreset), indent=1))
     if refs and not matched:
         ref_rows = aggregate([r for rs in refs.values() for r in rs], lambda r: r["label"])
         plot_accuracy_vs_memory(ref_rows, args.out / "references.png",
@@ -493,6 +528,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, metavar="T",
                    help="matched and inference plans: write matched_T.md, chosen_T.json, "
                         "inference_T.json ... beside the earlier rounds' files (default: no tag)")
+    p.add_argument("--inference", type=Path, default=None,
+                   help="inference.json whose coreset rule the loss stage's coreset rows are "
+                        "tested with (default: whole images)")
     p.add_argument("--plasticity-floor", type=float, default=None, metavar="P",
                    help="choose each stage's option among those whose mean plasticity (a share, "
                         "0-1) is at least P, e.g. 0.8 x the reference coreset's on validation "

@@ -349,6 +349,36 @@ def test_recipe_ablation_plasticity_floor_picks_the_best_option_that_reaches_it(
     assert ra._pick("weight", options, res, floor=0.9)[0] == "a"  # none reaches it: the best
 
 
+def test_recipe_ablation_loss_stage_chooses_the_coreset_loss_by_the_same_rule(ra, tmp_path,
+                                                                            monkeypatch):
+    (tmp_path / "inference.json").write_text(json.dumps(
+        {"coreset (ours, t = 1)": {"option": "top t = r^e", "rule": "t"}}))
+    args = ra.parse_args(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--stages",
+                          "loss", "--inference", str(tmp_path / "inference.json")])
+    seen = {}
+
+    def planted(args, groups):  # the core tokenset is better with "all", the coreset with ACE
+        out = {}
+        for label, cfg, budgets, *per_budget in groups:
+            seen[label] = (cfg, per_budget)
+            local = "ER-ACE" in label
+            acc = (0.5 if local else 0.4) if label.startswith("coreset") else (0.3 if local else 0.45)
+            out[label] = _planted(acc, 0.6)
+        return out
+
+    monkeypatch.setattr(ra, "_run", planted)
+    recipe, log = ra.run_stages(args, RECIPE["training"], RECIPE["recipe"], ra.MATCHED_STAGES)
+    assert recipe["options"] == {"plugin": {"mem_weight": 2.0}}  # "all" is no setting
+    assert args.coreset == {"options": {"plugin": {"new_data_loss": "local"}}}
+    cfg, (per_budget,) = seen["coreset, new data: over its experience's classes (ER-ACE)"]
+    assert cfg.method == "coreset" and cfg.options["plugin"] == {"new_data_loss": "local"}
+    assert per_budget(0.008) == dict(inference=pytest.approx(0.2))  # the coreset's rule: top t
+    avb = importlib.import_module("accuracy_vs_bytes")
+    rows = {label: change for label, change, *_ in avb.rows(recipe, args.coreset)}
+    assert rows[avb.CORESET]["options"] == args.coreset["options"]
+    assert "options" not in rows["Avalanche replay"]  # Avalanche's buffers keep their loss
+
+
 def test_recipe_ablation_start_file_names_a_project_path(ra, tmp_path):
     inside = ra.RESULTS / "cluttered_fmnist" / "chosen.json"
     assert ra._project_path(inside) == \

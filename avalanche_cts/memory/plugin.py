@@ -16,6 +16,7 @@ from .._checks import check, is_int, is_real
 from .buffer import CoreTokensetBuffer
 from .composite import SceneCompositor, step_generator
 from .dropout import NewDataDropout, batch_images_targets
+from .local_loss import LocalCriterion, local_loss_refusal
 from .records import TokenBatch
 from ..models import get_adapter
 from .recipe import DEFAULT_RECIPE, REPLAY_MODES, Recipe
@@ -85,6 +86,9 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
       holds; ``composite_scorer``, default the memory's, on the current model, no label) are
       removed, and fed in the replay mode; its loss is the cross-entropy against the
       record's label. New data keeps the dropout configured (``dropout=1.0`` trains it whole).
+    * With ``new_data_loss="local"`` (ER-ACE's asymmetric loss, :mod:`~avalanche_cts.memory.local_loss`)
+      new data's cross-entropy runs over the current experience's classes only, while the
+      memory's runs over every class: new classes stop pushing the old ones' logits down.
     * Evaluation always sees full images.
     * A non-finite loss stops training with the step and both loss terms.
 
@@ -120,6 +124,9 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     :param composite_scorer: scorer (name or object) of the scene tokens a composite
         removes, in place of the memory's (e.g. ``"rollout"``); ``random`` draws them from
         the iteration's generator. Only with ``composite=True``.
+    :param new_data_loss: ``"all"`` (the strategy's criterion, over every class) or
+        ``"local"`` (cross-entropy over the current experience's classes while it trains;
+        strategies whose loss is ``SupervisedProblem.criterion``, e.g. Naive, EWC, LwF).
     :param num_workers: workers of the memory loader.
     :param seed: seed of the memory loader's shuffling and of the mask token's initial value
         (``None``: from torch's global RNG).
@@ -143,6 +150,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         memory_loss: Optional[MemoryLoss] = None,
         composite: bool = False,
         composite_scorer=None,
+        new_data_loss: str = "all",
         num_workers: int = 0,
         seed: Optional[int] = None,
     ):
@@ -163,6 +171,10 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         _check_replay(storage_policy, batch_size_mem, mem_weight, weighted_replay, num_workers,
                       seed)
         _check_composite(composite, composite_scorer, memory_loss)
+        check(new_data_loss in ("all", "local"), "new_data_loss", new_data_loss,
+              "'all' or 'local'")
+        self.new_data_loss = new_data_loss
+        self._criterion = None
         self.storage_policy = storage_policy
         self.recipe = recipe
         """How records are replayed and new data dropped (:class:`Recipe`)."""
@@ -210,6 +222,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         refusal = refused(strategy, self.drops_tokens)
         if refusal is None and self.compositor is not None:
             refusal = composite_refusal(get_adapter(strategy.model))
+        if refusal is None and self.new_data_loss == "local":
+            refusal = local_loss_refusal(strategy)
         if refusal:
             raise TypeError(refusal)
         self.storage_policy.claim(strategy)
@@ -223,6 +237,10 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         if torch.is_tensor(first):  # fail before training, not inside a forward
             self._adapter.check_images(first[None])
         self._memory = None
+        if self.new_data_loss == "local":
+            self._criterion = strategy._criterion
+            strategy._criterion = LocalCriterion(
+                self._criterion, strategy.experience.classes_in_this_experience, strategy)
         if self.storage_policy.num_records == 0:
             return
         bs = self.batch_size_mem or strategy.train_mb_size
@@ -283,6 +301,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs):
         self._memory = None
+        if self._criterion is not None:
+            strategy._criterion, self._criterion = self._criterion, None
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
     # ---------------------------------------------------------------- replay

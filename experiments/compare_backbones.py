@@ -3,7 +3,8 @@
 Reads the stored runs of ``accuracy_vs_bytes.py`` in three folders of
 ``results/accuracy_vs_bytes``: the shipped backbone (``cluttered_fmnist``), the partial-input
 backbone with the recipe chosen on the shipped one (``cluttered_fmnist_partial``) and with the
-recipe re-chosen on it (``cluttered_fmnist_partial_rechosen``), each row with the inference
+recipe re-chosen on it in two rounds (``cluttered_fmnist_partial_rechosen``: memory weight
+1; ``cluttered_fmnist_partial_round2``: and 32 memory rows per step), each row with the inference
 chosen on that backbone's validation split. For every comparison, the difference of final
 accuracy and of plasticity (points, first minus second) with its Student-t 95% interval, and
 the seeds where the first is ahead. Writes ``results/accuracy_vs_bytes/backbones_paired.md``::
@@ -19,13 +20,15 @@ from typing import Callable, Dict, Tuple
 from avalanche_cts.harness.report import paired_difference, plasticity
 
 HERE = Path(__file__).resolve().parent / "results" / "accuracy_vs_bytes"
-SHIPPED, PARTIAL, RECHOSEN = "cluttered_fmnist", "cluttered_fmnist_partial", \
-    "cluttered_fmnist_partial_rechosen"
+SHIPPED, PARTIAL, RECHOSEN, ROUND2 = "cluttered_fmnist", "cluttered_fmnist_partial", \
+    "cluttered_fmnist_partial_rechosen", "cluttered_fmnist_partial_round2"
 Runs = Tuple[str, str]
 """(folder under :data:`HERE`, run folder pattern)."""
 CTS_1 = {SHIPPED: (SHIPPED, "core_tokenset-r0.01-s*-inf0.215"),
          PARTIAL: (PARTIAL, "core_tokenset-r0.01-s?"),
-         RECHOSEN: (RECHOSEN, "core_tokenset-r0.01-s?")}
+         RECHOSEN: (RECHOSEN, "core_tokenset-r0.01-s?"),
+         ROUND2: (ROUND2, "core_tokenset-r0.01-s?")}
+CTS_5 = {RECHOSEN: (RECHOSEN, "core_tokenset-r0.05-s?"), ROUND2: (ROUND2, "core_tokenset-r0.05-s?")}
 CORESET_5 = {SHIPPED: (SHIPPED, "coreset__ours__t___1_-r0.05-s?"),
              PARTIAL: (PARTIAL, "coreset__ours__t___1_-r0.05-s?-inf0.368")}
 COMPARISONS: Dict[str, Tuple[Runs, Runs]] = {
@@ -35,6 +38,10 @@ COMPARISONS: Dict[str, Tuple[Runs, Runs]] = {
     "backbone's": (CTS_1[RECHOSEN], CTS_1[PARTIAL]),
     "1% core tokenset: partial-input backbone and its recipe minus shipped backbone":
         (CTS_1[RECHOSEN], CTS_1[SHIPPED]),
+    "1% core tokenset, partial-input backbone: round 2 (32 memory rows per step) minus round 1":
+        (CTS_1[ROUND2], CTS_1[RECHOSEN]),
+    "5% core tokenset, partial-input backbone: round 2 minus round 1":
+        (CTS_5[ROUND2], CTS_5[RECHOSEN]),
 }
 METRICS: Dict[str, Callable[[Dict], float]] = {
     "final accuracy": lambda r: r["final_acc"],

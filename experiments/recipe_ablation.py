@@ -503,7 +503,7 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
             for stage, res in [("train", train_res)] + stages + [("reference", refs)]
             for rs in res.values() for r in rs]
     write_csv(args.out / f"{report}.csv", rows)
-    coreset = {"coreset": args.coreset} if getattr(args, "coreset", None) else {}
+    coreset = {"coreset": args.coreset} if args.coreset else {}
     (args.out / (_named("chosen", args.tag, ".json") if matched else "chosen_paper.json")).write_text(
         json.dumps(dict(training=train, recipe=recipe, **coreset), indent=1))
     if refs and not matched:
@@ -547,6 +547,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error(f"--tag {args.tag!r}: use letters, digits, '_' or '-' (it names files)")
     if args.start is not None and not args.start.is_file():
         p.error(f"--start {args.start}: no such file; pass a chosen.json the matched plan wrote")
+    if args.inference is not None and not args.inference.is_file():
+        p.error(f"--inference {args.inference}: no such file; pass an inference.json the "
+                f"inference plan wrote, or leave it out to test the coreset on whole images")
+    args.coreset = None  # the loss stage's choice for the coreset (chosen.json's "coreset")
     args.recipe_dir = args.out or RESULTS / args.benchmark
     if args.backbone and args.out is None:
         args.out = RESULTS / args.backbone

@@ -445,6 +445,7 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_inference_reads_start(
     (["--plasticity-floor", "48.1"], "in \\[0, 1\\]"),
     (["--start", "no/such/chosen.json"], "no such file"),
     (["--tag", "../up"], "names files"),
+    (["--inference", "no/such/inference.json"], "no such file"),
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
     _refused(ra.parse_args, argv, phrase, capsys)

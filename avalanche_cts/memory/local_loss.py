@@ -49,7 +49,9 @@ class LocalCriterion:
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         if not self.strategy.is_training:
             return self.inner(logits, targets)
-        return local_cross_entropy(logits, targets, self.classes.to(logits.device))
+        if self.classes.device != logits.device:  # moved once, not every step
+            self.classes = self.classes.to(logits.device)
+        return local_cross_entropy(logits, targets, self.classes)
 
 
 def local_loss_refusal(strategy) -> str | None:

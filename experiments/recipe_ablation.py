@@ -36,7 +36,9 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
    every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole),
    9. ``loss``: new data's cross-entropy over every class or over its own experience's
-   classes (ER-ACE, ``CoreTokensetReplayPlugin(new_data_loss="local")``), chosen for the
+   classes (ER-ACE, ``CoreTokensetReplayPlugin(new_data_loss="local")``), or over its
+   classes with class-balanced rows of it also in the memory's all-class loss (as ER-ACE's
+   buffer holds the current task, ``new_data_loss="balanced"``), chosen for the
    core tokenset and, by the same rule, for the whole-sample coreset (tested as
    ``--inference`` says); the coreset's choice lands in ``chosen.json`` under ``coreset``,
    which ``accuracy_vs_bytes.py`` applies to its coreset rows.
@@ -130,12 +132,15 @@ def _mem(batch: Optional[int] = None, weight: float = 1.0) -> Dict:
 
 def _loss(kind: str) -> Dict:
     """New data's cross-entropy: over every class (``"all"``, the plugin's default, removes a
-    setting the start recipe has) or over its experience's classes (``"local"``, ER-ACE)."""
+    setting the start recipe has), over its experience's classes (``"local"``, ER-ACE), or
+    that with class-balanced rows also in the memory's loss (``"balanced"``)."""
     return dict(options={"plugin": {"new_data_loss": None if kind == "all" else kind}})
 
 
 LOSS_OPTIONS = [("new data: cross-entropy over every class", _loss("all")),
-                ("new data: over its experience's classes (ER-ACE)", _loss("local"))]
+                ("new data: over its experience's classes (ER-ACE)", _loss("local")),
+                ("new data: over its classes, and class-balanced rows over every class in the "
+                 "memory's loss", _loss("balanced"))]
 
 MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("dropout", [("random dropout", dict(dropout_tokens="random"))] + [

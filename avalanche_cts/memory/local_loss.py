@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LocalCriterion", "local_cross_entropy", "local_loss_refusal"]
+__all__ = ["LocalCriterion", "balanced_rows", "local_cross_entropy", "local_loss_refusal"]
 
 
 def local_cross_entropy(logits: Tensor, targets: Tensor, classes: Tensor) -> Tensor:
@@ -33,6 +33,17 @@ def local_cross_entropy(logits: Tensor, targets: Tensor, classes: Tensor) -> Ten
             f"concatenates replayed samples to the mini-batch (e.g. Avalanche's ReplayPlugin) "
             f"needs new_data_loss='all'")
     return F.cross_entropy(logits[:, classes], pos)
+
+
+def balanced_rows(memory_rows: int, batch_rows: int, current_classes: int,
+                  memory_classes: int) -> int:
+    """How many of a mini-batch's ``batch_rows`` samples join a memory batch of
+    ``memory_rows`` records in the all-class loss of ``new_data_loss="balanced"``: as many
+    per current class as the batch holds per stored class (the memory is class-balanced),
+    ``round(memory_rows * current_classes / memory_classes)``, at most ``batch_rows``."""
+    if memory_classes <= 0:
+        raise ValueError("balanced rows need a memory that holds at least one class")
+    return min(batch_rows, round(memory_rows * current_classes / memory_classes))
 
 
 class LocalCriterion:

@@ -16,7 +16,7 @@ from .._checks import check, is_int, is_real
 from .buffer import CoreTokensetBuffer
 from .composite import SceneCompositor, step_generator
 from .dropout import NewDataDropout, batch_images_targets
-from .local_loss import LocalCriterion, local_loss_refusal
+from .local_loss import LocalCriterion, balanced_rows, local_loss_refusal
 from .records import TokenBatch
 from ..models import get_adapter
 from .recipe import DEFAULT_RECIPE, REPLAY_MODES, Recipe
@@ -25,8 +25,11 @@ from ..scorers import get_scorer
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
+__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "NEW_DATA_LOSSES", "REPLAY_MODES", "adapter_record_loss",
            "classification_loss", "composite_refusal", "default_memory_loss", "refused"]
+
+NEW_DATA_LOSSES = ("all", "local", "balanced")
+"""Values of ``CoreTokensetReplayPlugin(new_data_loss=...)``."""
 
 MemoryLoss = Callable[[object, TokenBatch, Tensor, str], Tensor]
 """``loss(adapter, batch, values, mode) -> (B,)`` per-record loss of a memory batch, where
@@ -89,6 +92,12 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     * With ``new_data_loss="local"`` (ER-ACE's asymmetric loss, :mod:`~avalanche_cts.memory.local_loss`)
       new data's cross-entropy runs over the current experience's classes only, while the
       memory's runs over every class: new classes stop pushing the old ones' logits down.
+      ``"balanced"`` keeps that and also scores some of the mini-batch's samples over every
+      class inside the memory's term, as ER-ACE's buffer also holds the current task: each
+      memory batch of ``b`` records is joined by the first
+      :func:`~avalanche_cts.memory.local_loss.balanced_rows` rows of the mini-batch (their
+      logits from the strategy's own forward, dropped as trained, so no extra forward), as
+      many per current class as the memory batch holds per stored class.
     * Evaluation always sees full images.
     * A non-finite loss stops training with the step and both loss terms.
 
@@ -124,9 +133,10 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
     :param composite_scorer: scorer (name or object) of the scene tokens a composite
         removes, in place of the memory's (e.g. ``"rollout"``); ``random`` draws them from
         the iteration's generator. Only with ``composite=True``.
-    :param new_data_loss: ``"all"`` (the strategy's criterion, over every class) or
+    :param new_data_loss: ``"all"`` (the strategy's criterion, over every class),
         ``"local"`` (cross-entropy over the current experience's classes while it trains;
-        strategies whose loss is ``SupervisedProblem.criterion``, e.g. Naive, EWC, LwF).
+        strategies whose loss is ``SupervisedProblem.criterion``, e.g. Naive, EWC, LwF) or
+        ``"balanced"`` (``"local"``, and class-balanced new rows in the memory's term).
     :param num_workers: workers of the memory loader.
     :param seed: seed of the memory loader's shuffling and of the mask token's initial value
         (``None``: from torch's global RNG).
@@ -171,10 +181,11 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         _check_replay(storage_policy, batch_size_mem, mem_weight, weighted_replay, num_workers,
                       seed)
         _check_composite(composite, composite_scorer, memory_loss)
-        check(new_data_loss in ("all", "local"), "new_data_loss", new_data_loss,
-              "'all' or 'local'")
+        check(new_data_loss in NEW_DATA_LOSSES, "new_data_loss", new_data_loss,
+              "'all', 'local' or 'balanced'")
         self.new_data_loss = new_data_loss
         self._criterion = None
+        self._classes = (0, 0)  # (current experience's classes, classes in memory)
         self.storage_policy = storage_policy
         self.recipe = recipe
         """How records are replayed and new data dropped (:class:`Recipe`)."""
@@ -222,7 +233,7 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         refusal = refused(strategy, self.drops_tokens)
         if refusal is None and self.compositor is not None:
             refusal = composite_refusal(get_adapter(strategy.model))
-        if refusal is None and self.new_data_loss == "local":
+        if refusal is None and self.new_data_loss != "all":
             refusal = local_loss_refusal(strategy)
         if refusal:
             raise TypeError(refusal)
@@ -237,10 +248,11 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         if torch.is_tensor(first):  # fail before training, not inside a forward
             self._adapter.check_images(first[None])
         self._memory = None
-        if self.new_data_loss == "local":
+        if self.new_data_loss != "all":
+            current = strategy.experience.classes_in_this_experience
             self._criterion = strategy._criterion
-            strategy._criterion = LocalCriterion(
-                self._criterion, strategy.experience.classes_in_this_experience, strategy)
+            strategy._criterion = LocalCriterion(self._criterion, current, strategy)
+            self._classes = (len(current), len(self.storage_policy.store.classes()))
         if self.storage_policy.num_records == 0:
             return
         bs = self.batch_size_mem or strategy.train_mb_size
@@ -286,7 +298,12 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         mem = None
         if self._memory is not None:
             batch = next(self._memory).to(strategy.device, non_blocking=True)
-            mem = self.replay_loss(batch, strategy)
+            losses = self.replay_losses(batch, strategy)
+            if self.new_data_loss == "balanced":
+                m = balanced_rows(len(losses), len(strategy.mb_y), *self._classes)
+                losses = torch.cat([losses, F.cross_entropy(
+                    strategy.mb_output[:m], strategy.mb_y[:m], reduction="none")])
+            mem = losses.mean()
             self.last_mem_loss = mem.detach()
             strategy.loss = strategy.loss + self.mem_weight * mem
         if not bool(torch.isfinite(strategy.loss.detach()).all()):
@@ -307,7 +324,12 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
 
     # ---------------------------------------------------------------- replay
     def replay_loss(self, batch: TokenBatch, strategy=None) -> Tensor:
-        """Mean (optionally weighted) loss of a memory batch in the plugin's replay mode;
+        """Mean of :meth:`replay_losses`."""
+        return self.replay_losses(batch, strategy).mean()
+
+    def replay_losses(self, batch: TokenBatch, strategy=None) -> Tensor:
+        """``(B,)`` loss of each record of a memory batch in the plugin's replay mode
+        (times its stored weight over the batch's mean weight with ``weighted_replay``);
         with ``composite``, of its composites into ``strategy``'s current mini-batch
         (``strategy.mbatch``, at iteration ``strategy.clock.train_iterations``)."""
         values = self.storage_policy.codec.decode(batch.values)
@@ -317,9 +339,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
             loss = self.memory_loss or default_memory_loss(self._adapter)
             losses = loss(self._adapter, batch, values, self.replay_mode)
         if self.weighted_replay:
-            w = batch.weights / batch.weights.mean().clamp_min(1e-12)
-            return (losses * w).mean()
-        return losses.mean()
+            return losses * (batch.weights / batch.weights.mean().clamp_min(1e-12))
+        return losses
 
     def _composite_losses(self, batch: TokenBatch, values: Tensor, strategy) -> Tensor:
         """``(B,)`` cross-entropy of the records' composites against their labels."""

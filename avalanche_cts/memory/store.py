@@ -91,6 +91,10 @@ class TokenStore:
     def num_records(self) -> int:
         return sum(len(g) for g in self.groups.values())
 
+    def classes(self) -> List[int]:
+        """The labels the memory holds records of, sorted."""
+        return sorted({label for label, _ in self.groups})
+
     @property
     def num_tokens(self) -> int:
         return sum(g.num_tokens for g in self.groups.values())

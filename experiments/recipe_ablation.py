@@ -85,6 +85,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from avalanche_cts.harness.config import RunConfig, fingerprint
 from avalanche_cts.harness.execute import execute_cells
 from avalanche_cts.harness.grid import Cell
+from avalanche_cts.harness.options import option_keys
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import aggregate, plasticity, plot_accuracy_vs_memory, write_csv
 
@@ -248,7 +249,13 @@ def _settings(*layers: Dict) -> Dict:
 
 
 def _base(args, *layers: Dict) -> RunConfig:
-    settings = _settings(BASE_SETTINGS, {"options": {"buffer": {"keep_sources": True}}}, *layers)
+    """A run's settings: ``BASE_SETTINGS``, then ``layers``; the memories record where each
+    record came from (``keep_sources``, not counted in the bytes) when the method has one."""
+    method = _settings(BASE_SETTINGS, *layers).get("method", RunConfig.method)
+    valid = option_keys(method)
+    sources = {"options": {"buffer": {"keep_sources": True}}} \
+        if valid is None or "buffer" in valid else {}
+    settings = _settings(BASE_SETTINGS, sources, *layers)
     return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64,
                      backbone=args.backbone, **settings)
 

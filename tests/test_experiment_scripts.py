@@ -449,3 +449,13 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_inference_reads_start(
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
     _refused(ra.parse_args, argv, phrase, capsys)
+
+
+def test_recipe_ablation_runs_without_a_memory_get_no_buffer_options(ra, tmp_path):
+    """The references of the matched plan (naive, cumulative) are built: only methods with a
+    memory record their records' sources."""
+    args = ra.parse_args(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path)])
+    for method in ("naive", "cumulative"):
+        assert "buffer" not in ra._base(args, dict(method=method)).options
+    for method in ("coreset", "core_tokenset"):
+        assert ra._base(args, dict(method=method)).options["buffer"] == {"keep_sources": True}

@@ -41,7 +41,11 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    buffer holds the current task, ``new_data_loss="balanced"``), chosen for the
    core tokenset and, by the same rule, for the whole-sample coreset (tested as
    ``--inference`` says); the coreset's choice lands in ``chosen.json`` under ``coreset``,
-   which ``accuracy_vs_bytes.py`` applies to its coreset rows.
+   which ``accuracy_vs_bytes.py`` applies to its coreset rows. 10. ``augment``: replayed
+   records as stored, moved by up to 2 whole tokens along each grid axis, or also mirrored
+   with probability 0.5 (``CoreTokensetReplayPlugin(replay_shift=, replay_flip=)``); for the
+   coreset, whose whole-image records cannot move, as stored or mirrored, chosen for it by
+   the same rule as its loss.
    ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
    another backbone: ``--backbone NAME --start results/recipe_ablation/<benchmark>/chosen.json
    --stages weight "new data"``); its ``chosen.json`` lands in the backbone's folder.
@@ -143,6 +147,22 @@ LOSS_OPTIONS = [("new data: cross-entropy over every class", _loss("all")),
                 ("new data: over its classes, and class-balanced rows over every class in the "
                  "memory's loss", _loss("balanced"))]
 
+def _aug(flip: float, shift: int) -> Dict:
+    """Replayed records mirrored with probability ``flip`` and moved by up to ``shift``
+    tokens (0: the plugin's default, no setting)."""
+    return dict(options={"plugin": {"replay_flip": flip or None, "replay_shift": shift or None}})
+
+
+AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
+                   ("records moved by up to 2 tokens", _aug(0, 2)),
+                   ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
+
+CORESET_STAGES: Dict[str, List[Tuple[str, Dict]]] = {
+    "loss": LOSS_OPTIONS,
+    "augment": [AUGMENT_OPTIONS[0], ("records mirrored (p = 0.5)", _aug(0.5, 0))],
+}
+"""Stages chosen for the whole-sample coreset too, by the same rule (its options)."""
+
 MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("dropout", [("random dropout", dict(dropout_tokens="random"))] + [
         (f"matched, scores every {r}", dict(dropout_tokens="matched", dropout_refresh=r))
@@ -162,6 +182,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
                   ("keep rate t on half of each batch", dict(dropout_schedule="fixed",
                                                              dropout_fraction=0.5))]),
     ("loss", LOSS_OPTIONS),
+    ("augment", AUGMENT_OPTIONS),
 ]
 
 
@@ -324,26 +345,31 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
         log.append((stage, res))
         if stage == "dropout" and args.plan == "matched":
             log.append(("dropout controls", run_controls(args, train, current)))
-        if stage == "loss":
-            res = run_coreset_losses(args, train, current)
-            label, change = _pick(stage, [(f"coreset, {k}", c) for k, c in LOSS_OPTIONS], res,
+        if stage in CORESET_STAGES:
+            options = CORESET_STAGES[stage]
+            res = run_coreset_options(args, train, current, options)
+            label, change = _pick(stage, [(f"coreset, {k}", c) for k, c in options], res,
                                   args.plasticity_floor)
-            change = _settings({}, change)  # None removed: the default loss is no setting
-            args.coreset = change if change.get("options") else None
+            # None removed: a default is no setting; earlier stages' choices stay
+            merged = _settings(args.coreset or {}, change)
+            args.coreset = {k: v for k, v in merged.items() if v} or None
             print(f"  coreset: {label}")
-            log.append(("loss, coreset", res))
+            log.append((f"{stage}, coreset", res))
     return current, log
 
 
-def run_coreset_losses(args, train: Dict, current: Dict) -> Dict[str, List[Dict]]:
-    """The whole-sample coreset with each new-data loss of the ``loss`` stage (a method's
-    loss is chosen for it alone, as its inference is), tested as ``--inference`` says."""
+def run_coreset_options(args, train: Dict, current: Dict, options: List[Tuple[str, Dict]]
+                        ) -> Dict[str, List[Dict]]:
+    """The whole-sample coreset with each of a :data:`CORESET_STAGES` stage's ``options``
+    on top of its choices so far (a method's loss or augmentation is chosen for it alone, as
+    its inference is), tested as ``--inference`` says."""
     e = current["retention_exponent"]
     rules = json.loads(args.inference.read_text()) if args.inference else {}
     rule = rules.get("coreset (ours, t = 1)", {}).get("rule", "whole")
-    return _run(args, [(f"coreset, {label}", _base(args, train, dict(method="coreset"), change),
+    base = _settings(dict(method="coreset"), args.coreset or {})
+    return _run(args, [(f"coreset, {label}", _base(args, train, base, change),
                         STAGE_BUDGETS, lambda r: dict(inference=inference_at(rule, r, e)))
-                       for label, change in LOSS_OPTIONS])
+                       for label, change in options])
 
 
 def run_inference(args, train: Dict, recipe: Dict) -> Tuple[Dict, Dict[str, List[Dict]]]:
@@ -562,7 +588,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.inference is not None and not args.inference.is_file():
         p.error(f"--inference {args.inference}: no such file; pass an inference.json the "
                 f"inference plan wrote, or leave it out to test the coreset on whole images")
-    args.coreset = None  # the loss stage's choice for the coreset (chosen.json's "coreset")
+    args.coreset = None  # choices for the coreset (chosen.json's "coreset"; see main)
     args.recipe_dir = args.out or RESULTS / args.benchmark
     if args.backbone and args.out is None:
         args.out = RESULTS / args.backbone
@@ -614,6 +640,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         chosen = _read(start, "--plan paper")
         args.start_name = start.name if args.start is None else _project_path(start)
         train, train_res, args.start = chosen["training"], {}, chosen["recipe"]
+        args.coreset = chosen.get("coreset")  # a later round keeps the coreset's choices
         recipe, stages = run_stages(args, train, args.start, MATCHED_STAGES)
     refs = run_references(args, train) if args.references else {}
     print(write_report(args, train, train_res, stages, recipe, refs))

@@ -459,3 +459,38 @@ def test_recipe_ablation_runs_without_a_memory_get_no_buffer_options(ra, tmp_pat
         assert "buffer" not in ra._base(args, dict(method=method)).options
     for method in ("coreset", "core_tokenset"):
         assert ra._base(args, dict(method=method)).options["buffer"] == {"keep_sources": True}
+
+
+def test_recipe_ablation_augment_round_keeps_the_start_files_coreset_choices(ra, tmp_path,
+                                                                           monkeypatch):
+    """A later round (``--start`` with a ``coreset`` entry, ``--stages augment``): the
+    coreset's runs carry its earlier loss choice, its mirroring choice is added to it, and the
+    core tokenset's moves go into the recipe; none of the coreset's options is a move."""
+    start = tmp_path / "chosen_start.json"
+    start.write_text(json.dumps(dict(RECIPE, coreset={
+        "options": {"plugin": {"new_data_loss": "balanced"}}})))
+    seen = {}
+
+    def planted(args, groups):  # the core tokenset gains by moves, the coreset by mirroring
+        out = {}
+        for label, cfg, budgets, *_ in groups:
+            seen[label] = cfg
+            plugin = cfg.options.get("plugin", {})
+            acc = 0.5 if plugin.get("replay_shift") == 2 and "mirrored" not in label else 0.4
+            acc = 0.45 if label.startswith("coreset") and plugin.get("replay_flip") else acc
+            out[label] = [dict(r, label=label, config=dict(budget=b, seed=s))
+                          for b in budgets for s in args.seeds for r in _planted(acc, 0.6, 1)]
+        return out
+
+    monkeypatch.setattr(ra, "_run", planted)
+    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
+             "--stages", "augment", "--no-references", "--tag", "r5"])
+    chosen = json.loads((tmp_path / "chosen_r5.json").read_text())
+    assert chosen["recipe"]["options"]["plugin"] == {"mem_weight": 2.0, "replay_shift": 2}
+    assert chosen["coreset"] == {"options": {"plugin": {"new_data_loss": "balanced",
+                                                        "replay_flip": 0.5}}}
+    coreset_runs = [c for label, c in seen.items() if label.startswith("coreset")]
+    assert len(coreset_runs) == 2
+    assert all(c.options["plugin"]["new_data_loss"] == "balanced" for c in coreset_runs)
+    assert not any("replay_shift" in c.options["plugin"] for c in coreset_runs)
+    assert "records moved by up to 2 tokens" in (tmp_path / "matched_r5.md").read_text()

@@ -8,7 +8,8 @@
   (equal shares), :mod:`.items` (classification or image-text experiences);
 * :mod:`.plugin` ``CoreTokensetReplayPlugin`` (replay, memory loss) with :mod:`.dropout`
   (token dropout of new data: random or matched to the memory), :mod:`.composite` (records
-  written into new-data scenes: replayed samples that look whole) and the :mod:`.recipe`;
+  written into new-data scenes: replayed samples that look whole), :mod:`.augment` (records
+  mirrored and moved when replayed), :mod:`.local_loss` (ER-ACE's loss) and the :mod:`.recipe`;
 * :mod:`.inference` ``PartialInferencePlugin``: evaluation images classified from their own
   top tokens (inference in the shape of training);
 * :mod:`.settings` ``MemorySettings``: every setting of a memory and its replay, checked once;
@@ -22,8 +23,10 @@ _EXPORTS = {
     "sample_buffers": ("ByteBudgetResize",),
     "items": ("ClassItems", "TextItems", "item_view"),
     "buffer": ("CoreTokensetBuffer",),
-    "plugin": ("CoreTokensetReplayPlugin", "MemoryLoss", "REPLAY_MODES", "adapter_record_loss",
-               "classification_loss", "composite_refusal", "default_memory_loss"),
+    "plugin": ("CoreTokensetReplayPlugin", "MemoryLoss", "NEW_DATA_LOSSES", "REPLAY_MODES",
+               "adapter_record_loss", "augment_refusal", "classification_loss",
+               "composite_refusal", "default_memory_loss"),
+    "augment": ("RecordAugmentation",),
     "composite": ("SceneCompositor", "pair_scenes", "step_generator", "top_count_mask"),
     "inference": ("PartialInferencePlugin", "check_inference_model", "label_free_scores",
                   "top_tokens_mask"),

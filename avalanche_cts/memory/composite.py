@@ -23,13 +23,15 @@ from .inference import label_free_scores
 __all__ = ["SceneCompositor", "pair_scenes", "step_generator", "top_count_mask"]
 
 
-def step_generator(seed: Optional[int], step: int) -> Optional[torch.Generator]:
+def step_generator(seed: Optional[int], step: int, stream: int = 0
+                   ) -> Optional[torch.Generator]:
     """A CPU generator seeded from ``(seed, step)`` (NumPy's ``SeedSequence`` mixing, so
-    nearby seeds and steps give unrelated streams); ``None`` (torch's global RNG) when
-    ``seed`` is ``None``."""
+    nearby seeds and steps give unrelated streams), and ``stream`` when not 0 (another use
+    of the same step draws apart); ``None`` (torch's global RNG) when ``seed`` is ``None``."""
     if seed is None:
         return None
-    state = np.random.SeedSequence([int(seed), int(step)]).generate_state(1, np.uint64)[0]
+    entropy = [int(seed), int(step)] + ([int(stream)] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) >> 1)
 
 

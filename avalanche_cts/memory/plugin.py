@@ -14,6 +14,7 @@ from avalanche.core import SupervisedPlugin
 
 from .._checks import check, is_int, is_real
 from .buffer import CoreTokensetBuffer
+from .augment import RecordAugmentation
 from .composite import SceneCompositor, step_generator
 from .dropout import NewDataDropout, batch_images_targets
 from .local_loss import LocalCriterion, balanced_rows, local_loss_refusal
@@ -25,8 +26,9 @@ from ..scorers import get_scorer
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "NEW_DATA_LOSSES", "REPLAY_MODES", "adapter_record_loss",
-           "classification_loss", "composite_refusal", "default_memory_loss", "refused"]
+__all__ = ["CoreTokensetReplayPlugin", "MemoryLoss", "NEW_DATA_LOSSES", "REPLAY_MODES",
+           "adapter_record_loss", "augment_refusal", "classification_loss", "composite_refusal",
+           "default_memory_loss", "refused"]
 
 NEW_DATA_LOSSES = ("all", "local", "balanced")
 """Values of ``CoreTokensetReplayPlugin(new_data_loss=...)``."""
@@ -98,6 +100,11 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
       :func:`~avalanche_cts.memory.local_loss.balanced_rows` rows of the mini-batch (their
       logits from the strategy's own forward, dropped as trained, so no extra forward), as
       many per current class as the memory batch holds per stored class.
+    * With ``replay_flip`` or ``replay_shift`` each replayed record is varied at no cost in
+      bytes (:class:`~avalanche_cts.memory.augment.RecordAugmentation`): mirrored left to
+      right with probability ``replay_flip``, and moved by up to ``replay_shift`` whole
+      tokens along each grid axis, never past the grid's edge (whole-image records only
+      mirror); classification models with a token grid (timm ViTs, CODA-Prompt, InfLoRA).
     * Evaluation always sees full images.
     * A non-finite loss stops training with the step and both loss terms.
 
@@ -137,6 +144,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         ``"local"`` (cross-entropy over the current experience's classes while it trains;
         strategies whose loss is ``SupervisedProblem.criterion``, e.g. Naive, EWC, LwF) or
         ``"balanced"`` (``"local"``, and class-balanced new rows in the memory's term).
+    :param replay_flip: probability in [0, 1] that a replayed record is mirrored.
+    :param replay_shift: most whole tokens (>= 0) a replayed record moves along each axis.
     :param num_workers: workers of the memory loader.
     :param seed: seed of the memory loader's shuffling and of the mask token's initial value
         (``None``: from torch's global RNG).
@@ -161,6 +170,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         composite: bool = False,
         composite_scorer=None,
         new_data_loss: str = "all",
+        replay_flip: float = 0.0,
+        replay_shift: int = 0,
         num_workers: int = 0,
         seed: Optional[int] = None,
     ):
@@ -184,6 +195,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         check(new_data_loss in NEW_DATA_LOSSES, "new_data_loss", new_data_loss,
               "'all', 'local' or 'balanced'")
         self.new_data_loss = new_data_loss
+        self.augment = RecordAugmentation(replay_flip, replay_shift)
+        """Varies replayed records (:class:`RecordAugmentation`)."""
         self._criterion = None
         self._classes = (0, 0)  # (current experience's classes, classes in memory)
         self.storage_policy = storage_policy
@@ -233,6 +246,8 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         refusal = refused(strategy, self.drops_tokens)
         if refusal is None and self.compositor is not None:
             refusal = composite_refusal(get_adapter(strategy.model))
+        if refusal is None and self.augment.active:
+            refusal = augment_refusal(get_adapter(strategy.model))
         if refusal is None and self.new_data_loss != "all":
             refusal = local_loss_refusal(strategy)
         if refusal:
@@ -333,6 +348,13 @@ class CoreTokensetReplayPlugin(SupervisedPlugin):
         with ``composite``, of its composites into ``strategy``'s current mini-batch
         (``strategy.mbatch``, at iteration ``strategy.clock.train_iterations``)."""
         values = self.storage_policy.codec.decode(batch.values)
+        if self.augment.active:
+            a = self._adapter
+            step = 0 if strategy is None else strategy.clock.train_iterations
+            values, positions = self.augment(values, batch.positions, batch.valid, a.patch_size,
+                                             a.in_chans, a.grid,
+                                             step_generator(self.seed, step, stream=1))
+            batch = replace(batch, positions=positions)
         if self.compositor is not None:
             losses = self._composite_losses(batch, values, strategy)
         else:
@@ -393,6 +415,19 @@ def composite_refusal(adapter) -> Optional[str]:
         return (f"composite=True feeds composites through the adapter's forward_partial, "
                 f"which {name} lacks: use a timm VisionTransformer (create_model) or pass "
                 f"composite=False")
+    return None
+
+
+def augment_refusal(adapter) -> Optional[str]:
+    """Why ``replay_flip`` / ``replay_shift`` cannot serve a model with ``adapter`` (``None``
+    if they can): they move tokens on an image's token grid of a classification model."""
+    name = type(adapter).__name__
+    if hasattr(adapter, "record_loss") or not all(
+            hasattr(adapter, a) for a in ("grid", "in_chans", "patch_size")):
+        return (f"replay_flip and replay_shift mirror and move a record's tokens on the token "
+                f"grid of a classification model; {name} has none (or trains image-text "
+                f"records, whose text may name left and right): pass replay_flip=0.0 and "
+                f"replay_shift=0")
     return None
 
 

@@ -20,11 +20,13 @@ __all__ = [
     "keep_count",
     "kept_positions",
     "mask_to_pixels",
+    "mirror_tokens",
     "patchify",
     "place_tokens",
     "random_keep_mask",
     "rank_tokens",
     "scatter_tokens",
+    "shift_positions",
     "take_kept",
     "take_tokens",
     "unpatchify",
@@ -273,3 +275,20 @@ def mask_to_pixels(mask: Tensor, patch_size: int, grid: Tuple[int, int]) -> Tens
     m = mask.reshape(b, 1, grid[0], 1, grid[1], 1)
     m = m.expand(b, 1, grid[0], patch_size, grid[1], patch_size)
     return m.reshape(b, 1, grid[0] * patch_size, grid[1] * patch_size)
+
+
+def mirror_tokens(values: Tensor, positions: Tensor, patch_size: int, channels: int,
+                  grid_width: int) -> Tuple[Tensor, Tensor]:
+    """Records mirrored left to right: ``(..., K, P*P*C)`` token values with each token's
+    pixels mirrored inside its patch, and ``(..., K)`` positions moved from grid column ``c``
+    to ``grid_width - 1 - c`` (placed back, they give the mirrored image)."""
+    p = patch_size
+    mirrored = values.reshape(*values.shape[:-1], p, p, channels).flip(-2).reshape(values.shape)
+    col = positions % grid_width
+    return mirrored, positions + (grid_width - 1 - 2 * col)
+
+
+def shift_positions(positions: Tensor, rows: Tensor, cols: Tensor, grid_width: int) -> Tensor:
+    """``(B, K)`` grid positions moved by ``(B,)`` whole tokens down (``rows``) and right
+    (``cols``); the caller keeps them on the grid."""
+    return positions + rows[:, None] * grid_width + cols[:, None]

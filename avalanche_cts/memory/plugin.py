@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 from avalanche.core import SupervisedPlugin
 
 from .._checks import check, is_int, is_real
-from .buffer import CoreTokensetBuffer
 from .augment import RecordAugmentation
+from .buffer import CoreTokensetBuffer
 from .composite import SceneCompositor, step_generator
 from .dropout import NewDataDropout, batch_images_targets
 from .local_loss import LocalCriterion, balanced_rows, local_loss_refusal

@@ -3,6 +3,7 @@ every field their README tables read."""
 import argparse
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -29,8 +30,11 @@ def test_step_split_smoke_splits_every_case_into_parts_that_sum_to_the_step(tmp_
     res = json.loads((tmp_path / "step_split_cpu_t.json").read_text())
     assert set(res["cases"]) == {"plain", "zero", "sparse", "mask", "matched"}
     for name, c in res["cases"].items():
-        assert c["steps_timed"] >= 1 and c["step"] > 0 and c["model"] > 0, name
-        assert 0 <= c["plugin_share"] < 1, name
+        # the model's part is the step's remainder (medians of per-step splits), which timing
+        # noise on a busy machine can push below zero at smoke sizes: only its presence is
+        # checked, never a timing
+        assert c["steps_timed"] >= 1 and c["step"] > 0 and c["plugin"] >= 0, name
+        assert math.isfinite(c["model"]) and c["plugin_share"] >= 0, name
     plain, matched, sparse = res["cases"]["plain"], res["cases"]["matched"], res["cases"]["sparse"]
     assert plain["mem_load"] == plain["decode"] == plain["dropout_mask"] == 0.0  # no memory, no dropout
     assert matched["matched_lookup"] > 0 and res["cases"]["zero"]["matched_lookup"] == 0.0

@@ -147,6 +147,7 @@ LOSS_OPTIONS = [("new data: cross-entropy over every class", _loss("all")),
                 ("new data: over its classes, and class-balanced rows over every class in the "
                  "memory's loss", _loss("balanced"))]
 
+
 def _aug(flip: float, shift: int) -> Dict:
     """Replayed records mirrored with probability ``flip`` and moved by up to ``shift``
     tokens (0: the plugin's default, no setting)."""
@@ -366,8 +367,8 @@ def run_coreset_options(args, train: Dict, current: Dict, options: List[Tuple[st
     e = current["retention_exponent"]
     rules = json.loads(args.inference.read_text()) if args.inference else {}
     rule = rules.get("coreset (ours, t = 1)", {}).get("rule", "whole")
-    base = _settings(dict(method="coreset"), args.coreset or {})
-    return _run(args, [(f"coreset, {label}", _base(args, train, base, change),
+    return _run(args, [(f"coreset, {label}",
+                        _base(args, train, dict(method="coreset"), args.coreset or {}, change),
                         STAGE_BUDGETS, lambda r: dict(inference=inference_at(rule, r, e)))
                        for label, change in options])
 

@@ -158,7 +158,12 @@ AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
                    ("records moved by up to 2 tokens", _aug(0, 2)),
                    ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
 
+HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
+                for s in (1, 3, 10, 30)]
+"""The classifier head's learning rate as a multiple of the backbone's (``head_lr_scale``)."""
+
 CORESET_STAGES: Dict[str, List[Tuple[str, Dict]]] = {
+    "head": HEAD_OPTIONS,
     "loss": LOSS_OPTIONS,
     "augment": [AUGMENT_OPTIONS[0], ("records mirrored (p = 0.5)", _aug(0.5, 0))],
 }
@@ -184,6 +189,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
                                                              dropout_fraction=0.5))]),
     ("loss", LOSS_OPTIONS),
     ("augment", AUGMENT_OPTIONS),
+    ("head", HEAD_OPTIONS),
 ]
 
 

@@ -107,6 +107,9 @@ class RunConfig:
     batch_size_mem: Optional[int] = None
     eval_batch_size: int = 512
     lr: float = 1e-3
+    head_lr_scale: float = 1.0
+    """The classifier head's learning rate as a multiple of ``lr`` (its own parameter group:
+    :func:`~avalanche_cts.strategies.base.param_groups`); 1: one rate for every parameter."""
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
@@ -169,6 +172,8 @@ class RunConfig:
                "batch_size_mem", c.batch_size_mem, "None or an integer >= 1")
         _check(_is_num(c.lr) and 0 < c.lr <= 10, "lr", c.lr,
                "a positive number up to 10 (1e-4 to 1e-2 are usual)")
+        _check(_is_num(c.head_lr_scale) and 0 < c.head_lr_scale <= 1000, "head_lr_scale",
+               c.head_lr_scale, "a positive number up to 1000 (1: the head learns at lr)")
         _check(_is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
                "a number >= 0")
         _check(_is_num(c.momentum) and 0 <= c.momentum < 1, "momentum", c.momentum,
@@ -247,8 +252,9 @@ class RunConfig:
     def shaping(self) -> Dict[str, Any]:
         """The settings that shape a result (everything but output and loader options; the
         inference settings only when not whole, so whole-image results keep their
-        fingerprints)."""
+        fingerprints; the head's learning-rate scale only when not 1)."""
         skip = _NOT_SHAPING + (_INFERENCE_FIELDS if self.inference == "whole" else ())
+        skip += ("head_lr_scale",) if self.head_lr_scale == 1 else ()
         skip += ("backbone",) if self.backbone is None else ()
         return {k: v for k, v in asdict(self).items() if k not in skip}
 

@@ -48,6 +48,7 @@ from ..memory.buffer import CoreTokensetBuffer
 from ..memory.inference import PartialInferencePlugin, check_inference_model
 from ..models import resolve_normalization
 from ..memory.plugin import CoreTokensetReplayPlugin
+from ..strategies.base import param_groups
 from ..strategies.training import CODAPrompt, Cumulative, InfLoRA, Naive, VLCumulative, VLNaive
 from .config import RunConfig
 from ..memory.distributed import DistributedCoreTokensetBuffer, rank, world_size
@@ -83,9 +84,12 @@ def build_strategy(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin
     return strategy
 
 
-def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` (adam, adamw, sgd with ``cfg.momentum``) over ``params``."""
-    params = list(params)
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` (adam, adamw, sgd with ``cfg.momentum``) over ``model``'s trainable
+    parameters, its classifier head at ``cfg.lr * cfg.head_lr_scale``
+    (:func:`~avalanche_cts.strategies.base.param_groups`)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    params = param_groups(model, head, cfg.head_lr_scale, cfg.lr)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -94,12 +98,14 @@ def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
-def strategy_kwargs(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin) -> Dict:
-    """Keyword arguments shared by the strategies (optimiser from ``cfg.optimizer``; the
-    training path's precision, gradient accumulation and schedule)."""
+def strategy_kwargs(cfg: RunConfig, model: nn.Module, evaluator: EvaluationPlugin,
+                    optimizer: bool = True) -> Dict:
+    """Keyword arguments shared by the strategies (optimiser from ``cfg.optimizer``, left out
+    with ``optimizer=False`` for strategies that build their own; the training path's
+    precision, gradient accumulation and schedule)."""
     return dict(
         model=model,
-        optimizer=make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad)),
+        optimizer=make_optimizer(cfg, model) if optimizer else None,
         criterion=nn.CrossEntropyLoss(),
         train_mb_size=cfg.batch_size,
         train_epochs=cfg.epochs,
@@ -207,8 +213,9 @@ def replay_herding(cfg, model, evaluator):
 # ------------------------------------------------------------- rehearsal-free
 def _peft(cls, name: str, cfg, model, evaluator, options: Dict, plugins=()):
     _classification_only(name, model)
-    return cls(**strategy_kwargs(cfg, model, evaluator), lr=cfg.lr,
-               weight_decay=cfg.weight_decay, plugins=list(plugins), **options)
+    return cls(**strategy_kwargs(cfg, model, evaluator, optimizer=False), lr=cfg.lr,
+               weight_decay=cfg.weight_decay, head_lr_scale=cfg.head_lr_scale,
+               plugins=list(plugins), **options)
 
 
 PEFT_BASES = {"inflora": InfLoRA, "coda_prompt": CODAPrompt}

@@ -13,7 +13,7 @@ _EXPORTS = {
     "prompt": ("CODAPrompt", "CodaPromptViT"),
     "inflora": ("DualGPM", "InfLoRA", "KVLoRALinear", "dualgpm_threshold",
                 "inflora_trainable_params"),
-    "base": ("PEFTTemplate", "TaskHeads", "count_trainable"),
+    "base": ("PEFTTemplate", "TaskHeads", "count_trainable", "param_groups"),
     "training": ("TrainingPath",),
     "vl": ("VLCumulative", "VLNaive", "VLTemplate"),
 }

@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["TaskHeads", "PEFTTemplate", "count_trainable", "freeze"]
+__all__ = ["TaskHeads", "PEFTTemplate", "count_trainable", "freeze", "param_groups"]
 
 UNSEEN_LOGIT = -1000.0
 """Logit of classes no head covers yet (Avalanche's ``IncrementalClassifier`` mask value)."""
@@ -35,6 +35,29 @@ def freeze(module: nn.Module) -> None:
 def count_trainable(module: nn.Module) -> int:
     """Number of scalar parameters with ``requires_grad``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def param_groups(model: nn.Module, head: Optional[nn.Module],
+                 head_lr_scale: float = 1.0, lr: Optional[float] = None) -> List[Dict[str, Any]]:
+    """Optimiser parameter groups of ``model``'s trainable parameters: one group, or with
+    ``head_lr_scale != 1`` the trainable parameters of ``head`` (the classifier, inside
+    ``model``) in a second group at ``lr * head_lr_scale`` (the first takes the optimiser's
+    ``lr``). A freshly drawn linear head then learns a new task in the few steps at which the
+    pretrained backbone may move only slowly.
+
+    :raises ValueError: ``head_lr_scale != 1`` for a model without a classifier head.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if head_lr_scale == 1:
+        return [dict(params=params)]
+    if head is None or lr is None:
+        raise ValueError(
+            f"head_lr_scale={head_lr_scale:g} trains a classifier head at its own learning "
+            f"rate, but {type(model).__name__} has no classifier head (get_classifier()): "
+            f"pass head_lr_scale=1")
+    ids = {id(p) for p in head.parameters()}
+    return [dict(params=[p for p in params if id(p) not in ids]),
+            dict(params=[p for p in params if id(p) in ids], lr=lr * head_lr_scale)]
 
 
 class TaskHeads(nn.Module):
@@ -109,6 +132,8 @@ class PEFTTemplate(SupervisedTemplate):
     :param heads: the :class:`TaskHeads` inside ``model``.
     :param lr: Adam learning rate.
     :param weight_decay: Adam weight decay.
+    :param head_lr_scale: the heads' learning rate as a multiple of ``lr``
+        (:func:`param_groups`).
     :param kwargs: ``SupervisedTemplate`` keywords (``train_mb_size``, ``train_epochs``,
         ``eval_mb_size``, ``device``, ``plugins``, ``evaluator``, ...). ``optimizer`` and
         ``criterion`` are ignored: the optimiser is rebuilt each experience and the loss is
@@ -116,7 +141,7 @@ class PEFTTemplate(SupervisedTemplate):
     """
 
     def __init__(self, *, model: nn.Module, heads: TaskHeads, lr: float,
-                 weight_decay: float = 0.0, **kwargs):
+                 weight_decay: float = 0.0, head_lr_scale: float = 1.0, **kwargs):
         kwargs.pop("optimizer", None)
         kwargs.pop("criterion", None)
         placeholder = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=lr)
@@ -124,6 +149,7 @@ class PEFTTemplate(SupervisedTemplate):
         self.heads = heads
         self.lr = lr
         self.weight_decay = weight_decay
+        self.head_lr_scale = float(head_lr_scale)
 
     # -------------------------------------------------------------- subclass hooks
     def prepare_experience(self, experience) -> None:
@@ -157,9 +183,10 @@ class PEFTTemplate(SupervisedTemplate):
     def make_optimizer(self, **kwargs):
         """A fresh Adam over the trainable parameters (none between experiences: then the
         optimiser is left as it is, e.g. while a run checkpoint is restored)."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if params:
-            self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if any(p.requires_grad for p in self.model.parameters()):
+            self.optimizer = torch.optim.Adam(
+                param_groups(self.model, self.heads, self.head_lr_scale, self.lr), lr=self.lr,
+                weight_decay=self.weight_decay)
 
     def criterion(self) -> Tensor:
         """Local cross-entropy on the current head while training; global CE otherwise.

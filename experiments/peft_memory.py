@@ -112,7 +112,8 @@ def start(base: str, memory: str, recipe: Dict) -> Dict:
     recipe's core tokenset or the whole-sample coreset (weight 1), on ``base`` with its
     optimiser and keywords (CODA-Prompt's query set, so that every option is a setting)."""
     peft = PEFT[base]
-    on_base = dict(lr=peft["lr"], lr_schedule=peft["lr_schedule"],
+    on_base = dict(lr=peft["lr"], head_lr_scale=peft["head_lr_scale"],
+                   lr_schedule=peft["lr_schedule"],
                    options={"base": peft["method"], "base_options": dict(peft["options"]),
                             "buffer": {"keep_sources": True}})
     if base_method(base) == "coda_prompt" and memory == "core tokenset":

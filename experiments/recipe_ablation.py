@@ -159,8 +159,11 @@ AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
                    ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
 
 HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
-                for s in (1, 3, 10, 30)]
+                for s in (1, 3, 10, 30, 100)]
 """The classifier head's learning rate as a multiple of the backbone's (``head_lr_scale``)."""
+TRAINING_FIELDS = ("head_lr_scale",)
+"""Training settings chosen per method; where the core tokenset and the coreset choose the
+same value it becomes every row's (``chosen.json``'s ``training``)."""
 
 CORESET_STAGES: Dict[str, List[Tuple[str, Dict]]] = {
     "head": HEAD_OPTIONS,
@@ -286,6 +289,16 @@ def _base(args, *layers: Dict) -> RunConfig:
     settings = _settings(BASE_SETTINGS, sources, *layers)
     return RunConfig(model=MODELS[args.benchmark], pretrained=True, batch_size=64,
                      backbone=args.backbone, **settings)
+
+
+def _shared_training(train: Dict, recipe: Dict, coreset: Optional[Dict]) -> Dict:
+    """``train`` with the training settings that both methods chose alike on their own
+    (:data:`TRAINING_FIELDS`), so that every row of the test table, the references
+    included, trains with them."""
+    coreset = coreset or {}
+    shared = {k: recipe[k] for k in TRAINING_FIELDS
+              if k in recipe and recipe[k] == coreset.get(k)}
+    return dict(train, **shared)
 
 
 def choose_training(args) -> Tuple[Dict, Dict[str, List[Dict]]]:
@@ -550,7 +563,8 @@ def write_report(args, train: Dict, train_res, stages, recipe: Dict, refs) -> st
     write_csv(args.out / f"{report}.csv", rows)
     coreset = {"coreset": args.coreset} if args.coreset else {}
     (args.out / (_named("chosen", args.tag, ".json") if matched else "chosen_paper.json")).write_text(
-        json.dumps(dict(training=train, recipe=recipe, **coreset), indent=1))
+        json.dumps(dict(training=_shared_training(train, recipe, args.coreset), recipe=recipe,
+                        **coreset), indent=1))
     if refs and not matched:
         ref_rows = aggregate([r for rs in refs.values() for r in rs], lambda r: r["label"])
         plot_accuracy_vs_memory(ref_rows, args.out / "references.png",

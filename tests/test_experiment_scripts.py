@@ -498,3 +498,35 @@ def test_recipe_ablation_augment_round_keeps_the_start_files_coreset_choices(ra,
     assert all(c.options["plugin"]["new_data_loss"] == "balanced" for c in coreset_runs)
     assert not any("replay_shift" in c.options["plugin"] for c in coreset_runs)
     assert "records moved by up to 2 tokens" in (tmp_path / "matched_r5.md").read_text()
+
+
+@pytest.mark.parametrize("coreset_best, shared", [(30.0, True), (10.0, False)])
+def test_recipe_ablation_head_stage_shares_a_rate_both_methods_chose(ra, tmp_path, monkeypatch,
+                                                                   coreset_best, shared):
+    """The ``head`` stage chooses the head's rate for each method; a rate both chose becomes
+    every row's training setting (the references' too), a rate they disagree on does not."""
+    start = tmp_path / "chosen_start.json"
+    start.write_text(json.dumps(RECIPE))
+
+    def planted(args, groups):  # the core tokenset is best at x30, the coreset at coreset_best
+        out = {}
+        for label, cfg, budgets, *_ in groups:
+            best = coreset_best if label.startswith("coreset") else 30.0
+            acc = 0.6 if cfg.head_lr_scale == best else 0.4
+            out[label] = [dict(r, label=label, config=dict(budget=b, seed=s))
+                          for b in budgets for s in args.seeds for r in _planted(acc, 0.8, 1)]
+        return out
+
+    monkeypatch.setattr(ra, "_run", planted)
+    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
+             "--stages", "head", "--no-references", "--tag", "r6"])
+    chosen = json.loads((tmp_path / "chosen_r6.json").read_text())
+    assert chosen["recipe"]["head_lr_scale"] == 30.0
+    assert chosen["coreset"]["head_lr_scale"] == coreset_best
+    assert ("head_lr_scale" in chosen["training"]) == shared
+    if shared:
+        assert chosen["training"] == dict(RECIPE["training"], head_lr_scale=30.0)
+    avb = importlib.import_module("accuracy_vs_bytes")
+    rows = {label: change for label, change, *_ in avb.rows(chosen["recipe"], chosen["coreset"])}
+    assert rows[avb.CORESET]["head_lr_scale"] == coreset_best
+    assert rows["InfLoRA"]["head_lr_scale"] == 1.0  # the PEFT rows keep their own optimiser

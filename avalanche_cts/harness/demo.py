@@ -119,6 +119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default %(default)s: the benchmark's chosen "
                         "setting, 3e-4 on fmnist_pretrained, 1e-4 on cluttered_fmnist)")
+    p.add_argument("--head-lr-scale", type=float, default=None, metavar="K",
+                   help="the classifier head's learning rate as a multiple of --lr (default: 1)")
     p.add_argument("--train-per-class", type=int, default=300, help="training images per class")
     p.add_argument("--test-per-class", type=int, default=200, help="test images per class")
     p.add_argument("--from-scratch", dest="pretrained", action="store_false",
@@ -142,7 +144,8 @@ def demo_cells(args) -> List:
 
     model = _BENCHMARKS[args.benchmark]
     train = dict(TRAINING[args.benchmark])
-    train.update({k: getattr(args, k) for k in ("lr", "epochs") if getattr(args, k) is not None})
+    train.update({k: getattr(args, k) for k in ("lr", "epochs", "head_lr_scale")
+                  if getattr(args, k) is not None})
     bench = dict(name=args.benchmark, n_experiences=5, train_per_class=args.train_per_class,
                  test_per_class=args.test_per_class)
     if args.pretrained:  # the stream leaves out exactly the backbone's pretraining images

@@ -101,3 +101,14 @@ def test_a_model_without_a_head_and_bad_scales_are_refused():
     for bad in (0, -1.0, 1e4, "10", float("nan")):
         with pytest.raises(ValueError, match="head_lr_scale must be a positive number"):
             _cfg(head_lr_scale=bad)
+
+
+def test_the_demo_passes_its_head_rate_to_every_run_and_refuses_a_bad_one(capsys):
+    from avalanche_cts.harness.cli import build_parser, main
+    from avalanche_cts.harness.demo import demo_cells
+
+    cells = demo_cells(build_parser().parse_args(["demo", "--head-lr-scale", "30"]))
+    assert cells and {c.cfg.head_lr_scale for c in cells} == {30.0}
+    assert {c.cfg.head_lr_scale for c in demo_cells(build_parser().parse_args(["demo"]))} == {1.0}
+    assert main(["demo", "--head-lr-scale", "0", "--jobs", "1"]) == 2
+    assert "RunConfig.head_lr_scale must be a positive number" in capsys.readouterr().err

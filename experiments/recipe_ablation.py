@@ -158,6 +158,8 @@ AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
                    ("records moved by up to 2 tokens", _aug(0, 2)),
                    ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
 
+WEIGHT_OPTIONS = [(f"memory weight {w:g}", _mem(weight=w)) for w in (0.5, 1.0, 2.0)]
+
 HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
                 for s in (1, 3, 10, 30, 100)]
 """The classifier head's learning rate as a multiple of the backbone's (``head_lr_scale``)."""
@@ -167,6 +169,7 @@ same value it becomes every row's (``chosen.json``'s ``training``)."""
 
 CORESET_STAGES: Dict[str, List[Tuple[str, Dict]]] = {
     "head": HEAD_OPTIONS,
+    "weight": WEIGHT_OPTIONS,
     "loss": LOSS_OPTIONS,
     "augment": [AUGMENT_OPTIONS[0], ("records mirrored (p = 0.5)", _aug(0.5, 0))],
 }
@@ -180,7 +183,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
     ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (0.25, 1 / 3, 0.5, 2 / 3)]),
-    ("weight", [(f"memory weight {w:g}", _mem(weight=w)) for w in (0.5, 1.0, 2.0)]),
+    ("weight", WEIGHT_OPTIONS),
     ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
                 ("memory batch 128", _mem(128)), ("memory weight 0.5", _mem(weight=0.5)),
                 ("memory weight 2", _mem(weight=2.0))]),

@@ -27,7 +27,8 @@ __all__ = ["SingleClassWarning", "memory_diagnostics"]
 class SingleClassWarning(SupervisedPlugin):
     """Warns once per run when the model predicts the same class for every test image of the
     experience it has just been trained on, although it holds several classes: a collapsed
-    model (e.g. a learning rate too high), whose accuracy still looks like a number.
+    model (a learning rate too high, or a fresh head too slow to separate the new classes),
+    whose accuracy still looks like a number.
     Classification outputs only."""
 
     def __init__(self):
@@ -54,7 +55,9 @@ class SingleClassWarning(SupervisedPlugin):
             warnings.warn(
                 f"the model predicts class {next(iter(self._predicted))} for every test image "
                 f"of experience {strategy.experience.current_experience}, which it has just "
-                f"been trained on: it has collapsed; a lower learning rate usually helps")
+                f"been trained on: it has collapsed; a lower learning rate helps when training "
+                f"diverged, a faster classifier head (RunConfig.head_lr_scale, e.g. 10) when "
+                f"the head barely moved (a training loss still near ln(classes))")
 
 
 def memory_diagnostics(buffer: CoreTokensetBuffer, benchmark) -> Optional[Dict[str, float]]:

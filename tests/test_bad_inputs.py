@@ -478,7 +478,10 @@ WARNINGS = [
     ("buffer float pixels", lambda t: _post_adapt(
         _buffer(), torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
         torch.zeros(4).long()), "the memory stores them as torch.float32"),
-    ("model predicts one class", lambda t: _one_class(), "predicts class 3 for every test image"),
+    ("model predicts one class", lambda t: _one_class(),
+     "predicts class 3 for every test image of experience 1, which it has just been trained on: "
+     "it has collapsed; a lower learning rate helps when training diverged, a faster classifier "
+     "head (RunConfig.head_lr_scale"),
     ("stream holds pretraining images", lambda t: _pretraining_images(),
      "the stream holds pretraining images"),
 ]

@@ -397,11 +397,13 @@ def run_coreset_options(args, train: Dict, current: Dict, options: List[Tuple[st
 
 def run_inference(args, train: Dict, recipe: Dict) -> Tuple[Dict, Dict[str, List[Dict]]]:
     """The inference plan: every method of :data:`INFERENCE_METHODS` with every option of
-    :data:`INFERENCE_OPTIONS`; returns ``({method: chosen label}, results by row label)``."""
+    :data:`INFERENCE_OPTIONS` (the coreset with its own choices, ``chosen.json``'s
+    ``coreset``); returns ``({method: chosen label}, results by row label)``."""
     e = recipe["retention_exponent"]
     groups = []
     for method, change in INFERENCE_METHODS.items():
-        layer = recipe if change == "recipe" else change
+        layer = recipe if change == "recipe" else \
+            _settings(change, getattr(args, "coreset", None) or {})
         for option, rule in INFERENCE_OPTIONS.items():
             groups.append((f"{method}, {option}", _base(args, train, layer), STAGE_BUDGETS,
                            lambda r, rule=rule: dict(inference=inference_at(rule, r, e))))
@@ -650,6 +652,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         chosen = _read(source, "--plan matched")
         args.start_name = _project_path(source)
         train, recipe = chosen["training"], chosen["recipe"]
+        args.coreset = chosen.get("coreset")  # the coreset is tested as it was chosen
         print(write_inference(args, *run_inference(args, train, recipe))
               if args.plan == "inference" else
               write_plan(args, "composite", "Replayed samples that look whole",

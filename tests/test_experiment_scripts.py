@@ -530,3 +530,30 @@ def test_recipe_ablation_head_stage_shares_a_rate_both_methods_chose(ra, tmp_pat
     rows = {label: change for label, change, *_ in avb.rows(chosen["recipe"], chosen["coreset"])}
     assert rows[avb.CORESET]["head_lr_scale"] == coreset_best
     assert rows["InfLoRA"]["head_lr_scale"] == 1.0  # the PEFT rows keep their own optimiser
+
+
+def test_recipe_ablation_inference_plan_tests_the_coreset_as_it_was_chosen(ra, tmp_path,
+                                                                          monkeypatch):
+    """The inference plan's coreset rows carry the coreset's own choices (``chosen.json``'s
+    ``coreset``: its replay options and head rate), not a plain coreset."""
+    start = tmp_path / "chosen_start.json"
+    start.write_text(json.dumps(dict(RECIPE, coreset={
+        "options": {"plugin": {"replay_flip": 0.5, "mem_weight": 2.0}}, "head_lr_scale": 30.0})))
+    seen = {}
+
+    def planted(args, groups):
+        for label, cfg, budgets, *_ in groups:
+            seen[label] = cfg
+        return {label: [dict(r, label=label, config=dict(budget=b, seed=s)) for b in budgets
+                        for s in args.seeds for r in _planted(0.5, 0.8, 1)]
+                for label, cfg, budgets, *_ in groups}
+
+    monkeypatch.setattr(ra, "_run", planted)
+    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--plan", "inference",
+             "--start", str(start), "--tag", "r7"])
+    coreset = [c for label, c in seen.items() if label.startswith("coreset")]
+    tokenset = [c for label, c in seen.items() if label.startswith("core tokenset")]
+    assert len(coreset) == len(tokenset) == 3
+    assert all(c.method == "coreset" and c.head_lr_scale == 30.0 and c.options["plugin"] ==
+               {"replay_flip": 0.5, "mem_weight": 2.0} for c in coreset)
+    assert all(c.method == "core_tokenset" and c.head_lr_scale == 1.0 for c in tokenset)

@@ -344,6 +344,12 @@ def _planted(acc: float, plast: float, n: int = 3):
     return [dict(final_acc=acc, acc_matrix=m) for _ in range(n)]
 
 
+def _planted_runs(args, label: str, budgets, acc: float, plast: float):
+    """One planted result (:func:`_planted`) per budget and seed of a run group."""
+    return [dict(r, label=label, config=dict(budget=b, seed=s))
+            for b in budgets for s in args.seeds for r in _planted(acc, plast, 1)]
+
+
 def test_recipe_ablation_plasticity_floor_picks_the_best_option_that_reaches_it(ra):
     options = [("a", {}), ("b", {}), ("c", {})]
     res = {"a": _planted(0.50, 0.30), "b": _planted(0.47, 0.55), "c": _planted(0.40, 0.70)}
@@ -482,8 +488,7 @@ def test_recipe_ablation_augment_round_keeps_the_start_files_coreset_choices(ra,
             plugin = cfg.options.get("plugin", {})
             acc = 0.5 if plugin.get("replay_shift") == 2 and "mirrored" not in label else 0.4
             acc = 0.45 if label.startswith("coreset") and plugin.get("replay_flip") else acc
-            out[label] = [dict(r, label=label, config=dict(budget=b, seed=s))
-                          for b in budgets for s in args.seeds for r in _planted(acc, 0.6, 1)]
+            out[label] = _planted_runs(args, label, budgets, acc, 0.6)
         return out
 
     monkeypatch.setattr(ra, "_run", planted)
@@ -513,8 +518,7 @@ def test_recipe_ablation_head_stage_shares_a_rate_both_methods_chose(ra, tmp_pat
         for label, cfg, budgets, *_ in groups:
             best = coreset_best if label.startswith("coreset") else 30.0
             acc = 0.6 if cfg.head_lr_scale == best else 0.4
-            out[label] = [dict(r, label=label, config=dict(budget=b, seed=s))
-                          for b in budgets for s in args.seeds for r in _planted(acc, 0.8, 1)]
+            out[label] = _planted_runs(args, label, budgets, acc, 0.8)
         return out
 
     monkeypatch.setattr(ra, "_run", planted)
@@ -544,8 +548,7 @@ def test_recipe_ablation_inference_plan_tests_the_coreset_as_it_was_chosen(ra, t
     def planted(args, groups):
         for label, cfg, budgets, *_ in groups:
             seen[label] = cfg
-        return {label: [dict(r, label=label, config=dict(budget=b, seed=s)) for b in budgets
-                        for s in args.seeds for r in _planted(0.5, 0.8, 1)]
+        return {label: _planted_runs(args, label, budgets, 0.5, 0.8)
                 for label, cfg, budgets, *_ in groups}
 
     monkeypatch.setattr(ra, "_run", planted)

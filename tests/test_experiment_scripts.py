@@ -350,6 +350,23 @@ def _planted_runs(args, label: str, budgets, acc: float, plast: float):
             for b in budgets for s in args.seeds for r in _planted(acc, plast, 1)]
 
 
+def _main_planted(ra, monkeypatch, argv, accuracy, plast: float = 0.6):
+    """``recipe_ablation.main(argv)`` with every run group planted at ``accuracy(label,
+    cfg)``; returns the groups' settings by label."""
+    seen = {}
+
+    def planted(args, groups):
+        out = {}
+        for label, cfg, budgets, *_ in groups:
+            seen[label] = cfg
+            out[label] = _planted_runs(args, label, budgets, accuracy(label, cfg), plast)
+        return out
+
+    monkeypatch.setattr(ra, "_run", planted)
+    ra.main(argv)
+    return seen
+
+
 def test_recipe_ablation_plasticity_floor_picks_the_best_option_that_reaches_it(ra):
     options = [("a", {}), ("b", {}), ("c", {})]
     res = {"a": _planted(0.50, 0.30), "b": _planted(0.47, 0.55), "c": _planted(0.40, 0.70)}
@@ -479,21 +496,15 @@ def test_recipe_ablation_augment_round_keeps_the_start_files_coreset_choices(ra,
     start = tmp_path / "chosen_start.json"
     start.write_text(json.dumps(dict(RECIPE, coreset={
         "options": {"plugin": {"new_data_loss": "balanced"}}})))
-    seen = {}
+    def accuracy(label, cfg):  # the core tokenset gains by moves, the coreset by mirroring
+        plugin = cfg.options.get("plugin", {})
+        if label.startswith("coreset") and plugin.get("replay_flip"):
+            return 0.45
+        return 0.5 if plugin.get("replay_shift") == 2 and "mirrored" not in label else 0.4
 
-    def planted(args, groups):  # the core tokenset gains by moves, the coreset by mirroring
-        out = {}
-        for label, cfg, budgets, *_ in groups:
-            seen[label] = cfg
-            plugin = cfg.options.get("plugin", {})
-            acc = 0.5 if plugin.get("replay_shift") == 2 and "mirrored" not in label else 0.4
-            acc = 0.45 if label.startswith("coreset") and plugin.get("replay_flip") else acc
-            out[label] = _planted_runs(args, label, budgets, acc, 0.6)
-        return out
-
-    monkeypatch.setattr(ra, "_run", planted)
-    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
-             "--stages", "augment", "--no-references", "--tag", "r5"])
+    seen = _main_planted(ra, monkeypatch, [
+        "--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
+        "--stages", "augment", "--no-references", "--tag", "r5"], accuracy)
     chosen = json.loads((tmp_path / "chosen_r5.json").read_text())
     assert chosen["recipe"]["options"]["plugin"] == {"mem_weight": 2.0, "replay_shift": 2}
     assert chosen["coreset"] == {"options": {"plugin": {"new_data_loss": "balanced",
@@ -513,17 +524,13 @@ def test_recipe_ablation_head_stage_shares_a_rate_both_methods_chose(ra, tmp_pat
     start = tmp_path / "chosen_start.json"
     start.write_text(json.dumps(RECIPE))
 
-    def planted(args, groups):  # the core tokenset is best at x30, the coreset at coreset_best
-        out = {}
-        for label, cfg, budgets, *_ in groups:
-            best = coreset_best if label.startswith("coreset") else 30.0
-            acc = 0.6 if cfg.head_lr_scale == best else 0.4
-            out[label] = _planted_runs(args, label, budgets, acc, 0.8)
-        return out
+    def accuracy(label, cfg):  # the core tokenset is best at x30, the coreset at coreset_best
+        return 0.6 if cfg.head_lr_scale == (
+            coreset_best if label.startswith("coreset") else 30.0) else 0.4
 
-    monkeypatch.setattr(ra, "_run", planted)
-    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
-             "--stages", "head", "--no-references", "--tag", "r6"])
+    _main_planted(ra, monkeypatch, [
+        "--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
+        "--stages", "head", "--no-references", "--tag", "r6"], accuracy, 0.8)
     chosen = json.loads((tmp_path / "chosen_r6.json").read_text())
     assert chosen["recipe"]["head_lr_scale"] == 30.0
     assert chosen["coreset"]["head_lr_scale"] == coreset_best
@@ -543,17 +550,9 @@ def test_recipe_ablation_inference_plan_tests_the_coreset_as_it_was_chosen(ra, t
     start = tmp_path / "chosen_start.json"
     start.write_text(json.dumps(dict(RECIPE, coreset={
         "options": {"plugin": {"replay_flip": 0.5, "mem_weight": 2.0}}, "head_lr_scale": 30.0})))
-    seen = {}
-
-    def planted(args, groups):
-        for label, cfg, budgets, *_ in groups:
-            seen[label] = cfg
-        return {label: _planted_runs(args, label, budgets, 0.5, 0.8)
-                for label, cfg, budgets, *_ in groups}
-
-    monkeypatch.setattr(ra, "_run", planted)
-    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--plan", "inference",
-             "--start", str(start), "--tag", "r7"])
+    seen = _main_planted(ra, monkeypatch, [
+        "--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--plan", "inference",
+        "--start", str(start), "--tag", "r7"], lambda label, cfg: 0.5, 0.8)
     coreset = [c for label, c in seen.items() if label.startswith("coreset")]
     tokenset = [c for label, c in seen.items() if label.startswith("core tokenset")]
     assert len(coreset) == len(tokenset) == 3

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from avalanche_cts.harness.config import RunConfig
-from avalanche_cts.harness.execute import _benchmark
+from avalanche_cts.benchmarks import make_benchmark
 from avalanche_cts.harness.methods import make_optimizer
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.runner import make_model
@@ -41,10 +41,9 @@ def probe(scale: float, seed: int, experiences: int) -> List[str]:
     torch.manual_seed(seed)
     model = make_model(cfg, 10)
     norm = resolve_normalization(model)
-    bench = _benchmark(dict(name="cluttered_fmnist", n_experiences=5, seed=seed,
-                            train_per_class=200, test_per_class=200,
-                            heldout_per_class=PRESET_BACKBONES[cfg.model].heldout_per_class,
-                            normalization=dict(mean=list(norm.mean), std=list(norm.std))))
+    bench = make_benchmark("cluttered_fmnist", n_experiences=5, seed=seed, train_per_class=200,
+                           test_per_class=200, normalization=(norm.mean, norm.std),
+                           heldout_per_class=PRESET_BACKBONES[cfg.model].heldout_per_class)
     opt = make_optimizer(cfg, model)
     rows = []
     for t in range(experiences):

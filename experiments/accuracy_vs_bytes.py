@@ -150,6 +150,15 @@ def selected(args, cell: Cell) -> bool:
                                                          for b in args.budgets)))
 
 
+def check_only(only: Optional[Sequence[str]], cells: Sequence[Cell]) -> None:
+    """Refuse ``--only`` labels that name no row (a typo would otherwise run nothing)."""
+    labels = list(dict.fromkeys(c.axes["label"] for c in cells))
+    unknown = [x for x in only or () if x not in labels]
+    if unknown:
+        raise SystemExit(f"--only: no row is called {', '.join(map(repr, unknown))}; the rows "
+                         f"of this table are {', '.join(map(repr, labels))}")
+
+
 def stored(cells: Sequence[Cell], runs: Path) -> List[Tuple[Cell, Dict]]:
     """The cells with a finished result made with exactly their settings (a result made with
     other settings, e.g. before the recipe was re-chosen, is left out and named)."""
@@ -295,6 +304,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     chosen["inference"] = {k: v["rule"] for k, v in inference.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     cells = make_cells(args, chosen, inference)
+    check_only(args.only, cells)
 
     def progress(i, n, cell, res, seconds):
         print(f"[{i}/{n}] {cell.key}: {res['final_acc']:.3f} ({seconds / 60:.1f} min)", flush=True)

@@ -559,3 +559,18 @@ def test_recipe_ablation_inference_plan_tests_the_coreset_as_it_was_chosen(ra, t
     assert all(c.method == "coreset" and c.head_lr_scale == 30.0 and c.options["plugin"] ==
                {"replay_flip": 0.5, "mem_weight": 2.0} for c in coreset)
     assert all(c.method == "core_tokenset" and c.head_lr_scale == 1.0 for c in tokenset)
+
+
+def test_accuracy_vs_bytes_refuses_an_only_label_that_names_no_row(pm, tmp_path, capsys):
+    avb = importlib.import_module("accuracy_vs_bytes")
+    chosen = tmp_path / "chosen.json"
+    chosen.write_text(json.dumps(RECIPE))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        avb.main(["--chosen", str(chosen), "--out", str(out), "--seeds", "0",
+                  "--budgets", "0.5",  # no such budget: without the check nothing would run either
+                  "--only", "core tokenset", "corset (ours, t = 1)"])
+    message = str(e.value)
+    assert "'corset (ours, t = 1)'" in message and "'coreset (ours, t = 1)'" in message
+    assert "'core tokenset'," not in message.split(";")[0]  # the valid label is not named bad
+    assert not (out / "runs").exists()  # nothing ran

@@ -655,8 +655,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.coreset = chosen.get("coreset")  # the coreset is tested as it was chosen
         print(write_inference(args, *run_inference(args, train, recipe))
               if args.plan == "inference" else
-              write_plan(args, "composite", "Replayed samples that look whole",
-                         "whole-image inference.", run_composite(args, train, recipe)))
+              write_plan(args, _named("composite", args.tag, ""),
+                         "Replayed samples that look whole",
+                         f"recipe `{args.start_name}`; whole-image inference.",
+                         run_composite(args, train, recipe)))
         return
     if args.plan == "paper":
         train, train_res = choose_training(args)

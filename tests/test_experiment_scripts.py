@@ -434,7 +434,7 @@ def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_
     assert "| 2/3 |" in rows[0] and "| plasticity | +0.0 ± 10.0 |" in rows[1]
 
 
-def test_recipe_ablation_tag_keeps_the_earlier_round_and_inference_reads_start(
+def test_recipe_ablation_tag_keeps_the_earlier_round_and_the_plans_read_start(
         ra, tmp_path, monkeypatch):
     earlier = {"matched.md": "round 1", "chosen.json": json.dumps(RECIPE),
                "inference.json": "{}", "inference.md": "round 1"}
@@ -465,6 +465,14 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_inference_reads_start(
     assert json.loads((tmp_path / "inference_r2.json").read_text())["core tokenset"] == \
         dict(option="whole", rule="whole")
     assert "recipe `chosen_r2.json`" in (tmp_path / "inference_r2.md").read_text()
+    # so does the composite plan, without overwriting an earlier round's composite.md
+    (tmp_path / "composite.md").write_text("round 1")
+    earlier["composite.md"] = "round 1"
+    monkeypatch.setattr(ra, "run_composite", lambda args, train, recipe: {
+        label: _planted(0.5, 0.5) for label, _ in ra.COMPOSITE_ROWS})
+    ra.main(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--plan", "composite",
+             "--start", str(tmp_path / "chosen_r2.json"), "--tag", "r2"])
+    assert "recipe `chosen_r2.json`" in (tmp_path / "composite_r2.md").read_text()
     assert {n: (tmp_path / n).read_text() for n in earlier} == earlier
 
 

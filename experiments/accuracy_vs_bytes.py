@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -157,6 +158,17 @@ def check_only(only: Optional[Sequence[str]], cells: Sequence[Cell]) -> None:
     if unknown:
         raise SystemExit(f"--only: no row is called {', '.join(map(repr, unknown))}; the rows "
                          f"of this table are {', '.join(map(repr, labels))}")
+
+
+def report_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``--seeds`` and ``--reference-seeds`` widened to every seed that has a
+    run in ``<out>/runs``, so that an invocation for a few rows or seeds rewrites the report
+    over all that is stored rather than over its own seeds only."""
+    runs = args.out / "runs"
+    found = {int(m.group(1)) for d in (runs.iterdir() if runs.is_dir() else ())
+             if (m := re.search(r"-s(\d+)(?:-inf|$)", d.name))}
+    return argparse.Namespace(**dict(vars(args), seeds=sorted(set(args.seeds) | found),
+                                     reference_seeds=sorted(set(args.reference_seeds) | found)))
 
 
 def stored(cells: Sequence[Cell], runs: Path) -> List[Tuple[Cell, Dict]]:
@@ -311,8 +323,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     execute_cells([c for c in cells if selected(args, c)], args.out / "runs", jobs=args.jobs,
                   force=args.force, progress=progress)
-    done = stored(cells, args.out / "runs")
-    print(write_report(args, [c for c, _ in done], [r for _, r in done], chosen))
+    report = report_args(args)  # every seed stored here, not only this invocation's
+    done = stored(make_cells(report, chosen, inference), args.out / "runs")
+    print(write_report(report, [c for c, _ in done], [r for _, r in done], chosen))
 
 
 if __name__ == "__main__":

@@ -582,3 +582,26 @@ def test_accuracy_vs_bytes_refuses_an_only_label_that_names_no_row(pm, tmp_path,
     assert "'corset (ours, t = 1)'" in message and "'coreset (ours, t = 1)'" in message
     assert "'core tokenset'," not in message.split(";")[0]  # the valid label is not named bad
     assert not (out / "runs").exists()  # nothing ran
+
+
+def test_accuracy_vs_bytes_reports_every_stored_seed_not_only_this_invocations(
+        pm, tmp_path, monkeypatch):
+    avb = importlib.import_module("accuracy_vs_bytes")
+    chosen = tmp_path / "chosen.json"
+    chosen.write_text(json.dumps(RECIPE))
+    out = tmp_path / "out"
+    for key in ("core_tokenset-r0.01-s0", "core_tokenset-r0.01-s3", "naive-r0-s7",
+                "coreset__ours__t___1_-r0.05-s12-inf0.5"):  # runs of earlier invocations
+        (out / "runs" / key).mkdir(parents=True)
+    seen = {}
+    monkeypatch.setattr(avb, "execute_cells", lambda cells, *a, **k: seen.update(run=cells))
+    monkeypatch.setattr(avb, "stored", lambda cells, runs: seen.update(cells=cells) or [])
+    monkeypatch.setattr(avb, "write_report", lambda args, *a: seen.update(args=args) or "")
+    avb.main(["--chosen", str(chosen), "--out", str(out), "--seeds", "0", "1",
+              "--reference-seeds", "0", "--only", "core tokenset", "--budgets", "0.01"])
+    assert {c.cfg.seed for c in seen["run"]} == {0, 1}  # runs only what was asked
+    assert seen["args"].seeds == [0, 1, 3, 7, 12]
+    # reference rows: this invocation's reference seeds and every stored seed (1 is neither)
+    assert {c.cfg.seed for c in seen["cells"] if c.axes["label"] == "naive"} == {0, 3, 7, 12}
+    assert {c.cfg.seed for c in seen["cells"] if c.axes["label"] == "core tokenset"} == \
+        {0, 1, 3, 7, 12}

@@ -136,11 +136,20 @@ def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
                              heldout_per_class=PRESET_BACKBONES[model].heldout_per_class)
                 if args.style:
                     bench["style"] = STYLES[args.style]
-                inf = "" if cfg.inference == "whole" else f"-inf{cfg.inference:.3g}"
-                key = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in
-                              f"{label}-r{r:g}-s{seed}{inf}")
-                cells.append(Cell(len(cells), key, cfg, bench, dict(label=label)))
+                cells.append(Cell(len(cells), run_key(label, r, seed, cfg.inference), cfg,
+                                  bench, dict(label=label)))
     return cells
+
+
+def run_key(label: str, budget: float, seed: int, inference) -> str:
+    """A run's folder name under ``<out>/runs`` (:data:`KEY_SEED` reads its seed back)."""
+    inf = "" if inference == "whole" else f"-inf{inference:.3g}"
+    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in
+                   f"{label}-r{budget:g}-s{seed}{inf}")
+
+
+KEY_SEED = re.compile(r"-s(\d+)(?:-inf|$)")
+"""The seed in a :func:`run_key`."""
 
 
 def selected(args, cell: Cell) -> bool:
@@ -166,7 +175,7 @@ def report_args(args: argparse.Namespace) -> argparse.Namespace:
     over all that is stored rather than over its own seeds only."""
     runs = args.out / "runs"
     found = {int(m.group(1)) for d in (runs.iterdir() if runs.is_dir() else ())
-             if (m := re.search(r"-s(\d+)(?:-inf|$)", d.name))}
+             if (m := KEY_SEED.search(d.name))}
     return argparse.Namespace(**dict(vars(args), seeds=sorted(set(args.seeds) | found),
                                      reference_seeds=sorted(set(args.reference_seeds) | found)))
 

@@ -155,6 +155,7 @@ def _aug(flip: float, shift: int) -> Dict:
 
 
 AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
+                   ("records mirrored (p = 0.5)", _aug(0.5, 0)),
                    ("records moved by up to 2 tokens", _aug(0, 2)),
                    ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
 
@@ -171,7 +172,7 @@ CORESET_STAGES: Dict[str, List[Tuple[str, Dict]]] = {
     "head": HEAD_OPTIONS,
     "weight": WEIGHT_OPTIONS,
     "loss": LOSS_OPTIONS,
-    "augment": [AUGMENT_OPTIONS[0], ("records mirrored (p = 0.5)", _aug(0.5, 0))],
+    "augment": AUGMENT_OPTIONS[:2],
 }
 """Stages chosen for the whole-sample coreset too, by the same rule (its options)."""
 

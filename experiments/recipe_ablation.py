@@ -31,19 +31,21 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    tokens with new data dropped at random and by rollout.
 2. ``mode``, 3. ``choice``, 4. ``scorer`` (AtMan's matched scores are computed once per
    experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
-   5. ``split`` as above and e = 1/4 (fewer samples with more tokens each), 6. ``weight``: the memory-loss weight alone (0.5, 1, 2), 7.
-   ``memory``: memory rows per step (32, 64, 128) and the memory loss weight (0.5, 1, 2), 8.
+   5. ``selector`` (random, herding, GradMatch samples), 6. ``split`` as above and e = 1/4
+   (fewer samples with more tokens each), 7. ``weight``: the memory-loss weight alone (0.5,
+   1, 2), 8. ``memory``: memory rows per step (32, 64, 128) and the memory loss weight (0.5,
+   1, 2), 9.
    ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
    every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole),
-   9. ``loss``: new data's cross-entropy over every class or over its own experience's
+   10. ``loss``: new data's cross-entropy over every class or over its own experience's
    classes (ER-ACE, ``CoreTokensetReplayPlugin(new_data_loss="local")``), or over its
    classes with class-balanced rows of it also in the memory's all-class loss (as ER-ACE's
    buffer holds the current task, ``new_data_loss="balanced"``), chosen for the
    core tokenset and, by the same rule, for the whole-sample coreset (tested as
    ``--inference`` says); the coreset's choice lands in ``chosen.json`` under ``coreset``,
-   which ``accuracy_vs_bytes.py`` applies to its coreset rows. 10. ``augment``: replayed
-   records as stored, moved by up to 2 whole tokens along each grid axis, or also mirrored
-   with probability 0.5 (``CoreTokensetReplayPlugin(replay_shift=, replay_flip=)``); for the
+   which ``accuracy_vs_bytes.py`` applies to its coreset rows. 11. ``augment``: replayed
+   records as stored, mirrored with probability 0.5, moved by up to 2 whole tokens along each
+   grid axis, or both (``CoreTokensetReplayPlugin(replay_shift=, replay_flip=)``); for the
    coreset, whose whole-image records cannot move, as stored or mirrored, chosen for it by
    the same rule as its loss.
    ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
@@ -183,6 +185,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("mode", [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]),
     ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
     ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
+    ("selector", [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (0.25, 1 / 3, 0.5, 2 / 3)]),
     ("weight", WEIGHT_OPTIONS),
     ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
@@ -605,6 +608,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "split)")
     p.set_defaults(seeds=None)
     args = p.parse_args(argv)
+    plan_stages = {"paper": STAGES, "matched": MATCHED_STAGES}.get(args.plan)
+    unknown = [s for s in args.stages or () if plan_stages is None or s not in dict(plan_stages)]
+    if unknown:
+        p.error(f"--stages {' '.join(unknown)}: not a stage of --plan {args.plan} "
+                + (f"(its stages: {', '.join(s for s, _ in plan_stages)})" if plan_stages else
+                   "(it has no stages; leave --stages out)"))
     if args.plasticity_floor is not None and not 0 <= args.plasticity_floor <= 1:
         p.error(f"--plasticity-floor is a share of new-task accuracy in [0, 1], got "
                 f"{args.plasticity_floor:g} (e.g. 0.481 for 48.1%)")

@@ -481,9 +481,20 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_the_plans_read_start(
     (["--start", "no/such/chosen.json"], "no such file"),
     (["--tag", "../up"], "names files"),
     (["--inference", "no/such/inference.json"], "no such file"),
+    # a stage of the other plan: refused before any run, naming the plan's stages
+    (["--plan", "paper", "--stages", "loss"], "not a stage of --plan paper .*dropout"),
+    (["--plan", "inference", "--stages", "split"], "has no stages"),
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
     _refused(ra.parse_args, argv, phrase, capsys)
+
+
+def test_recipe_ablation_every_plan_stage_is_accepted(ra):
+    """Each stage of both plans passes the check (``selector`` is in both)."""
+    for plan, stages in (("paper", ra.STAGES), ("matched", ra.MATCHED_STAGES)):
+        names = [s for s, _ in stages]
+        assert "selector" in names
+        assert ra.parse_args(["--plan", plan, "--stages", *names]).stages == names
 
 
 def test_recipe_ablation_runs_without_a_memory_get_no_buffer_options(ra, tmp_path):

@@ -33,8 +33,8 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
    5. ``selector`` (random, herding, GradMatch samples), 6. ``split`` as above and e = 1/4
    (fewer samples with more tokens each), 7. ``weight``: the memory-loss weight alone (0.5,
-   1, 2), 8. ``memory``: memory rows per step (32, 64, 128) and the memory loss weight (0.5,
-   1, 2), 9.
+   1, 2), 8. ``memory``: memory rows per step (32, 64, 128) at the memory loss weight chosen,
+   9.
    ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
    every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole),
    10. ``loss``: new data's cross-entropy over every class or over its own experience's
@@ -129,12 +129,10 @@ chosen."""
 _REFRESH_COST = {"random": 0, "experience": 1, "epoch": 2, "step": 3}
 
 
-def _mem(batch: Optional[int] = None, weight: float = 1.0) -> Dict:
-    """Memory rows per step (``None``: the training batch, 64) and memory-loss weight (1, the
-    plugin's default, removes a weight the start recipe sets, so the settings of a weight-1 run
-    do not depend on where the stage started)."""
-    out: Dict = {} if batch is None else dict(batch_size_mem=batch)
-    return dict(out, options={"plugin": {"mem_weight": None if weight == 1.0 else weight}})
+def _weight(weight: float) -> Dict:
+    """The memory-loss weight (1, the plugin's default, removes a weight the start recipe
+    sets, so the settings of a weight-1 run do not depend on where the stage started)."""
+    return dict(options={"plugin": {"mem_weight": None if weight == 1.0 else weight}})
 
 
 def _loss(kind: str) -> Dict:
@@ -161,7 +159,7 @@ AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
                    ("records moved by up to 2 tokens", _aug(0, 2)),
                    ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
 
-WEIGHT_OPTIONS = [(f"memory weight {w:g}", _mem(weight=w)) for w in (0.5, 1.0, 2.0)]
+WEIGHT_OPTIONS = [(f"memory weight {w:g}", _weight(w)) for w in (0.5, 1.0, 2.0)]
 
 HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
                 for s in (1, 3, 10, 30, 100)]
@@ -188,9 +186,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("selector", [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (0.25, 1 / 3, 0.5, 2 / 3)]),
     ("weight", WEIGHT_OPTIONS),
-    ("memory", [("memory batch 64, weight 1", _mem()), ("memory batch 32", _mem(32)),
-                ("memory batch 128", _mem(128)), ("memory weight 0.5", _mem(weight=0.5)),
-                ("memory weight 2", _mem(weight=2.0))]),
+    ("memory", [(f"memory batch {b}", dict(batch_size_mem=b)) for b in (32, 64, 128)]),
     ("new data", [("keep rate t on every new sample", dict(dropout_schedule="fixed",
                                                             dropout_fraction=1.0)),
                   ("keep rate per sample in [t, 1]", dict(dropout_schedule="uniform",

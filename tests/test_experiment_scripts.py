@@ -337,6 +337,18 @@ def test_recipe_ablation_weight_one_removes_a_start_weight_and_keeps_old_setting
     assert kept == {"options": {"plugin": {"composite": True}}}
 
 
+def test_recipe_ablation_memory_stage_sets_the_batch_it_names_and_keeps_the_weight(ra, tmp_path):
+    """From a start with 32 memory rows and weight 2, each option runs the rows its label
+    names (an option once left the start's 32 rows under the label "batch 64")."""
+    args = ra.parse_args(["--benchmark", "cluttered_fmnist", "--out", str(tmp_path)])
+    start = ra._settings(RECIPE["recipe"], {"batch_size_mem": 32,
+                                            "options": {"plugin": {"mem_weight": 2.0}}})
+    for label, change in dict(ra.MATCHED_STAGES)["memory"]:
+        cfg = ra._base(args, RECIPE["training"], start, change)
+        assert cfg.batch_size_mem == int(label.split()[-1])
+        assert cfg.options["plugin"]["mem_weight"] == 2.0
+
+
 def _planted(acc: float, plast: float, n: int = 3):
     """Results whose final accuracy and plasticity (mean diagonal after the first task) are
     ``acc`` and ``plast``."""

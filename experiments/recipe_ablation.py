@@ -34,8 +34,7 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    5. ``selector`` (random, herding, GradMatch samples), 6. ``split`` as above and e = 1/4
    (fewer samples with more tokens each), 7. ``weight``: the memory-loss weight alone (0.5,
    1, 2), 8. ``memory``: memory rows per step (32, 64, 128) at the memory loss weight chosen,
-   9.
-   ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
+   9. ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
    every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole),
    10. ``loss``: new data's cross-entropy over every class or over its own experience's
    classes (ER-ACE, ``CoreTokensetReplayPlugin(new_data_loss="local")``), or over its
@@ -104,9 +103,15 @@ STAGE_BUDGETS = (0.01, 0.05)
 REFERENCE_BUDGETS = (0.01, 0.05, 0.2)
 MATCHED_REFERENCE_BUDGETS = (0.01, 0.02, 0.05)
 
+MODE_OPTIONS = [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]
+CHOICE_OPTIONS = [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]
+SCORER_OPTIONS = [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]
+SELECTOR_OPTIONS = [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]
+"""Stages both plans share."""
+
 # each stage: (name, [(label, RunConfig changes)])
 STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
-    ("mode", [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]),
+    ("mode", MODE_OPTIONS),
     ("dropout", [("dropout off", dict(dropout=1.0)),
                  ("dropout fixed t", dict(dropout=None, dropout_schedule="fixed",
                                           dropout_fraction=1.0)),
@@ -114,9 +119,9 @@ STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
                                                  dropout_fraction=1.0)),
                  ("dropout t on half", dict(dropout=None, dropout_schedule="fixed",
                                             dropout_fraction=0.5))]),
-    ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
-    ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
-    ("selector", [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]),
+    ("choice", CHOICE_OPTIONS),
+    ("scorer", SCORER_OPTIONS),
+    ("selector", SELECTOR_OPTIONS),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (1 / 3, 0.5, 2 / 3)]),
 ]
 START = dict(BASE_SETTINGS, method="core_tokenset", scorer="gradlrp")
@@ -180,10 +185,10 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("dropout", [("random dropout", dict(dropout_tokens="random"))] + [
         (f"matched, scores every {r}", dict(dropout_tokens="matched", dropout_refresh=r))
         for r in ("step", "epoch", "experience")]),
-    ("mode", [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]),
-    ("choice", [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]),
-    ("scorer", [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]),
-    ("selector", [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]),
+    ("mode", MODE_OPTIONS),
+    ("choice", CHOICE_OPTIONS),
+    ("scorer", SCORER_OPTIONS),
+    ("selector", SELECTOR_OPTIONS),
     ("split", [(f"t = r^{e:.2g}", dict(retention_exponent=e)) for e in (0.25, 1 / 3, 0.5, 2 / 3)]),
     ("weight", WEIGHT_OPTIONS),
     ("memory", [(f"memory batch {b}", dict(batch_size_mem=b)) for b in (32, 64, 128)]),

@@ -425,7 +425,8 @@ def run_composite(args, train: Dict, recipe: Dict) -> Dict[str, List[Dict]]:
     """The composite plan: the chosen recipe against its memory replayed inside new-data
     scenes (:data:`COMPOSITE_ROWS`), whole-image inference."""
     return _run(args, [(label, _base(args, train, recipe, change), STAGE_BUDGETS)
-                       for label, change in COMPOSITE_ROWS])
+                       for label, change in COMPOSITE_ROWS
+                       if not args.only or label in args.only])
 
 
 def write_plan(args, name: str, title: str, note: str, res: Dict[str, List[Dict]],
@@ -597,6 +598,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, metavar="T",
                    help="matched and inference plans: write matched_T.md, chosen_T.json, "
                         "inference_T.json ... beside the earlier rounds' files (default: no tag)")
+    p.add_argument("--only", nargs="+", metavar="LABEL",
+                   help="composite plan: run only these rows (default: all of them)")
     p.add_argument("--inference", type=Path, default=None,
                    help="inference.json whose coreset rule the loss stage's coreset rows are "
                         "tested with (default: whole images)")
@@ -615,6 +618,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error(f"--stages {' '.join(unknown)}: not a stage of --plan {args.plan} "
                 + (f"(its stages: {', '.join(s for s, _ in plan_stages)})" if plan_stages else
                    "(it has no stages; leave --stages out)"))
+    rows = [label for label, _ in COMPOSITE_ROWS]
+    if args.only and (args.plan != "composite" or set(args.only) - set(rows)):
+        p.error("--only names rows of --plan composite: "
+                + (", ".join(map(repr, rows)) if args.plan == "composite" else
+                   f"--plan {args.plan} runs stages (use --stages)"))
     if args.plasticity_floor is not None and not 0 <= args.plasticity_floor <= 1:
         p.error(f"--plasticity-floor is a share of new-task accuracy in [0, 1], got "
                 f"{args.plasticity_floor:g} (e.g. 0.481 for 48.1%)")

@@ -496,9 +496,23 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_the_plans_read_start(
     # a stage of the other plan: refused before any run, naming the plan's stages
     (["--plan", "paper", "--stages", "loss"], "not a stage of --plan paper .*dropout"),
     (["--plan", "inference", "--stages", "split"], "has no stages"),
+    # --only names composite rows: a typo, or another plan, is refused
+    (["--plan", "composite", "--only", "composite replay"], "rows of --plan composite: .*new data whole"),
+    (["--plan", "matched", "--only", "core tokenset (chosen recipe)"], "use --stages"),
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
     _refused(ra.parse_args, argv, phrase, capsys)
+
+
+def test_recipe_ablation_composite_only_runs_the_rows_it_names(ra, monkeypatch):
+    """``--only`` keeps the named composite rows, in the plan's order; without it, all run."""
+    ran = []
+    monkeypatch.setattr(ra, "_run", lambda args, groups: ran.append([g[0] for g in groups]))
+    rows = [label for label, _ in ra.COMPOSITE_ROWS]
+    for only in ([rows[2], rows[0]], None):
+        args = ra.parse_args(["--plan", "composite"] + (["--only", *only] if only else []))
+        ra.run_composite(args, {}, {"retention_exponent": 1 / 3})
+    assert ran == [[rows[0], rows[2]], rows]
 
 
 def test_recipe_ablation_every_plan_stage_is_accepted(ra):

@@ -14,7 +14,8 @@ paper's recipe with GradLRP tokens:
 1. ``mode``: replay of stored tokens: zero fill (0 in normalised space), sparse, mask token.
 2. ``dropout``: token dropout on new data: off, fixed keep rate t (paper), per-sample keep
    rate in [t, 1], dropout on half of each batch.
-3. ``choice``: which tokens: top-k by score, Gumbel top-k sampled from the scores.
+3. ``choice``: which tokens: top-k by score, Gumbel top-k sampled from the scores, or compact
+   (the disc of tokens around the spot whose 3 x 3 neighbourhood scores highest).
 4. ``scorer``: random, rollout, GradLRP, AtMan tokens (random selector).
 5. ``selector``: random, herding, GradMatch samples (best scorer).
 6. ``split``: the sample/token split of a budget r, t = r ** e for e in 1/3, 1/2, 2/3.
@@ -104,7 +105,8 @@ REFERENCE_BUDGETS = (0.01, 0.05, 0.2)
 MATCHED_REFERENCE_BUDGETS = (0.01, 0.02, 0.05)
 
 MODE_OPTIONS = [(f"replay {m}", dict(replay_mode=m)) for m in ("zero", "sparse", "mask")]
-CHOICE_OPTIONS = [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel"))]
+CHOICE_OPTIONS = [("top-k", dict(token_choice="topk")), ("Gumbel top-k", dict(token_choice="gumbel")),
+                  ("compact", dict(token_choice="compact"))]
 SCORER_OPTIONS = [(f"scorer {s}", dict(scorer=s)) for s in ("random", "rollout", "gradlrp", "atman")]
 SELECTOR_OPTIONS = [(f"selector {s}", dict(selector=s)) for s in ("random", "herding", "gradmatch")]
 """Stages both plans share."""

@@ -85,7 +85,8 @@ class RunConfig:
     selector: str = "random"
     scorer: str = "rollout"
     token_choice: str = DEFAULT_RECIPE.token_choice
-    """``topk`` (the highest scores) or ``gumbel`` (sampled from the scores)."""
+    """``topk`` (the highest scores), ``gumbel`` (sampled from the scores) or ``compact`` (a
+    disc around the most relevant spot; :data:`~avalanche_cts.memory.recipe.TOKEN_CHOICES`)."""
     replay_mode: str = DEFAULT_RECIPE.replay_mode
     """``zero`` (0 in normalised space), ``sparse`` (kept tokens only) or ``mask`` (a learned
     mask token in place of dropped tokens)."""

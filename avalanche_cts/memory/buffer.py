@@ -84,7 +84,8 @@ class CoreTokensetBuffer(ExemplarsBuffer):
         ``atman``) or object.
     :param token_choice: ``"topk"`` keeps the highest-scoring tokens; ``"gumbel"`` samples
         them without replacement with probabilities softmax(standardised score /
-        ``temperature``) (Gumbel top-k).
+        ``temperature``) (Gumbel top-k); ``"compact"`` keeps the tokens nearest to the most
+        relevant spot of the grid (:func:`~avalanche_cts.tokens.patches.compact_order`).
     :param temperature: temperature of ``"gumbel"`` (lower = closer to top-k).
     :param normalization: the stream's input normalisation, inverted when encoding so that
         exact 8-bit pixels are stored (a ``Normalization``, ``(mean, std)`` or ``None``: the

@@ -122,7 +122,7 @@ class NewDataDropout:
     :param tokens: ``"random"`` or ``"matched"``.
     :param refresh: when matched scores are computed: ``"step"``, ``"epoch"``, ``"experience"``.
     :param scorer: the token scorer of ``matched`` (the memory's).
-    :param token_choice: ``"topk"`` or ``"gumbel"`` (the memory's).
+    :param token_choice: ``"topk"``, ``"gumbel"`` or ``"compact"`` (the memory's).
     :param temperature: Gumbel temperature (the memory's).
     :param batch_size: batch size of the epoch/experience scoring passes.
 
@@ -183,7 +183,8 @@ class NewDataDropout:
 
         The counts (and, for Gumbel token choice, the noise) are drawn on the CPU, the same
         draws on every device; masks are ranked on the batch's device, matched ones from the
-        ranks cached by :meth:`refresh_scores` (no ranking per step under top-k choice)."""
+        ranks cached by :meth:`refresh_scores` (no ranking per step under top-k or compact
+        choice)."""
         images, targets = batch_images_targets(batch)
         counts = self.counts(len(images), num_tokens)
         if bool((counts == num_tokens).all()):
@@ -192,17 +193,17 @@ class NewDataDropout:
         if not self.scored:
             return random_keep_mask(counts, num_tokens)
         rows = self._batch_rows(model, images, targets, num_tokens)
-        if self.token_choice != "topk":
+        if self.token_choice == "gumbel":
             rows = rank_tokens(rows, self.token_choice, self.temperature).argsort(1)
         return rows < counts[:, None]
 
     def _rows(self, scores: Tensor) -> Tensor:
-        """What ``(B, T)`` scores are kept as: their token ranks under top-k choice (int16 when
-        they fit; ranked once), the scores themselves under Gumbel choice (whose noise is
-        drawn anew every step)."""
-        if self.token_choice != "topk":
+        """What ``(B, T)`` scores are kept as: their token ranks under top-k or compact choice
+        (int16 when they fit; ranked once), the scores themselves under Gumbel choice (whose
+        noise is drawn anew every step)."""
+        if self.token_choice == "gumbel":
             return scores
-        rank = rank_tokens(scores, "topk").argsort(1)
+        rank = rank_tokens(scores, self.token_choice).argsort(1)
         return rank.to(torch.int16) if scores.shape[1] <= torch.iinfo(torch.int16).max else rank
 
     def _batch_rows(self, model, images: Tensor, targets, num_tokens: int) -> Tensor:

@@ -27,9 +27,11 @@ data have the same shape (:mod:`avalanche_cts.memory.dropout`)."""
 DROPOUT_REFRESH = ("step", "epoch", "experience")
 """When ``matched`` scores are computed: every step under the current model, or once per
 epoch / experience for the whole training set (tokens are still drawn every step)."""
-TOKEN_CHOICES = ("topk", "gumbel")
+TOKEN_CHOICES = ("topk", "gumbel", "compact")
 """``topk``: the highest-scoring tokens; ``gumbel``: tokens sampled without replacement with
-probabilities softmax(standardised score / temperature) (Gumbel top-k)."""
+probabilities softmax(standardised score / temperature) (Gumbel top-k); ``compact``: the
+tokens nearest to the grid spot whose 3 x 3 neighbourhood scores highest, ties by score (a
+disc around the most relevant spot; square token grids)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Recipe:
     :ivar dropout_fraction: share of each new-data batch that gets dropout.
     :ivar dropout_tokens: ``random`` or ``matched`` (:data:`DROPOUT_TOKENS`).
     :ivar dropout_refresh: when matched scores are computed (:data:`DROPOUT_REFRESH`).
-    :ivar token_choice: ``topk`` or ``gumbel``.
+    :ivar token_choice: ``topk``, ``gumbel`` or ``compact`` (:data:`TOKEN_CHOICES`).
     :ivar retention_exponent: the sample/token split of a core tokenset budget r: each stored
         sample keeps t = r ** e of its tokens, so r ** (1 - e) of the samples are stored.
     """

@@ -35,7 +35,7 @@ class MemoryWriter:
 
     :param selector: sample selector (name or object; ``random`` is seeded with ``seed``).
     :param scorer: token scorer (name or object; ``random`` is seeded with ``seed``).
-    :param token_choice: ``"topk"`` or ``"gumbel"``.
+    :param token_choice: ``"topk"``, ``"gumbel"`` or ``"compact"`` (:func:`rank_tokens`).
     :param temperature: Gumbel temperature.
     :param batch_size: batch size of the feature and scoring passes.
     :param num_workers: DataLoader workers of those passes.
@@ -172,8 +172,9 @@ class MemoryWriter:
         return out_values, out_positions, out_texts
 
     def choose_tokens(self, scores: Tensor, k: int) -> Tensor:
-        """``(B, k)`` positions of the tokens to keep from ``(B, T)`` scores: the top k, or a
-        Gumbel top-k sample of softmax(standardised scores / temperature)."""
+        """``(B, k)`` positions of the tokens to keep from ``(B, T)`` scores: the top k, a
+        Gumbel top-k sample of softmax(standardised scores / temperature), or the k nearest to
+        the most relevant spot (``"compact"``)."""
         return rank_tokens(scores, self.token_choice, self.temperature,
                            generator=self.generator)[:, :k]
 

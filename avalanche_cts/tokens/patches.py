@@ -7,14 +7,17 @@ Token layout follows MAE: an image ``(B, C, H, W)`` becomes ``(B, T, P*P*C)`` wi
 from __future__ import annotations
 
 import functools
+import math
 
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "check_patch_size",
+    "compact_order",
     "composite_records",
     "gather_tokens",
     "keep_count",
@@ -256,17 +259,42 @@ def random_keep_mask(counts: Tensor, num_tokens: int, *, generator=None) -> Tens
 def rank_tokens(scores: Tensor, choice: str = "topk", temperature: float = 1.0, *,
                 generator=None) -> Tensor:
     """``(B, T)`` token positions in keep order from ``(B, T)`` scores: by score (``"topk"``),
-    or a Gumbel top-k draw from softmax(standardised scores / ``temperature``) (``"gumbel"``,
+    a Gumbel top-k draw from softmax(standardised scores / ``temperature``) (``"gumbel"``,
     from ``generator`` or torch's global RNG, drawn on the CPU and moved to the device of
-    ``scores``). The first k are the tokens to keep."""
+    ``scores``), or nearest first to the most relevant spot of the square token grid
+    (``"compact"``, :func:`compact_order`). The first k are the tokens to keep."""
+    if choice == "compact":
+        return compact_order(scores)
     if choice == "gumbel":
         z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
         u = torch.rand(scores.shape, generator=generator).clamp_(1e-10, 1 - 1e-10)
         u = u.to(scores.device, non_blocking=True)
         scores = z / temperature - torch.log(-torch.log(u))
     elif choice != "topk":
-        raise ValueError(f"token choice must be 'topk' or 'gumbel', got {choice!r}")
+        raise ValueError(f"token choice must be 'topk', 'gumbel' or 'compact', got {choice!r}")
     return scores.argsort(dim=1, descending=True, stable=True)
+
+
+def compact_order(scores: Tensor) -> Tensor:
+    """``(B, T)`` token positions of a square ``sqrt(T) x sqrt(T)`` grid (row-major), nearest
+    first (squared Euclidean distance in tokens, ties by score, then position) to each row's
+    peak: the token whose 3 x 3 neighbourhood has the highest mean score (edges: the mean of
+    the neighbours inside the grid). The first k tokens form a disc around the most relevant
+    spot: an object is one piece, clutter that also scores high is elsewhere."""
+    b, t = scores.shape
+    side = math.isqrt(t)
+    if side * side != t:
+        raise ValueError(f"token choice 'compact' needs a square token grid, got {t} tokens "
+                         "per image; use 'topk' for this model")
+    local = F.avg_pool2d(scores.float().reshape(b, 1, side, side), 3, stride=1, padding=1,
+                         count_include_pad=False).reshape(b, t)
+    peak = local.argmax(dim=1)
+    pos = torch.arange(t, device=scores.device)
+    rows = pos // side - (peak // side)[:, None]
+    cols = pos % side - (peak % side)[:, None]
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    near = (rows * rows + cols * cols).gather(1, by_score).argsort(dim=1, stable=True)
+    return by_score.gather(1, near)
 
 
 def mask_to_pixels(mask: Tensor, patch_size: int, grid: Tuple[int, int]) -> Tensor:

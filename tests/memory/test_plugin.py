@@ -271,6 +271,9 @@ def _reference_keep_mask(rate, schedule, fraction, tokens, choice, temperature, 
     if tokens == "random":
         return torch.rand(b, t).argsort(1).argsort(1) < counts[:, None]
     scores = TiedScorer().score(None, images)
+    if choice == "compact":  # its order, tested against loops in tests/tokens/test_tokens.py
+        from avalanche_cts.tokens.patches import compact_order
+        return compact_order(scores).argsort(1) < counts[:, None]
     if choice == "gumbel":
         z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-8)
         u = torch.rand(scores.shape).clamp_(1e-10, 1 - 1e-10)
@@ -278,7 +281,7 @@ def _reference_keep_mask(rate, schedule, fraction, tokens, choice, temperature, 
     return scores.argsort(dim=1, descending=True, stable=True).argsort(1) < counts[:, None]
 
 
-@pytest.mark.parametrize("choice", ["topk", "gumbel"])
+@pytest.mark.parametrize("choice", ["topk", "gumbel", "compact"])
 @pytest.mark.parametrize("schedule, fraction", [("fixed", 1.0), ("uniform", 1.0), ("fixed", 0.5)])
 @pytest.mark.parametrize("tokens, refresh", [("random", "step"), ("matched", "step"),
                                              ("matched", "experience")])

@@ -160,3 +160,22 @@ def test_groups_left_empty_are_warned_about(micro_vit, digits_benchmark, records
         assert "1 of 2 (class, task) groups hold no record after experience 0" in messages[0]
         assert f"a budget of {2 * (RECORD + HEADER)} B holds one record per group" in messages[0]
     assert len(store.groups) == records  # the empty group is dropped
+
+
+def test_compact_choice_keeps_the_planted_object_not_the_brighter_lone_token():
+    """Rows of a 4 x 4 grid with a planted 2 x 2 object block and a brighter lone token away
+    from it: ``compact`` keeps 3 of the block's tokens and its nearest neighbour, never the
+    lone token; top-k keeps the lone token first."""
+    scores, block, lone = torch.zeros(6, 4, 4), [], []
+    for i in range(6):
+        r = i % 3  # block rows r, r + 1; columns 0, 1
+        scores[i, r:r + 2, 0:2] = 1.0 + 0.1 * i
+        lr = 0 if r == 2 else 3
+        scores[i, lr, 3] = 2.0
+        block.append({a * 4 + b for a in (r, r + 1) for b in (0, 1)})
+        lone.append(lr * 4 + 3)
+    scores = scores.reshape(6, T)
+    compact = MemoryWriter(token_choice="compact").choose_tokens(scores, 4).tolist()
+    assert all(len(block[i] & set(row)) >= 3 and lone[i] not in row for i, row in enumerate(compact))
+    top = MemoryWriter(token_choice="topk").choose_tokens(scores, 4)
+    assert top[:, 0].tolist() == lone

@@ -10,6 +10,7 @@ from avalanche_cts.tokens.patches import (
     patchify,
     place_tokens,
     random_keep_mask,
+    rank_tokens,
     scatter_tokens,
     take_kept,
     take_tokens,
@@ -199,3 +200,57 @@ def test_scatter_tokens_with_fill_values_and_gradients_match_a_spare_slot_refere
     assert (valid is not None) == padded
     for ours, ref in zip(*grads):
         assert torch.equal(ours, ref)
+
+
+def _compact_reference(scores, side):
+    """Keep order of ``compact`` by loops: the peak is the grid cell whose in-grid 3 x 3
+    neighbours have the highest mean score, then cells by
+    squared distance to it, then by score (higher first), then by position."""
+    out = []
+    for row in scores.tolist():
+        def local(r, c):
+            vals = [row[i * side + j] for i in range(r - 1, r + 2) for j in range(c - 1, c + 2)
+                    if 0 <= i < side and 0 <= j < side]
+            return sum(vals) / len(vals)
+        cells = [(r, c) for r in range(side) for c in range(side)]
+        pr, pc = max(cells, key=lambda rc: local(*rc))
+        out.append(sorted(range(side * side), key=lambda p: (
+            (p // side - pr) ** 2 + (p % side - pc) ** 2, -row[p], p)))
+    return torch.tensor(out)
+
+
+def test_compact_choice_keeps_the_disc_around_the_object_not_the_brighter_clutter():
+    """A planted 3 x 3 object of high scores and one brighter isolated clutter token: top-k
+    takes the clutter token first, ``compact`` takes the object, nearest to its centre first."""
+    side = 8
+    scores = torch.zeros(1, side, side)
+    scores[0, 1:4, 4:7] = 1.0  # the object, centred at (2, 5)
+    scores[0, 2, 5] = 1.5
+    scores[0, 6, 1] = 3.0  # clutter: the single highest score
+    scores = scores.reshape(1, -1)
+    top = rank_tokens(scores, "topk")[0, :9].tolist()
+    disc = rank_tokens(scores, "compact")[0, :9].tolist()
+    assert 6 * side + 1 in top
+    assert disc[0] == 2 * side + 5
+    assert sorted(disc) == sorted(r * side + c for r in range(1, 4) for c in range(4, 7))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_compact_choice_equals_the_loop_reference(tied):
+    """Random scores (and scores rounded to many ties, with a planted block that makes the
+    peak unique): the order equals the loop reference."""
+    g = torch.Generator().manual_seed(4)
+    scores = torch.rand(20, 36, generator=g)
+    if tied:
+        scores = (scores * 3).round().reshape(20, 6, 6)
+        for i, (r, c) in enumerate(torch.randint(1, 5, (20, 2), generator=g).tolist()):
+            scores[i, r - 1:r + 2, c - 1:c + 2] = 4.0  # the only neighbourhood of mean 4
+        scores = scores.reshape(20, 36)
+    assert torch.equal(rank_tokens(scores, "compact"), _compact_reference(scores, 6))
+
+
+def test_compact_choice_needs_a_square_grid():
+    with pytest.raises(ValueError, match="square token grid, got 12 tokens.*use 'topk'"):
+        rank_tokens(torch.rand(2, 12), "compact")
+    with pytest.raises(ValueError, match="'topk', 'gumbel' or 'compact'"):
+        rank_tokens(torch.rand(2, 16), "disc")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avalanche_cts import get_adapter
 from avalanche_cts.models import create_model
@@ -642,3 +643,18 @@ def test_accuracy_vs_bytes_reports_every_stored_seed_not_only_this_invocations(
     assert {c.cfg.seed for c in seen["cells"] if c.axes["label"] == "naive"} == {0, 3, 7, 12}
     assert {c.cfg.seed for c in seen["cells"] if c.axes["label"] == "core tokenset"} == \
         {0, 1, 3, 7, 12}
+
+
+def test_token_fit_object_fit_counts_kept_tokens_on_the_object(pm):
+    """Two planted rows: 3 of 4 kept tokens on a 4-token object, then 1 of 2 on a 2-token
+    object: on object 4/6 of all kept tokens, covers the mean of 3/4 and 1/2."""
+    import token_fit
+
+    keep = torch.zeros(2, 8, dtype=torch.bool)
+    obj = torch.zeros(2, 8, dtype=torch.bool)
+    keep[0, [0, 1, 2, 7]] = True
+    obj[0, 0:4] = True
+    keep[1, [4, 6]] = True
+    obj[1, [4, 5]] = True
+    fit = token_fit.object_fit(keep, obj)
+    assert fit["on_object"] == pytest.approx(4 / 6) and fit["covers"] == pytest.approx(0.625)

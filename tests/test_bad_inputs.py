@@ -18,6 +18,7 @@ from avalanche_cts.harness.checkpoint import load_run_state
 from avalanche_cts.models.loading import load_backbone, load_weights
 from avalanche_cts.harness.config import RunConfig
 from avalanche_cts.tokens.normalization import Normalization
+from avalanche_cts.tokens.patches import rank_tokens
 from avalanche_cts.scorers import get_scorer
 from avalanche_cts.selectors import ClassFeatures, get_selector
 
@@ -156,6 +157,8 @@ CASES = [
      "token_choice must be one of"),
     ("buffer temperature", lambda t: _buffer(token_choice="gumbel", temperature=0), ValueError,
      "temperature must be a positive number"),
+    ("compact tokens on a non-square grid", lambda t: rank_tokens(torch.rand(2, 12), "compact"),
+     ValueError, "needs a square token grid, got 12 tokens per image; use 'topk'"),
     ("buffer unknown selector", lambda t: _buffer(selector="nope"), ValueError,
      "unknown sample selector 'nope'"),
     ("buffer unknown scorer", lambda t: _buffer(scorer="nope"), ValueError,

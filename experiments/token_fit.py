@@ -21,7 +21,8 @@ from typing import Dict, List, Optional
 import torch
 
 from avalanche_cts.benchmarks.cluttered import cluttered_fashion_mnist, object_token_mask
-from avalanche_cts.harness.pretrain import BACKBONES, load_pretrained, pretraining_scenes
+from avalanche_cts.harness.pretrain import (BACKBONES, load_pretrained, masked_accuracy,
+                                            pretraining_scenes)
 from avalanche_cts.models import get_adapter, resolve_normalization
 from avalanche_cts.scorers import get_scorer
 from avalanche_cts.tokens.patches import rank_tokens
@@ -61,12 +62,7 @@ def measure(backbone: str, probe_per_class: int, per_class: int, batch: int = 25
     scores = torch.cat([rollout.score(model, images[i:i + batch]) for i in range(0, len(labels), batch)])
 
     def accuracy(keep: Optional[torch.Tensor], mode: str) -> float:
-        hits = 0
-        for i in range(0, len(labels), batch):
-            xb = images[i:i + batch]
-            logits = model(xb) if keep is None else adapter.forward_partial(xb, keep[i:i + batch], mode)
-            hits += int((logits.argmax(1) == labels[i:i + batch]).sum())
-        return 100 * hits / len(labels)
+        return 100 * masked_accuracy(model, images, labels, keep, mode, batch)
 
     out: Dict = dict(whole=accuracy(None, "full"), images=len(labels),
                      object_tokens=float(on_object.sum(1).float().mean()))

@@ -72,6 +72,7 @@ __all__ = [
     "load_pretrained",
     "DROP_TOKENS",
     "drop_keep_mask",
+    "masked_accuracy",
     "partial_input_accuracy",
     "pretrain_backbone",
     "pretraining_scenes",
@@ -255,7 +256,7 @@ def partial_input_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
         out: Dict[str, float] = {}
         for keep in keeps:
             if keep >= 1:
-                out["keep1"] = _accuracy(model, images, labels, None, "full", batch_size)
+                out["keep1"] = masked_accuracy(model, images, labels, None, "full", batch_size)
                 continue
             counts = torch.full((len(labels),), max(1, round(keep * adapter.num_tokens)))
             for choice in tokens:
@@ -263,16 +264,18 @@ def partial_input_accuracy(model: nn.Module, images: Tensor, labels: Tensor,
                 mask = drop_keep_mask(choice, counts, adapter.num_tokens, g, lambda: scores)
                 prefix = "" if choice == "random" else f"{choice}_"
                 for mode in modes:
-                    out[f"{prefix}{mode}{keep:g}"] = _accuracy(model, images, labels, mask, mode,
-                                                               batch_size)
+                    out[f"{prefix}{mode}{keep:g}"] = masked_accuracy(model, images, labels, mask,
+                                                                     mode, batch_size)
     finally:
         model.train(was)
     return out
 
 
-def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, mask: Optional[Tensor],
-              mode: str, batch_size: int) -> float:
-    """Accuracy on ``images`` whole (``mode="full"``) or keeping the ``(N, T)`` ``mask``."""
+def masked_accuracy(model: nn.Module, images: Tensor, labels: Tensor, mask: Optional[Tensor],
+                    mode: str, batch_size: int = 500) -> float:
+    """Accuracy (a share) of ``model`` on normalised ``(N, C, H, W)`` ``images`` whole
+    (``mode="full"``, ``mask`` unused) or keeping the ``(N, T)`` bool ``mask``'s tokens in
+    replay ``mode`` (``"mask"``, ``"zero"``, ``"sparse"``)."""
     adapter = get_adapter(model)
     hits = 0
     for i in range(0, len(labels), batch_size):

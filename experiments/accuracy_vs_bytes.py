@@ -98,15 +98,15 @@ def rows(recipe: Dict, coreset: Optional[Dict] = None
     return rows_
 
 
-def inference_rule(method: str, inference: Dict) -> object:
-    """The inference rule (``"whole"``, ``"t"`` or a keep rate) a row gets: the rule chosen on
-    validation for its method (core tokenset rows, controls included: the core tokenset's;
-    whole-sample coreset rows: the coreset's); references are tested whole."""
-    if method == "coreset":
-        return inference.get(CORESET, {}).get("rule", "whole")
-    if method == "core_tokenset":
-        return inference.get(TOKENSET, {}).get("rule", "whole")
-    return "whole"
+def inference_rule(method: str, inference: Dict) -> Tuple[object, str]:
+    """The inference rule (``"whole"``, ``"t"`` or a keep rate) a row gets and the form it
+    feeds the kept tokens in (``mask``, ``zero`` or ``sparse``; files written before the form
+    was recorded used the mask token): the rule chosen on validation for its method (core
+    tokenset rows, controls included: the core tokenset's; whole-sample coreset rows: the
+    coreset's); references are tested whole."""
+    name = {"coreset": CORESET, "core_tokenset": TOKENSET}.get(method)
+    chosen = inference.get(name, {}) if name else {}
+    return chosen.get("rule", "whole"), chosen.get("mode", "mask")
 
 
 def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
@@ -123,12 +123,14 @@ def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
         options = dict(sources) if METHODS.facts(change["method"]).memory == "tokens" else {}
         if plugin:
             options["plugin"] = plugin
-        rule = inference_rule(change["method"], inference)
+        rule, mode = inference_rule(change["method"], inference)
         for seed in (args.seeds if headline else [s for s in args.reference_seeds
                                                   if s in args.seeds]):
             for r in budgets:
                 extra = dict(dropout=r ** exponent) if at_t else {}
                 extra["inference"] = inference_at(rule, r, exponent)
+                if rule != "whole":
+                    extra["inference_mode"] = mode
                 cfg = replace(base, budget=r, seed=seed, options=options, **dict(change, **extra))
                 bench = dict(name=args.benchmark, n_experiences=5, seed=seed,
                              train_per_class=args.train_per_class,
@@ -136,14 +138,16 @@ def make_cells(args, chosen: Dict, inference: Dict) -> List[Cell]:
                              heldout_per_class=PRESET_BACKBONES[model].heldout_per_class)
                 if args.style:
                     bench["style"] = STYLES[args.style]
-                cells.append(Cell(len(cells), run_key(label, r, seed, cfg.inference), cfg,
+                cells.append(Cell(len(cells), run_key(label, r, seed, cfg), cfg,
                                   bench, dict(label=label)))
     return cells
 
 
-def run_key(label: str, budget: float, seed: int, inference) -> str:
-    """A run's folder name under ``<out>/runs`` (:data:`KEY_SEED` reads its seed back)."""
-    inf = "" if inference == "whole" else f"-inf{inference:.3g}"
+def run_key(label: str, budget: float, seed: int, cfg: RunConfig) -> str:
+    """A run's folder name under ``<out>/runs`` (:data:`KEY_SEED` reads its seed back); top-token
+    inference adds its keep rate, and its form unless it is the mask token."""
+    inf = "" if cfg.inference == "whole" else f"-inf{cfg.inference:.3g}" + (
+        "" if cfg.inference_mode == "mask" else f"-{cfg.inference_mode}")
     return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in
                    f"{label}-r{budget:g}-s{seed}{inf}")
 

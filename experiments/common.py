@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Dict
 
+from avalanche_cts.harness.config import RunConfig
 from avalanche_cts.harness.pretrain import BACKBONES
 
 MODELS = {"cluttered_fmnist": "vit_clutter_tiny", "fmnist_pretrained": "vit_fmnist_tiny"}
@@ -60,3 +61,9 @@ def inference_at(rule, budget: float, exponent: float):
     """``RunConfig.inference`` of an inference rule at ``budget``: ``"whole"``, ``"t"`` (the
     memory's keep rate ``budget ** exponent``) or a keep rate in (0, 1]."""
     return budget ** exponent if rule == "t" else rule
+
+
+def inference_mode(recipe: Dict) -> str:
+    """``RunConfig.inference_mode`` of top-token inference for a core-tokenset ``recipe``: its
+    replay mode, the form its records and its dropped new data are trained in."""
+    return recipe.get("replay_mode", RunConfig.replay_mode)

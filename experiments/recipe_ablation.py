@@ -95,7 +95,8 @@ from avalanche_cts.harness.options import option_keys
 from avalanche_cts.harness.pretrain import PRESET_BACKBONES
 from avalanche_cts.harness.report import aggregate, plasticity, plot_accuracy_vs_memory, write_csv
 
-from common import BASE_SETTINGS, MODELS, PEFT, finish_args, inference_at, make_parser
+from common import (BASE_SETTINGS, MODELS, PEFT, finish_args, inference_at, inference_mode,
+                    make_parser)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_ablation"
 LRS = (1e-4, 3e-4, 1e-3)
@@ -210,7 +211,8 @@ INFERENCE_METHODS = {"core tokenset": "recipe", "coreset (ours, t = 1)": dict(me
 """Methods whose inference is chosen (``"recipe"``: the chosen core-tokenset recipe)."""
 INFERENCE_OPTIONS = {"whole": "whole", "top t = r^e": "t", "top 50%": 0.5}
 """Label -> inference rule (:func:`common.inference_at`); cheapest first. Tokens by rollout
-of the current model, mask-token inputs."""
+of the current model, fed in the recipe's replay mode (mask token, zero fill or sparse), the
+form the core tokenset trains on."""
 
 
 _COMPOSITE = {"plugin": {"composite": True}}
@@ -406,13 +408,15 @@ def run_inference(args, train: Dict, recipe: Dict) -> Tuple[Dict, Dict[str, List
     """The inference plan: every method of :data:`INFERENCE_METHODS` with every option of
     :data:`INFERENCE_OPTIONS` (the coreset with its own choices, ``chosen.json``'s
     ``coreset``); returns ``({method: chosen label}, results by row label)``."""
-    e = recipe["retention_exponent"]
+    e, mode = recipe["retention_exponent"], inference_mode(recipe)
     groups = []
     for method, change in INFERENCE_METHODS.items():
         layer = recipe if change == "recipe" else \
             _settings(change, getattr(args, "coreset", None) or {})
         for option, rule in INFERENCE_OPTIONS.items():
-            groups.append((f"{method}, {option}", _base(args, train, layer), STAGE_BUDGETS,
+            shape = {} if rule == "whole" else dict(inference_mode=mode)
+            groups.append((f"{method}, {option}", _base(args, train, layer, shape),
+                           STAGE_BUDGETS,
                            lambda r, rule=rule: dict(inference=inference_at(rule, r, e))))
     res = _run(args, groups)
     chosen = {}
@@ -443,14 +447,15 @@ def write_plan(args, name: str, title: str, note: str, res: Dict[str, List[Dict]
     return text
 
 
-def write_inference(args, chosen: Dict[str, str], res: Dict[str, List[Dict]]) -> str:
+def write_inference(args, mode: str, chosen: Dict[str, str], res: Dict[str, List[Dict]]) -> str:
     """``inference.md`` and ``inference.json`` of the inference plan."""
     (args.out / _named("inference", args.tag, ".json")).write_text(json.dumps(
-        {m: dict(option=o, rule=INFERENCE_OPTIONS[o]) for m, o in chosen.items()}, indent=1))
+        {m: dict(option=o, rule=INFERENCE_OPTIONS[o], mode=mode)
+         for m, o in chosen.items()}, indent=1))
     return write_plan(
         args, _named("inference", args.tag, ""), "Inference of test images",
         f"recipe `{args.start_name}`; top tokens by rollout of the current model (no label), "
-        "mask token elsewhere. Cost per "
+        f"fed as the recipe's replay mode ({mode}). Cost per "
         "test image against a whole forward: "
         "`experiments/results/inference_cost/inference_cost.md`.", res,
         f"Chosen (the cheapest option within {100 * TOLERANCE:g} points of the best): "
@@ -674,7 +679,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.start_name = _project_path(source)
         train, recipe = chosen["training"], chosen["recipe"]
         args.coreset = chosen.get("coreset")  # the coreset is tested as it was chosen
-        print(write_inference(args, *run_inference(args, train, recipe))
+        print(write_inference(args, inference_mode(recipe), *run_inference(args, train, recipe))
               if args.plan == "inference" else
               write_plan(args, _named("composite", args.tag, ""),
                          "Replayed samples that look whole",

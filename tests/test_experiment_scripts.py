@@ -476,7 +476,7 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_the_plans_read_start(
              "--start", str(tmp_path / "chosen_r2.json"), "--tag", "r2"])
     assert seen["recipe"]["retention_exponent"] == 0.25
     assert json.loads((tmp_path / "inference_r2.json").read_text())["core tokenset"] == \
-        dict(option="whole", rule="whole")
+        dict(option="whole", rule="whole", mode="mask")  # RECIPE's replay mode
     assert "recipe `chosen_r2.json`" in (tmp_path / "inference_r2.md").read_text()
     # so does the composite plan, without overwriting an earlier round's composite.md
     (tmp_path / "composite.md").write_text("round 1")
@@ -605,6 +605,25 @@ def test_recipe_ablation_inference_plan_tests_the_coreset_as_it_was_chosen(ra, t
     assert all(c.method == "coreset" and c.head_lr_scale == 30.0 and c.options["plugin"] ==
                {"replay_flip": 0.5, "mem_weight": 2.0} for c in coreset)
     assert all(c.method == "core_tokenset" and c.head_lr_scale == 1.0 for c in tokenset)
+
+
+def test_recipe_ablation_inference_plan_feeds_tokens_in_the_recipes_replay_mode(ra, tmp_path,
+                                                                              monkeypatch):
+    """Top-token rows feed the kept tokens as the recipe trains them (here zero fill), for both
+    methods; whole rows carry no form; inference.json records it for the test split."""
+    start = tmp_path / "chosen_start.json"
+    start.write_text(json.dumps(dict(RECIPE, recipe=dict(RECIPE["recipe"], replay_mode="zero"))))
+    seen = _main_planted(ra, monkeypatch, [
+        "--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--plan", "inference",
+        "--start", str(start), "--tag", "z"], lambda label, cfg: 0.5, 0.8)
+    top = [c for label, c in seen.items() if "top" in label]
+    whole = [c for label, c in seen.items() if label.endswith("whole")]
+    assert len(top) == 4 and len(whole) == 2
+    assert all(c.inference_mode == "zero" for c in top)
+    assert all(c.inference == "whole" and c.inference_mode == "mask" for c in whole)  # default
+    written = json.loads((tmp_path / "inference_z.json").read_text())
+    assert {v["mode"] for v in written.values()} == {"zero"}
+    assert "replay mode (zero)" in (tmp_path / "inference_z.md").read_text()
 
 
 def test_accuracy_vs_bytes_refuses_an_only_label_that_names_no_row(pm, tmp_path, capsys):

@@ -63,12 +63,12 @@ def test_paired_interval_uses_students_t_for_ten_seeds():
 
 
 def test_rows_get_the_inference_chosen_for_their_memory(avb):
-    chosen = {avb.TOKENSET: {"rule": "t"}, avb.CORESET: {"rule": 0.5}}
-    assert avb.inference_rule("core_tokenset", chosen) == "t"
-    assert avb.inference_rule("coreset", chosen) == 0.5
-    assert avb.inference_rule("naive", chosen) == "whole"
-    assert avb.inference_rule("core_tokens", chosen) == "whole"
-    assert avb.inference_rule("coreset", {}) == "whole"
+    chosen = {avb.TOKENSET: {"rule": "t", "mode": "zero"}, avb.CORESET: {"rule": 0.5}}
+    assert avb.inference_rule("core_tokenset", chosen) == ("t", "zero")
+    assert avb.inference_rule("coreset", chosen) == (0.5, "mask")  # no form recorded: mask
+    assert avb.inference_rule("naive", chosen) == ("whole", "mask")
+    assert avb.inference_rule("core_tokens", chosen)[0] == "whole"
+    assert avb.inference_rule("coreset", {})[0] == "whole"
     from common import inference_at
     assert inference_at("t", 0.01, 1 / 3) == pytest.approx(0.215443, abs=1e-6)
     assert inference_at(0.5, 0.01, 1 / 3) == 0.5 and inference_at("whole", 0.2, 0.5) == "whole"
@@ -89,6 +89,29 @@ def test_reference_rows_run_on_reference_seeds_and_headline_rows_on_every_seed(a
     default = avb.parse_args(["--out", str(tmp_path)])
     assert {c.cfg.seed for c in avb.make_cells(default, chosen, {})
             if c.axes["label"] == "cumulative"} == {0, 1, 2}
+
+
+def test_top_token_inference_runs_in_the_chosen_form_under_its_own_key(avb, tmp_path):
+    """The form recorded in inference.json reaches each top-token row's settings and its run
+    folder (a mask-token run keeps its old key; a zero-fill run of the same keep rate gets
+    another, so neither is read as the other)."""
+    chosen = {"training": {"lr": 1e-4, "epochs": 4, "optimizer": "adam"},
+              "recipe": {"method": "core_tokenset", "selector": "herding", "scorer": "rollout",
+                         "replay_mode": "zero", "retention_exponent": 0.5,
+                         "dropout_tokens": "matched", "dropout_refresh": "experience"}}
+    args = avb.parse_args(["--seeds", "0", "--budgets", "0.01", "--out", str(tmp_path)])
+    keys = {}
+    for form in ("mask", "zero"):
+        inference = {avb.TOKENSET: {"rule": "t", "mode": form}}
+        cells = {c.axes["label"]: c for c in avb.make_cells(args, chosen, inference)
+                 if c.cfg.budget == 0.01}
+        tokenset, coreset = cells[avb.TOKENSET], cells[avb.CORESET]
+        assert tokenset.cfg.inference == pytest.approx(0.1)
+        assert tokenset.cfg.inference_mode == form
+        assert coreset.cfg.inference == "whole" and "-inf" not in coreset.key
+        keys[form] = tokenset.key
+    assert keys["mask"].endswith("-s0-inf0.1") and keys["zero"].endswith("-s0-inf0.1-zero")
+    assert all(avb.KEY_SEED.search(k).group(1) == "0" for k in keys.values())
 
 
 @pytest.mark.parametrize("argv, folder", [

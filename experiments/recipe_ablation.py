@@ -34,7 +34,7 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    experience when the chosen refresh is every step or epoch: T + 1 forwards per image),
    5. ``selector`` (random, herding, GradMatch samples), 6. ``split`` as above and e = 1/4
    (fewer samples with more tokens each), 7. ``weight``: the memory-loss weight alone (0.5,
-   1, 2), 8. ``memory``: memory rows per step (32, 64, 128) at the memory loss weight chosen,
+   1, 2, 3, 4), 8. ``memory``: memory rows per step (32, 64, 128) at the memory loss weight chosen,
    9. ``new data``: how much of the new data the matched dropout keeps (a plasticity lever: t on
    every sample, a rate per sample in [t, 1], t on half of each batch with the rest whole),
    10. ``loss``: new data's cross-entropy over every class or over its own experience's
@@ -53,17 +53,20 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    --stages weight "new data"``); its ``chosen.json`` lands in the backbone's folder.
    ``--tag T`` names a further round's files ``matched_T.md``, ``matched_T.csv`` and
    ``chosen_T.json`` (and the inference plan's ``inference_T.*``), so an earlier round's
-   report stays, while its runs are reused.
+   report stays, while its runs are reused. ``--only LABEL ...`` runs only those options of
+   the stages run, beside the option the recipe already has (its reference row).
 
 ``--plan inference`` (5 seeds; writes ``inference.json``, which ``accuracy_vs_bytes.py``
 reads, and ``inference.md``), from ``chosen.json`` (or the recipe ``--start`` names): how each method classifies test images,
-whole or from its top tokens by rollout of the current model (mask token elsewhere) at
+whole or from its top tokens by rollout of the current model, fed in the recipe's replay
+mode (mask token, zero fill or sparse; recorded in ``inference.json``), at
 t = the memory's keep rate r^e or 50%, for the core tokenset and the whole-sample coreset at
 1% and 5%; the cheapest option within ``TOLERANCE`` of the best is chosen per method (a rule,
 so it applies at every budget). ``--plan composite`` (5 seeds; ``composite.md``): replayed samples that look whole, each memory
 record written into a new-data scene whose own top tokens are removed
 (``CoreTokensetReplayPlugin(composite=True)``), new data trained whole or dropped as the
-recipe says, against the chosen recipe; control: random memory tokens composited alike.
+recipe says, against the chosen recipe; control: random memory tokens composited alike (``--only``
+runs some of those rows).
 ``--backbone NAME`` runs any plan on another embedded
 pretraining (results in ``results/recipe_ablation/NAME``; the recipe is read from the
 benchmark's folder).
@@ -167,7 +170,7 @@ AUGMENT_OPTIONS = [("records replayed as stored", _aug(0, 0)),
                    ("records moved by up to 2 tokens", _aug(0, 2)),
                    ("records mirrored (p = 0.5) and moved by up to 2 tokens", _aug(0.5, 2))]
 
-WEIGHT_OPTIONS = [(f"memory weight {w:g}", _weight(w)) for w in (0.5, 1.0, 2.0)]
+WEIGHT_OPTIONS = [(f"memory weight {w:g}", _weight(w)) for w in (0.5, 1.0, 2.0, 3.0, 4.0)]
 
 HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
                 for s in (1, 3, 10, 30, 100)]
@@ -358,6 +361,15 @@ def _stage_options(stage: str, options: List[Tuple[str, Dict]], current: Dict
             else (label, change) for label, change in options]
 
 
+def _only(args, options: List[Tuple[str, Dict]], current: Dict) -> List[Tuple[str, Dict]]:
+    """``options`` that ``--only`` names, and the one ``current`` already has (the stage's
+    reference row); all of them without ``--only``."""
+    if not args.only:
+        return options
+    return [(label, change) for label, change in options
+            if label in args.only or _settings(current, change) == current]
+
+
 def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tuple[str, Dict]]]]
                ) -> Tuple[Dict, List[Tuple[str, Dict[str, List[Dict]]]]]:
     """One lever at a time from the best setting so far."""
@@ -365,7 +377,7 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
     log = []
     by_name = dict(stages)
     for stage in args.stages or list(by_name):
-        options = _stage_options(stage, by_name[stage], current)
+        options = _only(args, _stage_options(stage, by_name[stage], current), current)
         print(f"stage {stage}: " + ", ".join(label for label, _ in options))
         groups = [(label, _base(args, train, current, change), STAGE_BUDGETS)
                   for label, change in options]
@@ -378,7 +390,8 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
         if stage == "dropout" and args.plan == "matched":
             log.append(("dropout controls", run_controls(args, train, current)))
         if stage in CORESET_STAGES:
-            options = CORESET_STAGES[stage]
+            options = _only(args, CORESET_STAGES[stage],
+                            _settings(dict(method="coreset"), args.coreset or {}))
             res = run_coreset_options(args, train, current, options)
             label, change = _pick(stage, [(f"coreset, {k}", c) for k, c in options], res,
                                   args.plasticity_floor)
@@ -606,7 +619,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="matched and inference plans: write matched_T.md, chosen_T.json, "
                         "inference_T.json ... beside the earlier rounds' files (default: no tag)")
     p.add_argument("--only", nargs="+", metavar="LABEL",
-                   help="composite plan: run only these rows (default: all of them)")
+                   help="composite plan: run only these rows; a plan with stages: only these "
+                        "options of its --stages, beside the option the recipe already has "
+                        "(default: all of them)")
     p.add_argument("--inference", type=Path, default=None,
                    help="inference.json whose coreset rule the loss stage's coreset rows are "
                         "tested with (default: whole images)")
@@ -625,11 +640,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error(f"--stages {' '.join(unknown)}: not a stage of --plan {args.plan} "
                 + (f"(its stages: {', '.join(s for s, _ in plan_stages)})" if plan_stages else
                    "(it has no stages; leave --stages out)"))
-    rows = [label for label, _ in COMPOSITE_ROWS]
-    if args.only and (args.plan != "composite" or set(args.only) - set(rows)):
-        p.error("--only names rows of --plan composite: "
-                + (", ".join(map(repr, rows)) if args.plan == "composite" else
-                   f"--plan {args.plan} runs stages (use --stages)"))
+    if args.plan == "composite":
+        rows, what = [label for label, _ in COMPOSITE_ROWS], "rows of --plan composite"
+    else:
+        staged = dict(plan_stages or ())
+        rows = [label for s in args.stages or staged for label, _ in staged.get(s, ())]
+        what = f"options of the stages run ({' '.join(args.stages or staged) or 'none'})"
+    if args.only and set(args.only) - set(rows):
+        p.error(f"--only {' '.join(map(repr, sorted(set(args.only) - set(rows))))}: names no "
+                f"{what}; valid: " + ", ".join(map(repr, rows)))
     if args.plasticity_floor is not None and not 0 <= args.plasticity_floor <= 1:
         p.error(f"--plasticity-floor is a share of new-task accuracy in [0, 1], got "
                 f"{args.plasticity_floor:g} (e.g. 0.481 for 48.1%)")

@@ -326,7 +326,8 @@ def test_recipe_ablation_weight_one_removes_a_start_weight_and_keeps_old_setting
     opts = {label: ra._base(args, RECIPE["training"], start, change).options.get("plugin")
             for label, change in weights}
     assert opts == {"memory weight 0.5": {"mem_weight": 0.5}, "memory weight 1": None,
-                    "memory weight 2": {"mem_weight": 2.0}}
+                    "memory weight 2": {"mem_weight": 2.0}, "memory weight 3": {"mem_weight": 3.0},
+                    "memory weight 4": {"mem_weight": 4.0}}
     # from a start without a weight, weight 1 is the same run as no change at all
     plain = dict(start)
     plain.pop("options")
@@ -498,8 +499,11 @@ def test_recipe_ablation_tag_keeps_the_earlier_round_and_the_plans_read_start(
     (["--plan", "paper", "--stages", "loss"], "not a stage of --plan paper .*dropout"),
     (["--plan", "inference", "--stages", "split"], "has no stages"),
     # --only names composite rows: a typo, or another plan, is refused
-    (["--plan", "composite", "--only", "composite replay"], "rows of --plan composite: .*new data whole"),
-    (["--plan", "matched", "--only", "core tokenset (chosen recipe)"], "use --stages"),
+    (["--plan", "composite", "--only", "composite replay"], "names no rows of --plan composite; valid: .*new data whole"),
+    (["--plan", "matched", "--only", "core tokenset (chosen recipe)"],
+     "names no options of the stages run .*'memory weight 3'"),
+    # a stage's option, but not of the stage run
+    (["--stages", "weight", "--only", "replay sparse"], "names no options of the stages run \\(weight\\)"),
 ])
 def test_recipe_ablation_refuses_a_bad_floor_or_start(ra, argv, phrase, capsys):
     _refused(ra.parse_args, argv, phrase, capsys)
@@ -514,6 +518,28 @@ def test_recipe_ablation_composite_only_runs_the_rows_it_names(ra, monkeypatch):
         args = ra.parse_args(["--plan", "composite"] + (["--only", *only] if only else []))
         ra.run_composite(args, {}, {"retention_exponent": 1 / 3})
     assert ran == [[rows[0], rows[2]], rows]
+
+
+def test_recipe_ablation_stage_only_runs_the_named_options_beside_the_current_one(
+        ra, tmp_path, monkeypatch):
+    """``--only`` with ``--stages`` runs the named options and the recipe's own (the reference
+    row), for the core tokenset and for the coreset's stage alike; the rule picks among them."""
+    start = tmp_path / "chosen_start.json"
+    start.write_text(json.dumps(dict(RECIPE, coreset={
+        "options": {"plugin": {"replay_flip": 0.5, "mem_weight": 2.0}}})))
+
+    def accuracy(label, cfg):  # planted: heavier memory loss is better
+        return 0.3 + 0.05 * cfg.options.get("plugin", {}).get("mem_weight", 1.0)
+
+    seen = _main_planted(ra, monkeypatch, [
+        "--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
+        "--stages", "weight", "--only", "memory weight 3", "--no-references", "--tag", "w"],
+        accuracy)
+    assert sorted(seen) == ["coreset, memory weight 2", "coreset, memory weight 3",
+                            "memory weight 2", "memory weight 3"]
+    chosen = json.loads((tmp_path / "chosen_w.json").read_text())
+    assert chosen["recipe"]["options"]["plugin"]["mem_weight"] == 3.0
+    assert chosen["coreset"]["options"]["plugin"] == {"replay_flip": 0.5, "mem_weight": 3.0}
 
 
 def test_recipe_ablation_every_plan_stage_is_accepted(ra):

@@ -70,13 +70,17 @@ def test_planted_region_ranks_first(trained):
     # under ATEN_CPU_CAPABILITY default / avx2 / avx512 GradLRP hits 0.62 / 0.69 / 0.63,
     # AtMan 0.33 / 0.30 / 0.57, GradCam 0.53 / 0.24 / 0.61 (>= 3.3 sd above its bar);
     # random scores hit 0.04 / 0.09 / 0.09, and reversed GradCam / GradLRP rankings hit
-    # <= 0.10 / <= 0.29 (a reversed AtMan ranking can still hit: its signed scores mark the
-    # asked object at both ends).
+    # <= 0.10 / <= 0.29. AtMan's signed scores mark the asked object at either end, and which
+    # end depends on the trained model: on an AMD EPYC (AVX2 only) it hits 0.14 from the top
+    # and 0.28 from the bottom (random 0.11 / 0.05), so AtMan is scored by its better end.
     bars = {"gradlrp": 0.4, "atman": 0.14, "gradcam": 0.14}
     noise = torch.rand(regions.shape, generator=torch.Generator().manual_seed(0))
-    assert top1_hits(noise, regions) < min(bars.values())  # random scores fail every bar
-    hits = {name: top1_hits(get_scorer(name)(model, x, text), regions) for name in ["random", *bars]}
+    assert max(top1_hits(noise, regions), top1_hits(-noise, regions)) < min(bars.values())
+    scores = {name: get_scorer(name)(model, x, text) for name in ["random", *bars]}
+    hits = {name: top1_hits(s, regions) for name, s in scores.items()}
+    hits["atman"] = max(hits["atman"], top1_hits(-scores["atman"], regions))
     assert hits["random"] < min(bars.values()), hits
+    assert top1_hits(-scores["random"], regions) < min(bars.values())  # either end fails
     assert all(hits[name] > bar for name, bar in bars.items()), (hits, bars)
 
 

@@ -47,7 +47,11 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    records as stored, mirrored with probability 0.5, moved by up to 2 whole tokens along each
    grid axis, or both (``CoreTokensetReplayPlugin(replay_shift=, replay_flip=)``); for the
    coreset, whose whole-image records cannot move, as stored or mirrored, chosen for it by
-   the same rule as its loss.
+   the same rule as its loss. 12. ``head``: the classifier head's learning rate as a
+   multiple of the backbone's (1, 3, 10, 30, 100x). 13. ``training``: the backbone's
+   learning rate and the epochs per experience (1e-4 with 4, 6 or 8 epochs; 2e-4 with 4).
+   Stages 12-13 are chosen for each method by the same rule; a value both choose becomes
+   every row's training setting (``chosen.json``'s ``training``, the references' too).
    ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
    another backbone: ``--backbone NAME --start results/recipe_ablation/<benchmark>/chosen.json
    --stages weight "new data"``); its ``chosen.json`` lands in the backbone's folder.
@@ -175,12 +179,17 @@ WEIGHT_OPTIONS = [(f"memory weight {w:g}", _weight(w)) for w in (0.5, 1.0, 2.0, 
 HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
                 for s in (1, 3, 10, 30, 100)]
 """The classifier head's learning rate as a multiple of the backbone's (``head_lr_scale``)."""
-TRAINING_FIELDS = ("head_lr_scale",)
+TRAINING_OPTIONS = [(f"lr {lr:g}, {epochs} epochs", dict(lr=lr, epochs=epochs))
+                    for lr, epochs in ((1e-4, 4), (1e-4, 6), (1e-4, 8), (2e-4, 4))]
+"""The backbone's learning rate and the epochs per experience (stage 0 of the paper plan chose
+them once, for the 5% coreset, before the head trained faster than the backbone)."""
+TRAINING_FIELDS = ("head_lr_scale", "lr", "epochs")
 """Training settings chosen per method; where the core tokenset and the coreset choose the
 same value it becomes every row's (``chosen.json``'s ``training``)."""
 
 CORESET_STAGES: Dict[str, List[Tuple[str, Dict]]] = {
     "head": HEAD_OPTIONS,
+    "training": TRAINING_OPTIONS,
     "weight": WEIGHT_OPTIONS,
     "loss": LOSS_OPTIONS,
     "augment": AUGMENT_OPTIONS[:2],
@@ -207,6 +216,7 @@ MATCHED_STAGES: List[Tuple[str, List[Tuple[str, Dict]]]] = [
     ("loss", LOSS_OPTIONS),
     ("augment", AUGMENT_OPTIONS),
     ("head", HEAD_OPTIONS),
+    ("training", TRAINING_OPTIONS),
 ]
 
 
@@ -377,7 +387,8 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
     log = []
     by_name = dict(stages)
     for stage in args.stages or list(by_name):
-        options = _only(args, _stage_options(stage, by_name[stage], current), current)
+        options = _only(args, _stage_options(stage, by_name[stage], current),
+                        _settings(train, current))
         print(f"stage {stage}: " + ", ".join(label for label, _ in options))
         groups = [(label, _base(args, train, current, change), STAGE_BUDGETS)
                   for label, change in options]
@@ -391,7 +402,7 @@ def run_stages(args, train: Dict, start: Dict, stages: List[Tuple[str, List[Tupl
             log.append(("dropout controls", run_controls(args, train, current)))
         if stage in CORESET_STAGES:
             options = _only(args, CORESET_STAGES[stage],
-                            _settings(dict(method="coreset"), args.coreset or {}))
+                            _settings(train, dict(method="coreset"), args.coreset or {}))
             res = run_coreset_options(args, train, current, options)
             label, change = _pick(stage, [(f"coreset, {k}", c) for k, c in options], res,
                                   args.plasticity_floor)

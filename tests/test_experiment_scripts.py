@@ -615,6 +615,36 @@ def test_recipe_ablation_head_stage_shares_a_rate_both_methods_chose(ra, tmp_pat
     assert rows["InfLoRA"]["head_lr_scale"] == 1.0  # the PEFT rows keep their own optimiser
 
 
+@pytest.mark.parametrize("coreset_epochs, shared", [(8, True), (4, False)])
+def test_recipe_ablation_training_stage_runs_the_start_setting_beside_the_named_ones(
+        ra, tmp_path, monkeypatch, coreset_epochs, shared):
+    """The ``training`` stage with ``--only``: the start file's training (lr 1e-4, 4 epochs,
+    which lives in ``training``, not in the recipe) is the reference row of both methods; each
+    method's choice lands in its own settings, and a choice both made in ``training``."""
+    start = tmp_path / "chosen_start.json"
+    start.write_text(json.dumps(RECIPE))
+
+    def accuracy(label, cfg):  # planted: the core tokenset is best at 8 epochs
+        best = coreset_epochs if label.startswith("coreset") else 8
+        return 0.6 if cfg.epochs == best else 0.4 + 0.01 * cfg.epochs
+
+    seen = _main_planted(ra, monkeypatch, [
+        "--benchmark", "cluttered_fmnist", "--out", str(tmp_path), "--start", str(start),
+        "--stages", "training", "--only", "lr 0.0001, 8 epochs", "--no-references",
+        "--tag", "r7"], accuracy, 0.8)
+    assert sorted(seen) == ["coreset, lr 0.0001, 4 epochs", "coreset, lr 0.0001, 8 epochs",
+                            "lr 0.0001, 4 epochs", "lr 0.0001, 8 epochs"]
+    assert {seen[k].epochs for k in seen if k.endswith("4 epochs")} == {4}
+    chosen = json.loads((tmp_path / "chosen_r7.json").read_text())
+    assert chosen["recipe"]["epochs"] == 8
+    assert chosen["coreset"]["epochs"] == coreset_epochs
+    assert (chosen["training"]["epochs"] == 8) == shared
+    avb = importlib.import_module("accuracy_vs_bytes")
+    rows = {label: change for label, change, *_ in avb.rows(chosen["recipe"], chosen["coreset"])}
+    assert rows[avb.CORESET]["epochs"] == coreset_epochs
+    assert rows[avb.TOKENSET]["epochs"] == 8
+
+
 def test_recipe_ablation_inference_plan_tests_the_coreset_as_it_was_chosen(ra, tmp_path,
                                                                           monkeypatch):
     """The inference plan's coreset rows carry the coreset's own choices (``chosen.json``'s

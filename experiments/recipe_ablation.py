@@ -49,8 +49,8 @@ and ``matched.md``), from ``chosen_paper.json`` with its training settings:
    coreset, whose whole-image records cannot move, as stored or mirrored, chosen for it by
    the same rule as its loss. 12. ``head``: the classifier head's learning rate as a
    multiple of the backbone's (1, 3, 10, 30, 100x). 13. ``training``: the backbone's
-   learning rate and the epochs per experience (1e-4 with 2, 3, 4, 6 or 8 epochs; 5e-5 or
-   2e-4 with 4).
+   learning rate and the epochs per experience (1e-4 with 2, 3, 4, 6 or 8 epochs; 2.5e-5
+   with 4 or 8; 5e-5 or 2e-4 with 4).
    Stages 12-13 are chosen for each method by the same rule; a value both choose becomes
    every row's training setting (``chosen.json``'s ``training``, the references' too).
    ``--start chosen.json`` re-chooses some stages from a recipe already chosen (e.g. on
@@ -182,7 +182,7 @@ HEAD_OPTIONS = [(f"head learning rate x{s:g}", dict(head_lr_scale=float(s)))
 """The classifier head's learning rate as a multiple of the backbone's (``head_lr_scale``)."""
 TRAINING_OPTIONS = [(f"lr {lr:g}, {epochs} epochs", dict(lr=lr, epochs=epochs))
                     for lr, epochs in ((1e-4, 2), (1e-4, 3), (1e-4, 4), (1e-4, 6), (1e-4, 8),
-                                       (5e-5, 4), (2e-4, 4))]
+                                       (2.5e-5, 4), (2.5e-5, 8), (5e-5, 4), (2e-4, 4))]
 """The backbone's learning rate and the epochs per experience (stage 0 of the paper plan chose
 them once, for the 5% coreset, before the head trained faster than the backbone)."""
 TRAINING_FIELDS = ("head_lr_scale", "lr", "epochs")

@@ -211,7 +211,8 @@ def _paired(mine: Dict[int, float], other: Dict[int, float], **info) -> Optional
 
 def paired_differences(results: List[Dict]) -> List[Dict]:
     """Per budget and row, the core tokenset minus that row on the same seeds (points); then
-    the 1% core tokenset minus the coreset at every larger budget (the paper's claim)."""
+    the 1% core tokenset minus the coreset at every larger budget (the paper's claim) and
+    minus every row without a memory (naive, cumulative, the rehearsal-free methods)."""
     out = []
     labels = [lab for lab in dict.fromkeys(r["label"] for r in results) if lab != TOKENSET]
     for b in BUDGETS:
@@ -221,6 +222,10 @@ def paired_differences(results: List[Dict]) -> List[Dict]:
     smallest = _by_seed(results, TOKENSET, BUDGETS[0])
     out += filter(None, (_paired(smallest, _by_seed(results, CORESET, b), budget=BUDGETS[0],
                                  versus=f"{CORESET} at {100 * b:g}%") for b in BUDGETS[1:]))
+    without = [lab for lab in labels if all(r["config"]["budget"] == 0
+                                            for r in results if r["label"] == lab)]
+    out += filter(None, (_paired(smallest, _by_seed(results, label, 0.0), budget=BUDGETS[0],
+                                 versus=f"{label} (no memory)") for label in without))
     return out
 
 

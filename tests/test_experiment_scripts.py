@@ -720,6 +720,35 @@ def test_accuracy_vs_bytes_reports_every_stored_seed_not_only_this_invocations(
         {0, 1, 3, 7, 12}
 
 
+def test_accuracy_vs_bytes_pairs_the_1pct_core_tokenset_with_every_row_without_memory(pm):
+    """Planted final accuracies (seeds 0-5): the 1% core tokenset against naive and cumulative
+    (budget 0, no memory) appears once each, on the seeds both hold, with the Student-t
+    interval of an independent computation; the same-budget coreset is paired as before."""
+    avb = importlib.import_module("accuracy_vs_bytes")
+    rng = np.random.default_rng(3)
+    cts = {s: 0.6 + 0.02 * rng.standard_normal() for s in range(6)}
+    planted = {("naive", 0.0): {s: 0.3 + 0.01 * s for s in range(6)},
+               ("cumulative", 0.0): {s: cts[s] + 0.01 * (s - 2) for s in range(1, 6)},
+               (avb.CORESET, 0.01): {s: cts[s] - 0.05 for s in range(6)},
+               (avb.TOKENSET, 0.01): cts}
+    results = [dict(label=label, final_acc=a, config=dict(budget=r, seed=s))
+               for (label, r), accs in planted.items() for s, a in accs.items()]
+    diffs = {d["versus"]: d for d in avb.paired_differences(results)}
+    assert set(diffs) == {"naive (no memory)", "cumulative (no memory)", avb.CORESET}
+    t975 = {5: 2.7764, 6: 2.5706}
+    for label in ("naive", "cumulative"):
+        d = diffs[f"{label} (no memory)"]
+        other = planted[label, 0.0]
+        want = [100 * (cts[s] - other[s]) for s in sorted(other)]
+        mean, sd, half = _interval(want, t975[len(want)])
+        assert d["budget"] == 0.01 and d["seeds"] == sorted(other)
+        assert d["mean"] == pytest.approx(mean) and d["std"] == pytest.approx(sd)
+        assert (d["low"], d["high"]) == pytest.approx((mean - half, mean + half), abs=1e-3)
+        assert d["better"] == sum(x > 0 for x in want)
+    assert diffs["cumulative (no memory)"]["better"] == 1  # ahead on seed 1 only; a tie on 2
+    assert diffs[avb.CORESET]["mean"] == pytest.approx(5.0)
+
+
 def test_token_fit_object_fit_counts_kept_tokens_on_the_object(pm):
     """Two planted rows: 3 of 4 kept tokens on a 4-token object, then 1 of 2 on a 2-token
     object: on object 4/6 of all kept tokens, covers the mean of 3/4 and 1/2."""

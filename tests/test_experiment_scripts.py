@@ -448,6 +448,28 @@ def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_
     assert "| 2/3 |" in rows[0] and "| plasticity | +0.0 ± 10.0 |" in rows[1]
 
 
+def test_compare_backbones_pairs_two_backbones_leads_on_shared_seeds(pm, tmp_path, monkeypatch):
+    cb = importlib.import_module("compare_backbones")
+    monkeypatch.setattr(cb, "HERE", tmp_path)
+    planted = {("a", "x"): [0.6, 0.7, 0.8, 0.9], ("a", "y"): [0.5, 0.5, 0.5, 0.1],
+               ("b", "x"): [0.5, 0.5, 0.5], ("b", "y"): [0.5, 0.4, 0.5]}
+    for (folder, name), accs in planted.items():
+        for seed, acc in enumerate(accs):  # seed 3 only in folder a: not paired
+            run = tmp_path / folder / "runs" / f"{name}-s{seed}"
+            run.mkdir(parents=True)
+            run.joinpath("result.json").write_text(json.dumps(dict(
+                config=dict(seed=seed), final_acc=acc, acc_matrix=[[0.9, 0.0], [0.1, 0.5]])))
+    lead_a, lead_b = (("a", "x-s?"), ("a", "y-s?")), (("b", "x-s?"), ("b", "y-s?"))
+    assert cb.by_seed(lead_a, cb.METRICS["final accuracy"]) == pytest.approx(
+        {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.8})
+    monkeypatch.setattr(cb, "COMPARISONS", {"leads": (lead_a, lead_b)})
+    cb.main()
+    row = next(line for line in (tmp_path / "backbones_paired.md").read_text().splitlines()
+               if line.startswith("| leads | final accuracy"))
+    # per seed (x - y in a) - (x - y in b): +10, +10, +30 points; mean 16.7, std 11.5
+    assert "| +16.7 ± 11.5 |" in row and "| 3/3 | [0, 1, 2] |" in row
+
+
 def test_recipe_ablation_tag_keeps_the_earlier_round_and_the_plans_read_start(
         ra, tmp_path, monkeypatch):
     earlier = {"matched.md": "round 1", "chosen.json": json.dumps(RECIPE),

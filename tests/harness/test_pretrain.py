@@ -234,13 +234,22 @@ def test_run_config_names_an_embedded_backbone_and_records_its_checkpoint():
     from avalanche_cts.harness.runner import run_settings
 
     kw = dict(model="vit_clutter_tiny", pretrained=True, method="naive")
-    default, partial = RunConfig(**kw), RunConfig(**kw, backbone="cluttered_fmnist_partial")
-    assert "backbone" not in default.shaping()  # results of the default keep their fingerprints
-    assert default.embedded_backbone() is BACKBONES["cluttered_fmnist"]
+    default, old, partial = (RunConfig(**kw), RunConfig(**kw, backbone="cluttered_fmnist"),
+                             RunConfig(**kw, backbone="cluttered_fmnist_partial"))
+    assert "backbone" not in default.shaping()
+    # the preset's default is the partial-input pretraining; the earlier default loads by name
+    assert default.embedded_backbone() is BACKBONES["cluttered_fmnist_partial"]
+    assert old.embedded_backbone() is BACKBONES["cluttered_fmnist"]
     assert partial.embedded_backbone() is BACKBONES["cluttered_fmnist_partial"]
-    names = [run_settings(c, {})["backbone"] for c in (default, partial)]
-    assert names == [BACKBONES["cluttered_fmnist"].file_name(),
+    assert RunConfig(model="vit_fmnist_tiny", pretrained=True,
+                     method="naive").embedded_backbone() is BACKBONES["fmnist"]
+    names = [run_settings(c, {})["backbone"] for c in (default, old, partial)]
+    # a result stored under the earlier default recorded its checkpoint's name, so the same
+    # settings with backbone=None no longer match it: it is not reused for the new default
+    assert names == [BACKBONES["cluttered_fmnist_partial"].file_name(),
+                     BACKBONES["cluttered_fmnist"].file_name(),
                      BACKBONES["cluttered_fmnist_partial"].file_name()]
+    assert names[0] != names[1]
     assert RunConfig(model="vit_clutter_tiny", method="naive").embedded_backbone() is None
     for bad, wanted in [(dict(kw, model="vit_fmnist_tiny"),
                          "one of \\['fmnist', 'fmnist_partial'\\]"),

@@ -10,7 +10,8 @@ row with the inference chosen on that backbone's validation split. For every com
 difference of final accuracy and of plasticity (points, first minus second) with its Student-t
 95% interval, and the seeds where the first is ahead. A side of a comparison is a row's runs
 or a :data:`Lead`: one row minus another on the same seeds (the headline's lead of the 1% core
-tokenset over the 5% coreset), so two backbones' leads are paired too. Writes ``results/accuracy_vs_bytes/backbones_paired.md``::
+tokenset over the 5% coreset), so two backbones' leads are paired too. Writes
+``results/accuracy_vs_bytes/backbones_paired.md``::
 
     python experiments/compare_backbones.py
 """

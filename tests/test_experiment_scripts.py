@@ -427,6 +427,14 @@ def test_recipe_ablation_start_file_names_a_project_path(ra, tmp_path):
     assert ra._project_path(tmp_path / "mine.json") == "mine.json"
 
 
+def _stored_run(folder, name, seed, final_acc, matrix):
+    """A stored run ``folder/runs/name-s<seed>/result.json`` as accuracy_vs_bytes writes it."""
+    run = folder / "runs" / f"{name}-s{seed}"
+    run.mkdir(parents=True)
+    run.joinpath("result.json").write_text(json.dumps(dict(
+        config=dict(seed=seed), final_acc=final_acc, acc_matrix=matrix)))
+
+
 def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_path,
                                                                        monkeypatch):
     cb = importlib.import_module("compare_backbones")
@@ -435,11 +443,7 @@ def test_compare_backbones_pairs_final_accuracy_and_plasticity_per_seed(pm, tmp_
     for folder, name, acc, plast in (("a", "x", [0.5, 0.6, 0.6], [0.4, 0.5, 0.6]),
                                      ("b", "y", [0.4, 0.4, 0.6], [0.5, 0.5, 0.5])):
         for seed in range(3):
-            run = tmp_path / folder / "runs" / f"{name}-s{seed}"
-            run.mkdir(parents=True)
-            matrix = [[0.9, 0.0], [0.1, plast[seed]]]
-            run.joinpath("result.json").write_text(json.dumps(dict(
-                config=dict(seed=seed), final_acc=acc[seed], acc_matrix=matrix)))
+            _stored_run(tmp_path / folder, name, seed, acc[seed], [[0.9, 0.0], [0.1, plast[seed]]])
     monkeypatch.setattr(cb, "COMPARISONS", {"planted": (first, second)})
     cb.main()
     rows = [line for line in (tmp_path / "backbones_paired.md").read_text().splitlines()
@@ -455,10 +459,7 @@ def test_compare_backbones_pairs_two_backbones_leads_on_shared_seeds(pm, tmp_pat
                ("b", "x"): [0.5, 0.5, 0.5], ("b", "y"): [0.5, 0.4, 0.5]}
     for (folder, name), accs in planted.items():
         for seed, acc in enumerate(accs):  # seed 3 only in folder a: not paired
-            run = tmp_path / folder / "runs" / f"{name}-s{seed}"
-            run.mkdir(parents=True)
-            run.joinpath("result.json").write_text(json.dumps(dict(
-                config=dict(seed=seed), final_acc=acc, acc_matrix=[[0.9, 0.0], [0.1, 0.5]])))
+            _stored_run(tmp_path / folder, name, seed, acc, [[0.9, 0.0], [0.1, 0.5]])
     lead_a, lead_b = (("a", "x-s?"), ("a", "y-s?")), (("b", "x-s?"), ("b", "y-s?"))
     assert cb.by_seed(lead_a, cb.METRICS["final accuracy"]) == pytest.approx(
         {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.8})
